@@ -1,0 +1,89 @@
+"""Data sets used by racecar_core: a common ``ImageSet`` container, loaders and an availability registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+
+@dataclass
+class ImageSet:
+    """Train/test images in raw pixel units: x is ``[N,1,H,W]`` float32 in 0..255, y is ``[N]`` int64."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    source: str
+    synthetic: bool
+
+    def __repr__(self) -> str:
+        return (f"ImageSet(train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
+                f"synthetic={self.synthetic}, source={self.source!r})")
+
+
+class MissingDataError(FileNotFoundError):
+    """A data set is not on disk and cannot be fetched or generated; the message says how to get it."""
+
+
+def _check_mnist() -> tuple[bool, str]:
+    from racecar_core.data import mnist
+
+    return mnist.check_available()
+
+
+def _check_peak() -> tuple[bool, str]:
+    from racecar_core.data import peak
+
+    return peak.check_available()
+
+
+# name -> check function returning (available now or generatable offline?, one-line message).
+# Other modules add their data sets here, e.g. ``AVAILABILITY_CHECKS["cifar10"] = my_check``.
+AVAILABILITY_CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
+    "mnist": _check_mnist,
+    "peak": _check_peak,
+}
+
+
+def availability(name: str) -> tuple[bool, str]:
+    """Return (can data set ``name`` be had now, offline included?, one-line message with the fetch command)."""
+    key = name.lower()
+    if key not in AVAILABILITY_CHECKS:
+        known = ", ".join(sorted(AVAILABILITY_CHECKS))
+        raise ValueError(f"unknown data set {name!r}; known data sets: {known}")
+    return AVAILABILITY_CHECKS[key]()
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these are loaded lazily by __getattr__
+    from racecar_core.data.mnist import load_mnist, mnist_imageset, select_per_class  # noqa: F401
+    from racecar_core.data.peak import load_peak_folder, make_peak, write_peak_folder  # noqa: F401
+
+_LAZY = {
+    "load_mnist": "mnist", "mnist_imageset": "mnist", "select_per_class": "mnist",
+    "make_peak": "peak", "load_peak_folder": "peak", "write_peak_folder": "peak",
+}
+
+
+def __getattr__(name: str):
+    """Re-export loaders lazily, so ``python -m racecar_core.data.<module>`` runs without a double import."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"racecar_core.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'racecar_core.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "AVAILABILITY_CHECKS",
+    "ImageSet",
+    "MissingDataError",
+    "availability",
+    "load_mnist",
+    "load_peak_folder",
+    "make_peak",
+    "mnist_imageset",
+    "select_per_class",
+    "write_peak_folder",
+]

@@ -1,0 +1,109 @@
+"""Figures of the SVD-test notebooks (MNIST and peak): singular vectors, reverse-pass reconstructions, curves."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..plotting import METHOD_COLORS, METHOD_ORDER, image_grid, to_uint8
+
+VARIANT_TITLES = {"official": "official run (raw pixels, double softmax)",
+                  "corrected": "corrected (inputs in [0,1], CE on logits)"}
+
+
+def _methods(out: dict) -> list[str]:
+    return [m for m in METHOD_ORDER if m in out["params"]["methods"]]
+
+
+def singular_vectors(out: dict, variant: str, seed: int, n: int = 10) -> Figure:
+    """Leading right singular vectors of the first layer, one row per method, the training images on the left."""
+    methods = _methods(out)
+    data = out["data"]
+    n_show = min(n, out["runs"][(variant, methods[0], seed)]["Vh"].shape[0])
+    train_show = [data.x_train[data.y_train == c][0, 0] for c in (0, 1)]
+    fig, axes = plt.subplots(len(methods), 2, figsize=(1.0 + 0.62 * n_show, 0.75 * len(methods) + 0.4),
+                             gridspec_kw={"width_ratios": [2, n_show]}, squeeze=False)
+    for row, m in enumerate(methods):
+        r = out["runs"][(variant, m, seed)]
+        image_grid(axes[row, 0], train_show, ncols=2)
+        image_grid(axes[row, 1], [v.reshape(28, 28) for v in r["Vh"][:n_show]], ncols=n_show)
+        a = r["analysis"]
+        axes[row, 0].set_ylabel(m, color=METHOD_COLORS[m], fontsize=9, fontweight="bold")
+        axes[row, 1].set_title(f"{m}: leading max|cos| to a training image {a['lead_max_cos']:.2f}, "
+                               f"energy in data span {a['lead_span_energy']:.2f} "
+                               f"(chance {a['span_energy_chance']:.2f})", fontsize=7, loc="left")
+    axes[0, 0].set_title("training images", fontsize=7)
+    fig.suptitle(f"Right singular vectors of layer 1, {VARIANT_TITLES[variant]}, seed {seed}", fontsize=8)
+    return fig
+
+
+def reconstruction_strip(out: dict, variant: str, seed: int, n_frames: int = 8) -> Figure:
+    """Reverse-pass reconstructions d1' of two test images over training: rows method x image, columns steps."""
+    methods = _methods(out)
+    r0 = out["runs"][(variant, methods[0], seed)]
+    steps = r0["recon_steps"]
+    pick = np.unique(np.linspace(0, len(steps) - 1, n_frames).round().astype(int))
+    fig, axes = plt.subplots(len(methods), 1, figsize=(0.62 * (len(pick) + 1) + 0.6, 1.25 * len(methods) + 0.3),
+                             squeeze=False)
+    for row, m in enumerate(methods):
+        r = out["runs"][(variant, m, seed)]
+        rec = r["reconstructions"]
+        tiles = []
+        for img in range(rec.shape[1]):
+            tiles.append(r["shown_images"][img, 0])
+            tiles.extend(rec[i, img, 0] for i in pick)
+        image_grid(axes[row, 0], tiles, ncols=len(pick) + 1)
+        axes[row, 0].set_ylabel(m, color=METHOD_COLORS[m], fontsize=9, fontweight="bold")
+    axes[0, 0].set_title("test image | reverse pass d1' at steps " + ", ".join(str(steps[i]) for i in pick),
+                         fontsize=7, loc="left")
+    fig.suptitle(f"Reverse-pass reconstructions over training, {VARIANT_TITLES[variant]}, seed {seed}", fontsize=8)
+    return fig
+
+
+def reconstruction_frames(out: dict, variant: str, seed: int) -> list[np.ndarray]:
+    """GIF frames: per snapshot, the methods side by side (columns) for each test image (rows), upscaled 4x."""
+    methods = _methods(out)
+    recs = [out["runs"][(variant, m, seed)]["reconstructions"] for m in methods]
+    frames = []
+    for t in range(recs[0].shape[0]):
+        rows = [np.concatenate([np.pad(to_uint8(r[t, i, 0].numpy()), 1) for r in recs], axis=1)
+                for i in range(recs[0].shape[1])]
+        frames.append(np.kron(np.concatenate(rows, axis=0), np.ones((4, 4), dtype=np.uint8)))
+    return frames
+
+
+def training_curves(out: dict) -> Figure:
+    """Test accuracy and test task loss over training, mean +- std over seeds, one column per variant."""
+    from .svd_test import curves
+    variants = out["params"]["variants"]
+    fig, axes = plt.subplots(2, len(variants), figsize=(3.2 * len(variants), 4.0), squeeze=False)
+    for key, row in (("test_acc", 0), ("test_task_loss", 1)):
+        cur = curves(out, key)
+        for col, v in enumerate(variants):
+            ax = axes[row, col]
+            for m in _methods(out):
+                steps, mean, std = cur[(v, m)]
+                ax.plot(steps, mean, color=METHOD_COLORS[m], label=m)
+                ax.fill_between(steps, mean - std, mean + std, color=METHOD_COLORS[m], alpha=0.2, lw=0)
+            ax.set_xlabel("step (Pre: including its pretraining steps)")
+            ax.set_ylabel(key.replace("_", " "))
+            ax.set_title(VARIANT_TITLES[v])
+    axes[0, 0].legend()
+    return fig
+
+
+def spectra(out: dict) -> Figure:
+    """Singular values of layer 1 (mean over seeds, normalised by the largest), one panel per variant."""
+    variants = out["params"]["variants"]
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.2 * len(variants), 2.4), squeeze=False)
+    for col, v in enumerate(variants):
+        ax = axes[0, col]
+        for m in _methods(out):
+            s = np.stack([r["S"].numpy() for (vv, mm, _), r in out["runs"].items() if vv == v and mm == m])
+            s = (s / s[:, :1]).mean(0)
+            ax.semilogy(np.arange(1, len(s) + 1), s, marker="o", ms=2, color=METHOD_COLORS[m], label=m)
+        ax.set_xlabel("index")
+        ax.set_ylabel("singular value / largest")
+        ax.set_title(VARIANT_TITLES[v])
+    axes[0, 0].legend()
+    return fig

@@ -1,0 +1,225 @@
+"""The four training methods: Std, RR, Ort and Pre, as what each adds to the loss or to the schedule.
+
+A method turns a model into a list of *phases*; each phase has a number of steps, the parameters its optimiser
+trains, the modules that stay frozen (eval mode), and a loss function. Std, RR and Ort have one phase; Pre has one
+per weight layer (greedy tied-weight autoencoder pretraining) and then the fine-tuning phase.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import reverse
+
+TaskLoss = Callable[[Tensor, Tensor], Tensor]
+LossFn = Callable[[nn.Module, Tensor, Tensor, "StepInfo"], tuple[Tensor, Tensor, dict]]
+
+
+def ce_official(out: Tensor, y: Tensor) -> Tensor:
+    """The official scripts' loss: cross-entropy applied to softmax outputs (a double softmax)."""
+    return F.cross_entropy(F.softmax(out, dim=1), y)
+
+
+TASK_LOSSES: dict[str, TaskLoss] = {"ce": F.cross_entropy, "ce_official": ce_official, "mse": F.mse_loss}
+
+
+def task_loss(name: str) -> TaskLoss:
+    """Look up a task loss by name ('ce', 'ce_official', 'mse')."""
+    if name not in TASK_LOSSES:
+        raise ValueError(f"racecar: unknown task loss {name!r}; choose one of {sorted(TASK_LOSSES)}")
+    return TASK_LOSSES[name]
+
+
+@dataclass
+class StepInfo:
+    """Where the loop is: global step, step inside the phase, epoch, and a generator for the step's randomness."""
+    step: int
+    phase_step: int
+    epoch: int
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class Phase:
+    """One stretch of training: its steps, trainable parameters, frozen modules and loss."""
+    name: str
+    steps: int
+    params: list[nn.Parameter]
+    loss: LossFn
+    frozen: list[nn.Module] = field(default_factory=list)
+
+
+def weight_layers(model: nn.Module) -> list[nn.Module]:
+    """The weight layers (Linear, Conv2d, ...) in reverse-pass order."""
+    return [m for m in reverse.layers_of(model) if reverse.role(m) == "weight"]
+
+
+# ---------------------------------------------------------------- Ort (SRIP)
+def gram_minus_identity(weight: Tensor) -> Tensor:
+    """``A = V V^T - I`` with ``V`` the weight reshaped to [out, rest], using the smaller Gram matrix."""
+    v = weight.reshape(weight.shape[0], -1)
+    g = v @ v.T if v.shape[0] <= v.shape[1] else v.T @ v
+    return g - torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+
+
+def spectral_norm_power(a: Tensor, iters: int = 1, start: str = "randn",
+                        generator: torch.Generator | None = None) -> Tensor:
+    """Spectral norm of ``a`` by power iteration from a fresh random vector (differentiable, no stop-gradient)."""
+    draw = torch.randn if start == "randn" else torch.rand
+    u = F.normalize(draw(a.shape[0], generator=generator, dtype=a.dtype).to(a.device), dim=0, eps=1e-12)
+    for _ in range(iters):
+        v = F.normalize(a.T @ u, dim=0, eps=1e-12)
+        u = F.normalize(a @ v, dim=0, eps=1e-12)
+    return (u @ (a @ v)).abs()
+
+
+def srip_penalty(model: nn.Module, form: str = "official", generator: torch.Generator | None = None) -> Tensor:
+    """Sum over weight layers of ``sigma_max(W^T W - I)^2`` by one power-iteration step.
+
+    ``official``: the RR authors' TF code (randn start vector); ``srip``: the SRIP authors' code (rand start).
+    """
+    if form not in ("official", "srip"):
+        raise ValueError(f"racecar: unknown Ort form {form!r}; use 'official' or 'srip'")
+    start = "randn" if form == "official" else "rand"
+    return sum(spectral_norm_power(gram_minus_identity(m.weight), 1, start, generator) ** 2
+               for m in weight_layers(model))
+
+
+def srip_schedule(epoch: int, base: float = 1e-2) -> float:
+    """The SRIP authors' CIFAR weight: 1e-2 to epoch 20, then 1e-3, 1e-4 after 50, 1e-6 after 70, 0 after 120."""
+    if epoch > 120:
+        return 0.0
+    for limit, value in ((70, 1e-6), (50, 1e-4), (20, 1e-3)):
+        if epoch > limit:
+            return value * base / 1e-2
+    return base
+
+
+# ---------------------------------------------------------------- methods
+class Method:
+    """Base class: one phase training every parameter on the task loss plus ``extra``."""
+    name = "Std"
+
+    def __init__(self, task: str | TaskLoss = "ce"):
+        self.task = task_loss(task) if isinstance(task, str) else task
+
+    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
+        out = model(x)
+        return out, out.new_zeros(()), {}
+
+    def _loss(self, model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
+        out, extra, logs = self.extra(model, x, info)
+        task = self.task(out, y)
+        return task + extra, out, {"task": task.detach(), **logs}
+
+    def phases(self, model: nn.Module, steps: int) -> list[Phase]:
+        """The training schedule for ``model``: a list of phases."""
+        return [Phase("train", steps, list(model.parameters()), self._loss)]
+
+    def describe(self) -> dict:
+        """The method's settings, for configs and provenance."""
+        return {"method": self.name}
+
+
+class Std(Method):
+    """Task loss only."""
+    name = "Std"
+
+
+class RR(Method):
+    """Task loss plus ``lam * sum_m ||d_m - d'_m||^2`` of the reverse pass, trained jointly from step 0."""
+    name = "RR"
+
+    def __init__(self, task: str | TaskLoss = "ce", lam: float = 1e-5, mode: reverse.Mode = "full",
+                 reduction: reverse.Reduction = "sum"):
+        super().__init__(task)
+        self.lam, self.mode, self.reduction = lam, mode, reduction
+
+    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
+        trace = reverse.forward_trace(model, x)
+        rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, self.mode), self.reduction)
+        return trace.output, self.lam * rec, {"rr": rec.detach()}
+
+    def describe(self) -> dict:
+        return {"method": self.name, "lam": self.lam, "mode": self.mode, "reduction": self.reduction}
+
+
+class Ort(Method):
+    """Task loss plus an SRIP orthogonality penalty; constant ``weight`` or the SRIP authors' epoch schedule."""
+    name = "Ort"
+
+    def __init__(self, task: str | TaskLoss = "ce", weight: float = 0.1, form: str = "official",
+                 schedule: bool = False):
+        super().__init__(task)
+        self.weight, self.form, self.schedule = weight, form, schedule
+        if form not in ("official", "srip"):
+            raise ValueError(f"racecar: unknown Ort form {form!r}; use 'official' or 'srip'")
+
+    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
+        out = model(x)
+        w = srip_schedule(info.epoch, self.weight) if self.schedule else self.weight
+        if w == 0:
+            return out, out.new_zeros(()), {"ort": out.new_zeros(())}
+        pen = srip_penalty(model, self.form, info.generator)
+        return out, w * pen, {"ort": pen.detach()}
+
+    def describe(self) -> dict:
+        return {"method": self.name, "weight": self.weight, "form": self.form, "schedule": self.schedule}
+
+
+class Pre(Method):
+    """Greedy layer-wise tied-weight autoencoder pretraining (``pre_steps`` per layer), then task fine-tuning.
+
+    While layer m trains, the layers below it are frozen (no optimiser, eval mode, run without gradients); its
+    decoder is ``W_m^T`` followed by the lower layer's norm and activation, the map the RR reverse pass uses.
+    """
+    name = "Pre"
+
+    def __init__(self, task: str | TaskLoss = "ce", pre_steps: int = 100, reduction: reverse.Reduction = "sum"):
+        super().__init__(task)
+        self.pre_steps, self.reduction = pre_steps, reduction
+
+    def phases(self, model: nn.Module, steps: int) -> list[Phase]:
+        layers = reverse.layers_of(model)
+        widx = [i for i, m in enumerate(layers) if reverse.role(m) == "weight"]
+        phases = []
+        for k, start in enumerate(widx):
+            end = widx[k + 1] if k + 1 < len(widx) else len(layers)
+            params = [p for m in layers[start:end] for p in m.parameters()]
+            phases.append(Phase(f"pretrain-{k + 1}", self.pre_steps, params,
+                                self._ae_loss(layers, start, end), frozen=layers[:start]))
+        phases.append(Phase("finetune", steps, list(model.parameters()), self._loss))
+        return phases
+
+    def _ae_loss(self, layers: list[nn.Module], start: int, end: int) -> LossFn:
+        def loss(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
+            inputs = []
+            with torch.no_grad():
+                for m in layers[:start]:
+                    inputs.append(x)
+                    x = m(x)
+            h = x
+            for m in layers[start:end]:
+                inputs.append(h)
+                h = m(h)
+            trace = reverse.Trace(layers[:end], inputs, h)
+            rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, "full", levels=1), self.reduction)
+            return rec, h, {"ae": rec.detach()}
+        return loss
+
+    def describe(self) -> dict:
+        return {"method": self.name, "pre_steps": self.pre_steps, "reduction": self.reduction}
+
+
+METHODS: dict[str, type[Method]] = {"Std": Std, "RR": RR, "Ort": Ort, "Pre": Pre}
+
+
+def make_method(name: str, **kwargs) -> Method:
+    """Build a method by name ('Std', 'RR', 'Ort', 'Pre') with its keyword settings."""
+    if name not in METHODS:
+        raise ValueError(f"racecar: unknown method {name!r}; choose one of {list(METHODS)}")
+    return METHODS[name](**kwargs)

@@ -1,0 +1,228 @@
+"""Execute the paper notebooks incrementally: ``python -m racecar_core.notebook_runner --profile quick``."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import paths
+
+NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+
+
+@dataclass
+class Outcome:
+    """What happened to one notebook in one invocation."""
+
+    notebook: str
+    profile: str
+    seconds: float
+    figures: int
+    status: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status.startswith("FAILED")
+
+
+def discover(notebooks_dir: Path) -> list[Path]:
+    """Return the numbered notebooks ``NN_*.ipynb`` in ``notebooks_dir``, sorted."""
+    return sorted(p for p in Path(notebooks_dir).glob(NOTEBOOK_GLOB) if p.is_file())
+
+
+def select(notebooks: list[Path], only: str | None) -> list[Path]:
+    """Keep the notebooks whose name or stem matches the glob ``only``; error if none match."""
+    if not only:
+        return notebooks
+    chosen = [p for p in notebooks if fnmatch.fnmatch(p.name, only) or fnmatch.fnmatch(p.stem, only)]
+    if not chosen:
+        names = ", ".join(p.name for p in notebooks) or "(none found)"
+        raise ValueError(f"--only {only!r} matches no notebook; available: {names}")
+    return chosen
+
+
+def requirements(notebook: Path) -> list[str]:
+    """Data sets a notebook declares in its metadata ``{"racecar": {"requires": [...]}}``."""
+    meta = json.loads(Path(notebook).read_text(encoding="utf-8")).get("metadata", {})
+    req = meta.get("racecar", {}).get("requires", [])
+    if isinstance(req, str):
+        req = [req]
+    if not isinstance(req, list) or not all(isinstance(r, str) for r in req):
+        raise ValueError(f"{notebook.name}: metadata racecar.requires must be a list of names")
+    return req
+
+
+def check_data(names: list[str]) -> list[tuple[str, bool, str]]:
+    """Ask ``racecar_core.data.availability`` about each required data set."""
+    if not names:
+        return []
+    try:
+        from racecar_core.data import availability
+    except ImportError as exc:
+        return [(n, False, f"cannot check data set {n!r}: racecar_core.data.availability "
+                           f"not importable ({exc})") for n in names]
+    out = []
+    for n in names:
+        ok, msg = availability(n)
+        out.append((n, bool(ok), str(msg)))
+    return out
+
+
+def code_files(root: Path) -> list[Path]:
+    """Every ``racecar_core/**/*.py`` file under ``root``, sorted."""
+    return sorted(p for p in (Path(root) / "racecar_core").rglob("*.py") if p.is_file())
+
+
+def stamp_hash(notebook: Path, profile: str, data: list[tuple[str, bool, str]],
+               root: Path | None = None) -> str:
+    """Hash of notebook bytes, package source, profile and data availability messages."""
+    root = Path(root) if root is not None else paths.ROOT
+    h = hashlib.sha256()
+    h.update(b"notebook\0" + Path(notebook).read_bytes())
+    for f in code_files(root):
+        h.update(b"\0file\0" + str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    h.update(b"\0profile\0" + profile.encode())
+    for name, ok, msg in data:
+        h.update(f"\0data\0{name}\0{ok}\0{msg}".encode())
+    return h.hexdigest()
+
+
+def _figure_snapshot(figdir: Path) -> dict[Path, tuple[int, int, int]]:
+    if not figdir.is_dir():
+        return {}
+    snap = {}
+    for p in figdir.rglob("*"):
+        if p.suffix.lower() in (".png", ".pdf") and p.is_file():
+            st = p.stat()
+            snap[p] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return snap
+
+
+def _count_new(before: dict[Path, tuple[int, int, int]], figdir: Path) -> int:
+    after = _figure_snapshot(figdir)
+    return sum(1 for p, sig in after.items() if before.get(p) != sig)
+
+
+@contextlib.contextmanager
+def _kernel_env(profile: str) -> Iterator[None]:
+    """Temporarily set RACECAR_PROFILE and put the repository on the kernel's PYTHONPATH."""
+    saved = {k: os.environ.get(k) for k in ("RACECAR_PROFILE", "PYTHONPATH")}
+    os.environ["RACECAR_PROFILE"] = profile
+    pp = [str(paths.ROOT)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])
+    os.environ["PYTHONPATH"] = os.pathsep.join(pp)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _short_error(exc: BaseException) -> str:
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    text = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False) -> Outcome:
+    """Run (or skip, or find up to date) one notebook; never raises for notebook errors."""
+    stem, t0 = notebook.stem, time.perf_counter()
+
+    def outcome(status: str, figures: int = 0) -> Outcome:
+        return Outcome(notebook.name, profile, time.perf_counter() - t0, figures, status)
+
+    try:
+        data = check_data(requirements(notebook))
+    except Exception as exc:  # bad metadata or availability() crashing
+        return outcome(f"FAILED: {_short_error(exc)}")
+    missing = [msg for _, ok, msg in data if not ok]
+    if missing:
+        return outcome("skipped: " + " | ".join(missing))
+
+    out_dir = Path(build_dir) / profile
+    stamp_path = out_dir / f"{stem}.stamp"
+    figdir = paths.figures_dir() / stem
+    digest = stamp_hash(notebook, profile, data)
+    if (not force and stamp_path.is_file() and stamp_path.read_text().strip() == digest
+            and (figdir / "results.json").is_file()):
+        return outcome("up to date")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp_path.unlink(missing_ok=True)
+    before = _figure_snapshot(figdir)
+    try:
+        import papermill
+
+        with _kernel_env(profile):
+            papermill.execute_notebook(
+                str(notebook), str(out_dir / f"{stem}.ipynb"), parameters={"profile": profile},
+                kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
+            )
+    except Exception as exc:
+        return outcome(f"FAILED: {_short_error(exc)}", _count_new(before, figdir))
+    stamp_path.write_text(digest + "\n")
+    status = "ran" if (figdir / "results.json").is_file() else "ran (warning: no results.json)"
+    return outcome(status, _count_new(before, figdir))
+
+
+def format_table(outcomes: list[Outcome]) -> str:
+    """Render the end-of-run summary as a plain-text table."""
+    header = ("notebook", "profile", "time (s)", "figures", "status")
+    rows = [(o.notebook, o.profile, f"{o.seconds:.1f}", str(o.figures), o.status) for o in outcomes]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = []
+    for r in [header, *rows]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+        if r is header:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (1 if any notebook failed)."""
+    ap = argparse.ArgumentParser(prog="python -m racecar_core.notebook_runner", description=__doc__)
+    ap.add_argument("--profile", default="quick", help="run profile passed to each notebook")
+    ap.add_argument("--only", default=None, help="glob on notebook name/stem, e.g. '03_*'")
+    ap.add_argument("--force", action="store_true", help="re-run even if up to date")
+    ap.add_argument("--notebooks-dir", type=Path, default=paths.ROOT / "notebooks")
+    ap.add_argument("--build-dir", type=Path, default=paths.ROOT / "build")
+    args = ap.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.profile):
+        ap.error(f"invalid profile name {args.profile!r}")
+    if not args.notebooks_dir.is_dir():
+        ap.error(f"notebooks directory not found: {args.notebooks_dir}")
+    try:
+        notebooks = select(discover(args.notebooks_dir), args.only)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if not notebooks:
+        print(f"no notebooks matching {NOTEBOOK_GLOB} in {args.notebooks_dir}")
+        return 0
+    outcomes = []
+    for i, nb in enumerate(notebooks, 1):
+        print(f"[{i}/{len(notebooks)}] {nb.name} (profile {args.profile}) ...", flush=True)
+        o = run_one(nb, args.profile, args.build_dir, force=args.force)
+        print(f"    {o.status} ({o.seconds:.1f} s)", flush=True)
+        executed = args.build_dir / args.profile / f"{nb.stem}.ipynb"
+        if o.failed and executed.is_file():
+            print(f"    executed copy with the traceback: {executed}", flush=True)
+        outcomes.append(o)
+    print()
+    print(format_table(outcomes), flush=True)
+    return 1 if any(o.failed for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The reverse pass of RR ("racecar") training and its loss.
+
+A network is read as a flat list of layers (nested ``nn.Sequential`` are unrolled). Each layer has one of three
+*roles* in the reverse pass:
+
+- ``weight``: a linear map with bias (Linear, Conv2d). The reverse applies the transpose after subtracting the bias,
+  ``W^T (y' - b)``; the reconstruction of the layer's input ``d_m`` is compared with ``d_m``.
+- ``pointwise``: normalisation and activation (BatchNorm, ReLU, LeakyReLU, ELU, Identity, ...). On the way down
+  they are *re-applied forwards* as in the official code: ``d'_m = f_{m-1}(N_{m-1}(W_m^T (d'_{m+1} - b_m)))``.
+- ``shape``: layers that only move numbers (Flatten, pooling, padding). The reverse applies their adjoint.
+
+Two modes: ``full`` (the paper: one pass from the output down to the input, reconstructing every weight layer's input)
+and ``local`` (each weight layer reconstructs its own input from its own output, ``W^T W d``).
+
+Adding a layer type is one call: ``register_weight``, ``register_pointwise`` or ``register_shape`` with the layer
+class and (for weight and shape layers) its transpose/adjoint function. A module may instead define a method
+``racecar_transpose(y, input_shape)`` (weight role; takes the bias-free output) or
+``racecar_adjoint(y, input_shape)`` (shape role).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Mode = Literal["full", "local"]
+Reduction = Literal["sum", "mean"]
+Adjoint = Callable[[nn.Module, Tensor, torch.Size], Tensor]
+
+_WEIGHT: dict[type, Adjoint] = {}
+_SHAPE: dict[type, Adjoint] = {}
+_POINTWISE: set[type] = set()
+
+
+def register_weight(cls: type, transpose: Adjoint) -> None:
+    """Declare ``cls`` a weight layer whose bias-free transpose is ``transpose(module, y, input_shape)``."""
+    _WEIGHT[cls] = transpose
+
+
+def register_shape(cls: type, adjoint: Adjoint) -> None:
+    """Declare ``cls`` a shape layer whose adjoint is ``adjoint(module, y, input_shape)``."""
+    _SHAPE[cls] = adjoint
+
+
+def register_pointwise(cls: type) -> None:
+    """Declare ``cls`` a norm/activation layer that the reverse pass re-applies forwards."""
+    _POINTWISE.add(cls)
+
+
+def _linear_t(m: nn.Linear, y: Tensor, shape: torch.Size) -> Tensor:
+    return y @ m.weight
+
+
+def _conv_output_padding(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> tuple[int, int]:
+    pads = []
+    for i in range(2):
+        size = (y.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i] + m.dilation[i] * (m.kernel_size[i] - 1) + 1
+        pads.append(shape[-2 + i] - size)
+    return pads[0], pads[1]
+
+
+def _conv2d_t(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> Tensor:
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise NotImplementedError(
+            f"reverse of Conv2d(padding={m.padding!r}, padding_mode={m.padding_mode!r}) is not built in: use integer "
+            "zero padding, or a layer from racecar_core.layers that defines racecar_transpose()")
+    return F.conv_transpose2d(y, m.weight, None, m.stride, m.padding, _conv_output_padding(m, y, shape),
+                              m.groups, m.dilation)
+
+
+def _flatten_adj(m: nn.Flatten, y: Tensor, shape: torch.Size) -> Tensor:
+    return y.reshape(shape)
+
+
+def _avgpool_adj(m: nn.AvgPool2d, y: Tensor, shape: torch.Size) -> Tensor:
+    # AvgPool2d is a (non-overlapping or overlapping) linear map; its adjoint is the vector-Jacobian product.
+    x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
+    with torch.enable_grad():
+        out = m(x)
+        (g,) = torch.autograd.grad(out, x, y, create_graph=True)
+    return g
+
+
+register_weight(nn.Linear, _linear_t)
+register_weight(nn.Conv2d, _conv2d_t)
+register_shape(nn.Flatten, _flatten_adj)
+register_shape(nn.Unflatten, lambda m, y, s: y.reshape(s))
+register_shape(nn.AvgPool2d, _avgpool_adj)
+register_shape(nn.AdaptiveAvgPool2d, _avgpool_adj)
+for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Identity, nn.Tanh, nn.Sigmoid,
+             nn.GELU, nn.SiLU, nn.Softplus, nn.GroupNorm, nn.LayerNorm):
+    register_pointwise(_cls)
+
+
+def role(m: nn.Module) -> str:
+    """The role of a layer in the reverse pass: 'weight', 'pointwise' or 'shape'."""
+    if hasattr(m, "racecar_transpose"):
+        return "weight"
+    if hasattr(m, "racecar_adjoint"):
+        return "shape"
+    for cls in type(m).__mro__:
+        if cls in _WEIGHT:
+            return "weight"
+        if cls in _SHAPE:
+            return "shape"
+        if cls in _POINTWISE:
+            return "pointwise"
+    raise TypeError(
+        f"racecar: no reverse rule for layer {type(m).__name__}. Register one with "
+        "racecar_core.reverse.register_weight/register_shape/register_pointwise, or give the module a "
+        "racecar_transpose(y, input_shape) or racecar_adjoint(y, input_shape) method.")
+
+
+def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size) -> Tensor:
+    """``M^T y`` for a weight layer (bias not included) or the adjoint of a shape layer."""
+    if hasattr(m, "racecar_transpose"):
+        return m.racecar_transpose(y, input_shape)
+    if hasattr(m, "racecar_adjoint"):
+        return m.racecar_adjoint(y, input_shape)
+    for cls in type(m).__mro__:
+        if cls in _WEIGHT:
+            return _WEIGHT[cls](m, y, input_shape)
+        if cls in _SHAPE:
+            return _SHAPE[cls](m, y, input_shape)
+    raise TypeError(f"{type(m).__name__} is not a weight or shape layer (role {role(m)!r})")
+
+
+def subtract_bias(m: nn.Module, y: Tensor) -> Tensor:
+    """``y - b`` with the bias broadcast over the channel dimension (dim 1) or the feature dimension."""
+    b = getattr(m, "bias", None)
+    if b is None:
+        return y
+    if y.dim() > 2:
+        return y - b.view(1, -1, *([1] * (y.dim() - 2)))
+    return y - b
+
+
+def layers_of(model: nn.Module) -> list[nn.Module]:
+    """The flat list of layers of a (possibly nested) ``nn.Sequential``, or of ``model.racecar_layers()``."""
+    if hasattr(model, "racecar_layers"):
+        return list(model.racecar_layers())
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(
+            f"racecar: the reverse pass walks an nn.Sequential (nested ones are fine); got {type(model).__name__}. "
+            "Wrap your layers in nn.Sequential or give your model a racecar_layers() method returning them in order.")
+    out: list[nn.Module] = []
+    for m in model:
+        out.extend(layers_of(m) if isinstance(m, nn.Sequential) else [m])
+    return out
+
+
+@dataclass
+class Trace:
+    """What the forward pass recorded: each layer's input, and the network output."""
+    layers: list[nn.Module]
+    inputs: list[Tensor]
+    output: Tensor
+    pairs: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+
+
+def forward_trace(model: nn.Module, x: Tensor) -> Trace:
+    """Run ``model`` layer by layer on ``x``, keeping every layer's input for the reverse pass."""
+    layers = layers_of(model)
+    inputs = []
+    for m in layers:
+        inputs.append(x)
+        x = m(x)
+    return Trace(layers, inputs, x)
+
+
+def _weight_indices(layers: list[nn.Module]) -> list[int]:
+    idx = [i for i, m in enumerate(layers) if role(m) == "weight"]
+    if not idx:
+        raise ValueError("racecar: the model has no weight layer (Linear/Conv2d) to reverse")
+    return idx
+
+
+def _walk_between(layers: list[nn.Module], lo: int, hi: int, y: Tensor,
+                  inputs: list[Tensor]) -> tuple[Tensor, int]:
+    """Carry ``y`` from the input of layer ``hi`` down through the layers between ``lo`` and ``hi``.
+
+    Shape layers are undone by their adjoints (top to bottom); each run of consecutive pointwise layers is
+    re-applied forwards, in its forward order (the official ``f(N(.))``). Returns ``y`` and the index ``p`` such
+    that ``y`` reconstructs ``inputs[p]``: the output of the lowest pointwise run (or the input of the lowest
+    shape layer) reached.
+    """
+    i, pos = hi - 1, hi
+    while i > lo:
+        if role(layers[i]) == "shape":
+            y = transpose(layers[i], y, inputs[i].shape)
+            pos = i
+            i -= 1
+            continue
+        j = i
+        while j - 1 > lo and role(layers[j - 1]) == "pointwise":
+            j -= 1
+        for k in range(j, i + 1):
+            y = layers[k](y)
+        pos = i + 1
+        i = j - 1
+    return y, pos
+
+
+def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None) -> list[tuple[Tensor, Tensor]]:
+    """Pairs ``(d_m, d'_m)`` for every weight layer, bottom layer first.
+
+    ``full``: from the network output down through every weight layer (the paper). Layers above the top weight
+    layer (its norm/activation) are not undone: the walk starts from the output, as the official code does.
+    ``local``: ``d'_m = W_m^T (W_m d_m)`` for each weight layer on its own.
+    ``levels``: in full mode, stop after this many weight layers from the top (Pre uses 1).
+    """
+    layers, inputs = trace.layers, trace.inputs
+    widx = _weight_indices(layers)
+    pairs: list[tuple[Tensor, Tensor]] = []
+    if mode == "local":
+        for i in widx:
+            out_nobias = subtract_bias(layers[i], layers[i](inputs[i]))
+            pairs.append((inputs[i], transpose(layers[i], out_nobias, inputs[i].shape)))
+        return pairs
+    if mode != "full":
+        raise ValueError(f"racecar: unknown reverse-pass mode {mode!r}; use 'full' or 'local'")
+    y = trace.output
+    lowest = 0 if levels is None else max(0, len(widx) - levels)
+    for n in range(len(widx) - 1, lowest - 1, -1):
+        i = widx[n]
+        y = transpose(layers[i], subtract_bias(layers[i], y), inputs[i].shape)
+        pos = i
+        if n > 0:
+            y, pos = _walk_between(layers, widx[n - 1], i, y, inputs)
+        pairs.append((inputs[pos], y))
+    return pairs[::-1]
+
+
+def reconstruction_loss(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction = "sum") -> Tensor:
+    """``sum_m 0.5 * sum (d_m - d'_m)^2`` (``sum``, the official form) or ``sum_m mean (d_m - d'_m)^2`` (``mean``)."""
+    if reduction == "sum":
+        return sum(0.5 * (d - r).pow(2).sum() for d, r in pairs)
+    if reduction == "mean":
+        return sum((d - r).pow(2).mean() for d, r in pairs)
+    raise ValueError(f"racecar: unknown reduction {reduction!r}; use 'sum' or 'mean'")
+
+
+def rr_loss(model: nn.Module, x: Tensor, mode: Mode = "full", reduction: Reduction = "sum") -> tuple[Tensor, Tensor]:
+    """Forward ``model`` on ``x`` and return ``(output, reconstruction loss)``: RR for any supported Sequential."""
+    trace = forward_trace(model, x)
+    return trace.output, reconstruction_loss(reverse_pass(trace, mode), reduction)
+
+
+def reconstruct_input(model: nn.Module, x: Tensor) -> Tensor:
+    """The full reverse pass's reconstruction of the network input, in the input's shape (for display)."""
+    trace = forward_trace(model, x)
+    pairs = reverse_pass(trace, "full")
+    y = pairs[0][1]
+    first = _weight_indices(trace.layers)[0]
+    for i in range(first - 1, -1, -1):  # undo shape layers below the first weight layer (e.g. Flatten)
+        if role(trace.layers[i]) == "shape":
+            y = transpose(trace.layers[i], y, trace.inputs[i].shape)
+    return y.reshape(x.shape)

@@ -1,0 +1,195 @@
+"""The one training loop: seeded, logged, checkpointed, resumable, NaN-guarded.
+
+Every source of randomness is a function of ``(seed, step)``: mini-batches come from a per-epoch permutation
+seeded by ``(seed, epoch)`` and the step's own randomness (dropout, SRIP start vectors) from a generator seeded by
+``(seed, step)``. A run resumed from a checkpoint therefore gives the same numbers on the CPU as one that never
+stopped.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .io import atomic_write, write_json
+from .methods import Method, Phase, StepInfo
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and loop settings (plain values, so a run's config hashes and prints)."""
+    steps: int
+    lr: float = 1e-4
+    optimizer: str = "adam"
+    batch_size: int | None = None          # None: full batch
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: list[int] = field(default_factory=list)   # steps at which lr is multiplied by gamma
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    warmup_lr: float = 0.0
+    eval_every: int = 100
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+class TensorBatches:
+    """Mini-batches of in-memory tensors; the order of epoch ``e`` is a permutation seeded by ``(seed, e)``."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int,
+                 transform: Callable[[Tensor, torch.Generator], Tensor] | None = None):
+        if len(x) != len(y):
+            raise ValueError(f"racecar: {len(x)} inputs but {len(y)} targets")
+        self.x, self.y, self.seed, self.transform = x, y, seed, transform
+        self.batch_size = len(x) if batch_size is None else min(batch_size, len(x))
+        self.steps_per_epoch = len(x) // self.batch_size
+        self._order: tuple[int, Tensor] | None = None
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """The batch of global step ``step``."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            perm = torch.randperm(len(self.x), generator=g) if self.batch_size < len(self.x) else torch.arange(len(self.x))
+            self._order = (epoch, perm)
+        idx = self._order[1][i * self.batch_size:(i + 1) * self.batch_size]
+        x, y = self.x[idx], self.y[idx]
+        if self.transform is not None:
+            x = self.transform(x, torch.Generator().manual_seed(self.seed * 1_000_003 + step))
+        return x, y
+
+
+def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"racecar: unknown optimizer {cfg.optimizer!r}; use 'adam' or 'sgd'")
+
+
+def learning_rate(cfg: TrainConfig, phase_step: int) -> float:
+    """Warm-up, then step decay by ``gamma`` at each milestone."""
+    if phase_step < cfg.warmup_steps:
+        return cfg.warmup_lr
+    return cfg.lr * cfg.gamma ** sum(phase_step >= m for m in cfg.milestones)
+
+
+def _locate(phases: list[Phase], step: int) -> tuple[int, int]:
+    for k, ph in enumerate(phases):
+        if step < ph.steps:
+            return k, step
+        step -= ph.steps
+    return len(phases) - 1, phases[-1].steps
+
+
+def _csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, keys)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _save_logs(run_dir: Path, state: dict) -> None:
+    for name, rows in (("metrics.csv", state["log"]), ("evals.csv", state["evals"])):
+        text = _csv(rows)
+        atomic_write(run_dir / name, lambda t, s=text: Path(t).write_text(s))
+    write_json(run_dir / "metrics.json", {"steps": state["log"], "evals": state["evals"]})
+
+
+def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig, run_dir: str | Path | None = None,
+        evaluate: Callable[[nn.Module, int], dict] | None = None,
+        snapshot: Callable[[nn.Module, int], dict] | None = None, log_every: int = 1) -> dict[str, Any]:
+    """Train ``model`` with ``method``; returns ``{"log", "evals", "snapshots", "steps", "wall_time"}``.
+
+    ``evaluate(model, step)`` returns scalar metrics and ``snapshot(model, step)`` returns tensors to keep; both run
+    every ``cfg.eval_every`` steps (and at the end) with the model in eval mode. With a ``run_dir`` the loop
+    checkpoints every ``cfg.checkpoint_every`` steps and resumes from ``run_dir/checkpoint.pt`` if present.
+    """
+    model.to(cfg.device)
+    phases = method.phases(model, cfg.steps)
+    total = sum(p.steps for p in phases)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    state: dict[str, Any] = {"step": 0, "log": [], "evals": [], "snapshots": [], "wall_time": 0.0}
+    opt, opt_phase = None, -1
+    ckpt = run_dir / "checkpoint.pt" if run_dir else None
+    if ckpt is not None and ckpt.exists():
+        saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        state = saved["state"]
+        if saved["optimizer"] is not None:  # the optimiser of the phase that was running when it was saved
+            opt_phase = saved["opt_phase"]
+            opt = _optimizer(cfg, phases[opt_phase].params)
+            opt.load_state_dict(saved["optimizer"])
+
+    def checkpoint() -> None:
+        if ckpt is None:
+            return
+        blob = {"model": model.state_dict(), "optimizer": opt.state_dict() if opt else None, "opt_phase": opt_phase,
+                "state": state}
+        atomic_write(ckpt, lambda t: torch.save(blob, t))
+        _save_logs(run_dir, state)
+
+    def observe(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            if evaluate is not None:
+                state["evals"].append({"step": step, **{k: float(v) for k, v in evaluate(model, step).items()}})
+            if snapshot is not None:
+                snap = snapshot(model, step)
+                state["snapshots"].append({"step": step, **{k: v.detach().cpu() for k, v in snap.items()}})
+
+    if state["step"] == 0 and not state["evals"]:
+        observe(0)
+    bar = tqdm(total=total, initial=state["step"], disable=not cfg.progress, desc=method.name, mininterval=1.0)
+    t0 = time.perf_counter() - state["wall_time"]
+    while state["step"] < total:
+        step = state["step"]
+        k, pstep = _locate(phases, step)
+        phase = phases[k]
+        if k != opt_phase:
+            opt, opt_phase = _optimizer(cfg, phase.params), k
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(cfg, pstep)
+        model.train()
+        for m in phase.frozen:
+            m.eval()
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
+        x, y = data.batch(pstep)
+        x, y = x.to(cfg.device), y.to(cfg.device)
+        info = StepInfo(step, pstep, pstep // data.steps_per_epoch, gen)
+        loss, _, logs = phase.loss(model, x, y, info)
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(
+                f"racecar: {method.name} loss is {float(loss)} at step {step} (phase {phase.name}); lower the "
+                f"learning rate or the regulariser weight. Last checkpoint: {ckpt if ckpt else 'none (no run_dir)'}")
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["step"] = step + 1
+        if step % log_every == 0 or state["step"] == total:
+            state["log"].append({"step": step, "phase": phase.name, "lr": opt.param_groups[0]["lr"],
+                                 "loss": float(loss), **{k2: float(v) for k2, v in logs.items()}})
+        bar.update(1)
+        state["wall_time"] = time.perf_counter() - t0
+        if state["step"] % cfg.eval_every == 0 or state["step"] == total:
+            observe(state["step"])
+        if run_dir is not None and (state["step"] % cfg.checkpoint_every == 0 or state["step"] == total):
+            checkpoint()
+    bar.close()
+    return {"log": state["log"], "evals": state["evals"], "snapshots": state["snapshots"],
+            "steps": total, "wall_time": state["wall_time"], "config": asdict(cfg)}

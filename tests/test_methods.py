@@ -1,0 +1,97 @@
+"""Std / RR / Ort / Pre: what each adds to the loss or the schedule."""
+import pytest
+import torch
+from torch import nn
+
+from racecar_core import methods
+from racecar_core.methods import StepInfo, make_method
+from racecar_core.models import peak_mlp
+
+
+def test_power_iteration_converges_to_spectral_norm():
+    torch.manual_seed(0)
+    w = torch.randn(10, 30, dtype=torch.float64)
+    a = methods.gram_minus_identity(w)
+    assert a.shape == (10, 10)                       # the smaller Gram matrix
+    exact = torch.linalg.matrix_norm(a, ord=2)
+    for start in ("randn", "rand"):
+        approx = methods.spectral_norm_power(a, iters=300, start=start)
+        torch.testing.assert_close(approx, exact, rtol=1e-8, atol=1e-8)
+    one = methods.spectral_norm_power(a, iters=1)
+    assert one <= exact * (1 + 1e-9)                 # one step is a lower bound
+
+
+def test_gram_of_conv_kernel_uses_smaller_side():
+    a = methods.gram_minus_identity(torch.randn(4, 3, 3, 3))
+    assert a.shape == (4, 4)
+    a = methods.gram_minus_identity(torch.randn(64, 3, 1, 1))
+    assert a.shape == (3, 3)
+
+
+def test_srip_penalty_zero_for_orthonormal_rows():
+    net = nn.Sequential(nn.Linear(8, 4))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.linalg.qr(torch.randn(8, 4)).Q.T)
+    assert methods.srip_penalty(net) < 1e-10
+
+
+def test_srip_schedule():
+    assert methods.srip_schedule(0) == 1e-2 and methods.srip_schedule(20) == 1e-2
+    assert methods.srip_schedule(21) == pytest.approx(1e-3)
+    assert methods.srip_schedule(51) == pytest.approx(1e-4)
+    assert methods.srip_schedule(71) == pytest.approx(1e-6)
+    assert methods.srip_schedule(121) == 0
+
+
+def test_ce_official_is_double_softmax():
+    out, y = torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1])
+    expect = -torch.log_softmax(torch.softmax(out, 1), 1)[torch.arange(5), y].mean()
+    torch.testing.assert_close(methods.ce_official(out, y), expect)
+
+
+def test_unknown_method_and_task_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown method 'Racecar'.*Std"):
+        make_method("Racecar")
+    with pytest.raises(ValueError, match="unknown task loss"):
+        make_method("Std", task="hinge")
+    with pytest.raises(ValueError, match="Ort form"):
+        make_method("Ort", form="cayley")
+
+
+def test_rr_adds_weighted_reconstruction():
+    torch.manual_seed(0)
+    net = peak_mlp()
+    x, y = torch.rand(6, 1, 28, 28), torch.tensor([0, 1] * 3)
+    info = StepInfo(0, 0, 0)
+    std = make_method("Std").phases(net, 10)[0]
+    rr = make_method("RR", lam=0.5).phases(net, 10)[0]
+    l_std, _, _ = std.loss(net.eval(), x, y, info)
+    l_rr, _, logs = rr.loss(net.eval(), x, y, info)
+    torch.testing.assert_close(l_rr, l_std + 0.5 * logs["rr"])
+
+
+def test_pre_freezes_lower_layers_while_a_layer_trains():
+    torch.manual_seed(0)
+    net = peak_mlp()
+    phases = make_method("Pre", pre_steps=5).phases(net, 7)
+    assert [p.name for p in phases] == ["pretrain-1", "pretrain-2", "finetune"]
+    layer1 = {id(p) for p in list(net[1].parameters()) + list(net[2].parameters())}
+    assert {id(p) for p in phases[0].params} == layer1
+    assert layer1.isdisjoint({id(p) for p in phases[1].params})
+    assert len(phases[2].params) == len(list(net.parameters()))
+    # train phase 2 for a few steps: layer 1 (weights and BN statistics) and nothing else of the lower part changes
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = torch.optim.Adam(phases[1].params, lr=1e-2)
+    x = torch.rand(8, 1, 28, 28)
+    for _ in range(3):
+        net.train()
+        for m in phases[1].frozen:
+            m.eval()
+        loss, _, _ = phases[1].loss(net, x, None, StepInfo(0, 0, 0))
+        net.zero_grad()
+        loss.backward()
+        opt.step()
+    after = net.state_dict()
+    for k in ("1.weight", "1.bias", "2.weight", "2.bias", "2.running_mean", "2.running_var"):
+        assert torch.equal(before[k], after[k]), k
+    assert not torch.equal(before["4.weight"], after["4.weight"])

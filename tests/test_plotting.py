@@ -1,0 +1,105 @@
+"""Tests for the figure house style, provenance records and result files (offline, fast)."""
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from racecar_core import plotting  # noqa: E402
+from racecar_core.io import read_json  # noqa: E402
+from racecar_core.provenance import provenance  # noqa: E402
+
+PROV_KEYS = {"git_commit", "git_dirty", "timestamp_utc", "racecar_core_version", "torch_version",
+             "device", "python_version", "profile", "params", "data_source"}
+
+
+@pytest.fixture
+def prov():
+    return provenance("smoke", {"lr": 1e-3, "seeds": np.arange(2)}, data_source="synthetic", note="x")
+
+
+def test_provenance_keys(prov):
+    assert PROV_KEYS <= set(prov)
+    assert prov["profile"] == "smoke" and prov["data_source"] == "synthetic" and prov["note"] == "x"
+    assert prov["device"] == "cpu" or isinstance(prov["device"], str)
+    with pytest.raises(ValueError):
+        provenance("smoke", {}, device="clash")
+
+
+def test_palette():
+    assert set(plotting.METHOD_ORDER) == set(plotting.METHOD_COLORS)
+    assert plotting.METHOD_COLORS["RR"] == "#70AD47"
+
+
+def test_save_figure_roundtrip_and_label(tmp_path, monkeypatch, prov):
+    monkeypatch.setenv("RACECAR_FIGURES_DIR", str(tmp_path / "figs"))
+    plotting.use_style()
+    plotting.use_style()  # idempotent
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    for m in plotting.METHOD_ORDER:
+        ax.plot([0, 1], [0, 1], color=plotting.METHOD_COLORS[m], label=m)
+    outdir = tmp_path / "figs" / "01_demo"
+    written = plotting.save_figure(fig, "fig1", outdir, prov, label="SYNTHETIC DATA")
+    assert [p.name for p in written] == ["fig1.png", "fig1.pdf"]
+    assert all(p.stat().st_size > 0 for p in written)
+    assert sorted(p.name for p in outdir.iterdir()) == ["fig1.pdf", "fig1.png"]  # no temp files
+    assert written[1].read_bytes().startswith(b"%PDF")
+    assert plotting.read_png_provenance(written[0]) == json.loads(json.dumps(
+        {**prov, "params": {"lr": 1e-3, "seeds": [0, 1]}}))
+    labels = [t for t in fig.texts if t.get_text() == "SYNTHETIC DATA"]
+    assert len(labels) == 1
+    plotting.save_figure(fig, "fig1", outdir, prov, label="smoke profile: not a paper result")
+    assert [t.get_text() for t in fig.texts] == ["smoke profile: not a paper result"]
+    with pytest.raises(ValueError):
+        plotting.save_figure(fig, "sub/fig", outdir, prov)
+    plt.close(fig)
+
+
+def test_write_results(tmp_path, prov):
+    path = plotting.write_results(tmp_path / "out", {"acc": np.float32(0.5), "curve": [1, 2]}, prov)
+    data = read_json(path)
+    assert path.name == "results.json"
+    assert data["acc"] == 0.5 and data["curve"] == [1, 2]
+    assert data["provenance"]["profile"] == "smoke"
+    with pytest.raises(ValueError):
+        plotting.write_results(tmp_path, {"provenance": 1}, prov)
+
+
+def test_save_gif_frame_count(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [rng.random((8, 8)) for _ in range(3)] + [np.full((8, 8, 3), 200, dtype=np.uint8)]
+    path = plotting.save_gif(frames, tmp_path / "anim.gif", duration_ms=50)
+    with Image.open(path) as im:
+        assert im.format == "GIF" and im.n_frames == 4
+    with pytest.raises(ValueError):
+        plotting.save_gif([np.zeros((4, 4)), np.zeros((5, 5))], tmp_path / "bad.gif")
+
+
+def test_to_uint8():
+    a = plotting.to_uint8(np.array([[-2.0, 0.0, 1.0]]))
+    assert a.dtype == np.uint8 and a.min() == 0 and a.max() == 255
+    s = plotting.to_uint8(np.array([[-2.0, 0.0, 2.0]]), symmetric=True)
+    assert list(s[0]) == [0, 128, 255]
+    assert plotting.to_uint8(np.ones((2, 2))).max() == 0  # constant image: no division by zero
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_image_grid(symmetric):
+    imgs = np.random.default_rng(1).normal(size=(5, 6, 4))
+    fig, ax = plt.subplots()
+    art = plotting.image_grid(ax, imgs, ncols=3, titles=list("abcde"), symmetric=symmetric)
+    arr = art.get_array()
+    assert arr.shape == (2 * 6 + 1, 3 * 4 + 2)
+    assert (arr.min() < 0) == symmetric
+    assert [t.get_text() for t in ax.texts] == list("abcde")
+    plotting.image_grid(ax, [np.zeros(16)], ncols=1)  # 1-D square vectors are reshaped
+    with pytest.raises(ValueError):
+        plotting.image_grid(ax, [np.zeros((2, 2)), np.zeros((3, 3))], ncols=2)
+    plt.close(fig)

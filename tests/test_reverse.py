@@ -1,0 +1,149 @@
+"""The reverse pass: adjoint tests for every reversible layer and the official MLP formulas."""
+import pytest
+import torch
+from torch import nn
+
+from racecar_core import reverse
+from racecar_core.models import mnist_linear, peak_mlp
+
+torch.set_default_dtype(torch.float64)
+
+
+def adjoint_gap(m: nn.Module, x_shape: tuple) -> float:
+    """|<M x, y> - <x, M^T y>| / scale for the linear part of a weight or shape layer."""
+    x = torch.randn(x_shape)
+    mx = reverse.subtract_bias(m, m(x)) if reverse.role(m) == "weight" else m(x)
+    y = torch.randn(mx.shape)
+    mty = reverse.transpose(m, y, x.shape)
+    assert mty.shape == x.shape
+    lhs, rhs = (mx * y).sum(), (x * mty).sum()
+    return float((lhs - rhs).detach().abs() / (lhs.abs() + rhs.abs() + 1e-12))
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (nn.Linear(7, 5), (3, 7)),
+    (nn.Linear(5, 9, bias=False), (4, 5)),
+    (nn.Conv2d(3, 4, 3, padding=1), (2, 3, 8, 8)),
+    (nn.Conv2d(3, 6, 3, stride=2, padding=1), (2, 3, 9, 9)),   # odd size: needs output_padding
+    (nn.Conv2d(3, 6, 3, stride=2, padding=1), (2, 3, 8, 8)),
+    (nn.Conv2d(4, 4, 5, padding=4, dilation=2, groups=2), (1, 4, 7, 6)),
+    (nn.Conv2d(2, 3, 1, stride=2), (2, 2, 5, 5)),
+    (nn.Flatten(), (2, 3, 4, 4)),
+    (nn.AvgPool2d(2), (2, 3, 6, 6)),
+    (nn.AdaptiveAvgPool2d(1), (2, 3, 5, 5)),
+])
+def test_adjoint(layer, shape):
+    assert adjoint_gap(layer.double(), shape) < 1e-12
+
+
+def test_unsupported_layer_says_how_to_register():
+    with pytest.raises(TypeError, match="register"):
+        reverse.role(nn.LSTM(3, 3))
+    with pytest.raises(NotImplementedError, match="padding_mode"):
+        adjoint_gap(nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular").double(), (1, 2, 5, 5))
+
+
+def test_non_sequential_model_is_a_clear_error():
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        reverse.layers_of(nn.Linear(3, 3))
+
+
+def test_mnist_reverse_matches_official():
+    torch.manual_seed(0)
+    net = mnist_linear().double()
+    x = torch.rand(2, 1, 28, 28) * 255
+    W, b = net[1].weight.T, net[1].bias          # official row convention: W is [in, out]
+    d1 = x.reshape(2, -1)
+    back = (d1 @ W + b - b) @ W.T
+    pairs = reverse.reverse_pass(reverse.forward_trace(net, x))
+    assert len(pairs) == 1
+    torch.testing.assert_close(pairs[0][0], d1)
+    torch.testing.assert_close(pairs[0][1], back)
+    loss = reverse.reconstruction_loss(pairs, "sum")
+    torch.testing.assert_close(loss, 0.5 * ((back - d1) ** 2).sum())
+
+
+def test_peak_reverse_matches_official_formulas():
+    torch.manual_seed(1)
+    net = peak_mlp().double().train()
+    ref = peak_mlp().double().train()
+    ref.load_state_dict(net.state_dict())
+    x = torch.rand(16, 1, 28, 28) * 255
+    out, rec = reverse.rr_loss(net, x, "full", "sum")
+    # hand-written official formulas on the twin network
+    _, l1, bn1, relu, l2, bn2, _ = ref
+    W1, b1, W2, b2 = l1.weight.T, l1.bias, l2.weight.T, l2.bias
+    d1 = x.reshape(16, -1)
+    d2 = torch.relu(bn1(d1 @ W1 + b1))
+    d3 = torch.relu(bn2(d2 @ W2 + b2))
+    d2r = torch.relu(bn1((d3 - b2) @ W2.T))       # lower layer's BN and ReLU re-applied
+    d1r = (d2r - b1) @ W1.T                        # input layer: no BN, no activation
+    expect = 0.5 * ((d1r - d1) ** 2).sum() + 0.5 * ((d2r - d2) ** 2).sum()
+    torch.testing.assert_close(out, d3)
+    torch.testing.assert_close(rec, expect)
+    # the reverse call updates BN1's moving averages as TF did: both nets saw the same two batches
+    torch.testing.assert_close(net[2].running_mean, ref[2].running_mean)
+    assert net[2].num_batches_tracked.item() == 2
+    assert net[2].eps == 1e-3 and net[2].momentum == 0.1
+
+
+def test_gradients_flow_through_both_sides():
+    torch.manual_seed(2)
+    net = peak_mlp().double()
+    _, rec = reverse.rr_loss(net, torch.rand(8, 1, 28, 28))
+    rec.backward()
+    for p in net.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_local_mode_is_wtw():
+    torch.manual_seed(3)
+    net = peak_mlp().double()
+    x = torch.rand(4, 1, 28, 28)
+    pairs = reverse.reverse_pass(reverse.forward_trace(net, x), "local")
+    W1 = net[1].weight
+    torch.testing.assert_close(pairs[0][1], x.reshape(4, -1) @ W1.T @ W1)
+    assert len(pairs) == 2
+
+
+def test_conv_net_full_pass_shapes_and_flatten():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(4 * 5 * 5, 3)).double()
+    x = torch.randn(2, 1, 9, 9)
+    trace = reverse.forward_trace(net, x)
+    pairs = reverse.reverse_pass(trace)
+    assert [p[0].shape for p in pairs] == [p[1].shape for p in pairs] == [x.shape, (2, 4, 5, 5)]
+    # by hand: linear transpose, unflatten, BN+ReLU re-applied, conv transpose
+    y = (trace.output - net[4].bias) @ net[4].weight
+    d2 = torch.relu(net[1](y.reshape(2, 4, 5, 5)))
+    torch.testing.assert_close(pairs[1][0], trace.inputs[3])  # compared at the ReLU output (pre-flatten)
+    torch.testing.assert_close(pairs[1][1], d2)
+    assert reverse.reconstruct_input(net, x).shape == x.shape
+
+
+def test_custom_layer_with_one_method():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.tensor([2.0, 3.0], dtype=torch.float64))
+
+        def forward(self, x):
+            return x * self.weight
+
+        def racecar_transpose(self, y, input_shape):
+            return y * self.weight
+
+    net = nn.Sequential(Scale())
+    x = torch.ones(1, 2, dtype=torch.float64)
+    pairs = reverse.reverse_pass(reverse.forward_trace(net, x))
+    torch.testing.assert_close(pairs[0][1], torch.tensor([[4.0, 9.0]], dtype=torch.float64))
+
+
+def test_bad_mode_and_reduction():
+    net = mnist_linear()
+    trace = reverse.forward_trace(net, torch.rand(2, 1, 28, 28))
+    with pytest.raises(ValueError, match="mode"):
+        reverse.reverse_pass(trace, "sideways")
+    with pytest.raises(ValueError, match="reduction"):
+        reverse.reconstruction_loss(reverse.reverse_pass(trace), "max")

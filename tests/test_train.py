@@ -1,0 +1,94 @@
+"""The training loop: determinism, kill-and-resume, run cache, NaN guard."""
+import pytest
+import torch
+
+from racecar_core import runs
+from racecar_core.methods import make_method
+from racecar_core.models import peak_mlp
+from racecar_core.train import TensorBatches, TrainConfig, fit
+
+
+def _data(n=24):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 28, 28, generator=g)
+    return x, (x[:, 0, :14].mean((1, 2)) > x[:, 0, 14:].mean((1, 2))).long()
+
+
+def _train(run_dir=None, method="RR", steps=12, stop_at=None, lr=1e-3, nan_inputs=False, **kw):
+    x, y = _data()
+    if nan_inputs:  # the loss is NaN at the first step
+        x = torch.full_like(x, float("nan"))
+    torch.manual_seed(0)
+    model = peak_mlp()
+    cfg = TrainConfig(steps=steps, lr=lr, batch_size=8, eval_every=4, checkpoint_every=4, seed=3, progress=False)
+
+    def evaluate(m, step):
+        if stop_at is not None and step == stop_at:
+            raise KeyboardInterrupt("simulated crash")
+        return {"acc": (m(x).argmax(1) == y).float().mean()}
+
+    hist = fit(model, make_method(method, lam=1e-3, **kw) if method == "RR" else make_method(method, **kw),
+               TensorBatches(x, y, 8, seed=3), cfg, run_dir, evaluate)
+    return model, hist
+
+
+@pytest.mark.parametrize("method", ["RR", "Ort", "Pre"])
+def test_kill_and_resume_gives_identical_weights(tmp_path, method):
+    kw = {"pre_steps": 4} if method == "Pre" else {}
+    ref, ref_hist = _train(None, method, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, method, stop_at=8 if method != "Pre" else 12, **kw)
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "metrics.csv").exists()
+    resumed, hist = _train(tmp_path, method, **kw)
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [e["acc"] for e in hist["evals"]] == [e["acc"] for e in ref_hist["evals"]]
+
+
+def test_same_seed_same_numbers_and_logs():
+    a, ha = _train(None, "Std")
+    b, hb = _train(None, "Std")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert [r["loss"] for r in ha["log"]] == [r["loss"] for r in hb["log"]]
+    assert {"step", "phase", "lr", "loss", "task"} <= set(ha["log"][0])
+
+
+def test_nan_loss_stops_with_step(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d+"):
+        _train(tmp_path, "Std", steps=3, nan_inputs=True)
+
+
+def test_cached_run_is_not_retrained(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    calls = []
+
+    def train(run_dir):
+        calls.append(run_dir)
+        return {"value": torch.tensor([1.0, 2.0]), "acc": 0.5}
+
+    cfg = {"lr": 1e-3, "method": "RR"}
+    first = runs.cached_run("exp", cfg, train)
+    second = runs.cached_run("exp", cfg, train)
+    assert len(calls) == 1 and not first["cached"] and second["cached"]
+    assert torch.equal(second["value"], first["value"])
+    assert runs.load_config(calls[0]) == cfg
+    runs.cached_run("exp", {**cfg, "lr": 2e-3}, train)
+    assert len(calls) == 2
+    assert runs.config_hash(cfg) == runs.config_hash(dict(reversed(list(cfg.items()))))
+
+
+def test_batches_are_a_function_of_step():
+    x, y = _data()
+    b = TensorBatches(x, y, 8, seed=1)
+    first = [b.batch(s)[1] for s in range(6)]
+    again = TensorBatches(x, y, 8, seed=1)
+    assert all(torch.equal(first[s], again.batch(s)[1]) for s in (5, 2, 0))
+    with pytest.raises(ValueError, match="inputs but"):
+        TensorBatches(x, y[:3], 8, seed=1)
+
+
+def test_unknown_optimizer():
+    x, y = _data()
+    with pytest.raises(ValueError, match="optimizer"):
+        fit(peak_mlp(), make_method("Std"), TensorBatches(x, y, 8, 0),
+            TrainConfig(steps=1, optimizer="lbfgs", progress=False))
