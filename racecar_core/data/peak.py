@@ -88,13 +88,17 @@ GLYPHS = {
     "e": "L .22 .6 .76 .6 A .5 .6 .27 .28 0 -300", "f": "A .62 .22 .16 .16 0 -180 L .46 .95; L .25 .45 .72 .45",
     "g": "A .45 .35 .21 .22 0 360; L .67 .18 .67 .78 A .45 .78 .22 .18 0 160",
     "h": "L .28 .05 .28 .95; L .28 .6 A .5 .6 .22 .22 180 360 L .72 .95",
-    "k": "L .3 .05 .3 .95; L .72 .38 .3 .68 .74 .95", "n": "L .25 .95 .25 .35; L .25 .58 A .47 .58 .22 .22 180 360 L .69 .95",
-    "m": "L .12 .95 .12 .4; L .12 .58 A .29 .58 .17 .18 180 360 L .46 .95; L .46 .58 A .63 .58 .17 .18 180 360 L .8 .95",
+    "k": "L .3 .05 .3 .95; L .72 .38 .3 .68 .74 .95",
+    "n": "L .25 .95 .25 .35; L .25 .58 A .47 .58 .22 .22 180 360 L .69 .95",
+    "m": "L .12 .95 .12 .4; L .12 .58 A .29 .58 .17 .18 180 360 L .46 .95; "
+         "L .46 .58 A .63 .58 .17 .18 180 360 L .8 .95",
     "o": "A .5 .62 .26 .28 0 360", "p": "L .3 .35 .3 1; A .5 .52 .2 .2 0 360",
     "q": "A .47 .5 .2 .2 0 360; L .67 .35 .67 1 .8 .9", "r": "L .3 .95 .3 .35; L .3 .6 A .52 .58 .22 .2 180 290",
-    "s": "A .5 .4 .2 .16 -20 -270 A .5 .72 .22 .16 -90 160", "t": "L .45 .05 .45 .82 A .6 .82 .15 .13 180 90; L .22 .32 .72 .32",
+    "s": "A .5 .4 .2 .16 -20 -270 A .5 .72 .22 .16 -90 160",
+    "t": "L .45 .05 .45 .82 A .6 .82 .15 .13 180 90; L .22 .32 .72 .32",
     "u": "L .25 .35 .25 .65 A .46 .65 .21 .25 180 0 L .67 .35 .67 .95", "v": "L .2 .3 .5 .92 .8 .3",
-    "w": "L .1 .3 .3 .9 .5 .45 .7 .9 .9 .3", "x": "L .2 .3 .8 .92; L .8 .3 .2 .92", "y": "L .2 .3 .5 .7; L .8 .3 .3 1.05",
+    "w": "L .1 .3 .3 .9 .5 .45 .7 .9 .9 .3", "x": "L .2 .3 .8 .92; L .8 .3 .2 .92",
+    "y": "L .2 .3 .5 .7; L .8 .3 .3 1.05",
     "z": "L .2 .3 .8 .3 .2 .9 .82 .9",
     "0": "A .5 .5 .28 .44 0 360", "1": "L .32 .25 .55 .05 .55 .95", "2": "A .5 .3 .26 .24 200 360 L .2 .95 .82 .95",
     "3": "A .5 .28 .24 .22 200 450; A .5 .72 .26 .23 270 520", "4": "L .65 .95 .65 .05 .15 .65 .85 .65",
@@ -171,7 +175,7 @@ def random_shape(rng: np.random.Generator, allow_combo: bool = True) -> tuple[st
     elif kind in ("triangle", "quad"):
         if kind == "triangle":
             pts = rng.uniform(0, 1, (3, 2))
-            while abs(np.cross(pts[1] - pts[0], pts[2] - pts[0])) < 0.15:
+            while abs(np.linalg.det(np.stack([pts[1] - pts[0], pts[2] - pts[0]]))) < 0.15:
                 pts = rng.uniform(0, 1, (3, 2))
             filled = bool(rng.random() < 0.3)
         else:
@@ -196,8 +200,7 @@ def random_shape(rng: np.random.Generator, allow_combo: bool = True) -> tuple[st
     else:  # star
         k = int(rng.integers(3, 5))
         a = rng.uniform(0, np.pi) + np.pi * np.arange(k) / k
-        strokes = [np.array([[0.5 - 0.5 * np.cos(t), 0.5 - 0.5 * np.sin(t)], [0.5 + 0.5 * np.cos(t), 0.5 + 0.5 * np.sin(t)]])
-                   for t in a]
+        strokes = [0.5 + np.array([[-np.cos(t), -np.sin(t)], [np.cos(t), np.sin(t)]]) / 2 for t in a]
     return kind, _wobble(strokes, rng, amp=0.0 if filled else float(rng.uniform(0.01, 0.035))), filled
 
 
@@ -223,14 +226,18 @@ def sample_distractor(rng: np.random.Generator, max_tries: int = 60) -> Distract
     for attempt in range(max_tries):
         span = np.ptp(np.concatenate(shape), 0).max()
         if span > SIZE - 4 or attempt >= max_tries // 2:  # too big, or hard to place: shrink, then place
-            shape = [s * min(0.93, 0.98 * (SIZE - 4) / max(span, 1e-6)) for s in shape]
+            shape = [s * min(0.97, 0.98 * (SIZE - 4) / max(span, 1e-6)) for s in shape]
         pts = np.concatenate(shape)
         lo, hi = pts.min(0), pts.max(0)
         offset = rng.uniform(1.5 - lo, SIZE - 2.5 - hi)
         spec = Distractor(kind, tuple(s + offset for s in shape), width, filled)
         if not _touches_blobs(render_distractor(spec)):
             return spec
-    return spec  # last placement; render_peak's max() still keeps the blob intact
+    # fallback (rare): shrink to 6 px and centre it, far from both blob regions
+    pts = np.concatenate(shape)
+    scale = 6.0 / max(np.ptp(pts, 0).max(), 1e-6)
+    centre = (pts.min(0) + pts.max(0)) / 2
+    return Distractor(kind, tuple((s - centre) * scale + SIZE / 2 for s in shape), width, filled)
 
 
 def _generate(n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -256,7 +263,8 @@ def _to_imageset(xtr, ytr, xte, yte, source: str) -> ImageSet:
 
 def peak_cache_folder(seed: int = 0, n_train_per_class: int = 50, n_test_per_class: int = 5) -> Path:
     """Where ``make_peak`` caches a data set: ``<data_dir>/peak/seed<k>`` (size appended when not 50+5)."""
-    sizes = "" if (n_train_per_class, n_test_per_class) == (50, 5) else f"_train{n_train_per_class}_test{n_test_per_class}"
+    default = (n_train_per_class, n_test_per_class) == (50, 5)
+    sizes = "" if default else f"_train{n_train_per_class}_test{n_test_per_class}"
     return data_dir() / "peak" / f"seed{seed}{sizes}"
 
 
@@ -296,8 +304,7 @@ def write_peak_folder(imageset: ImageSet, folder: str | Path, extra_meta: dict |
             path = folder / str(int(label)) / f"{n[0] + n[1]}.png"
             atomic_write(path, lambda tmp, im=img: Image.fromarray(im, mode="L").save(tmp, format="PNG"))
             n[split] += 1
-    meta = {"n_train_per_class": {c: n[0] for c, n in sorted(counts.items())},
-            "n_test_per_class": {c: n[1] for c, n in sorted(counts.items())},
+    meta = {"images_per_class": {c: {"train": n[0], "test": n[1]} for c, n in sorted(counts.items())},
             "source": imageset.source, **(extra_meta or {})}
     write_json(folder / META_FILE, meta)  # written last: marks the folder complete
     return folder
@@ -313,7 +320,7 @@ def _read_png(path: Path) -> np.ndarray:
 
 
 def load_peak_folder(folder: str | Path, n_train_per_class: int = 50) -> ImageSet:
-    """Read ``<folder>/<class>/<i>.png`` (grayscale or the official RGBA); indices below ``n_train_per_class`` are train."""
+    """Read ``<folder>/<class>/<i>.png`` (grayscale or official RGBA); the first ``n_train_per_class`` are train."""
     folder = Path(folder)
     class_dirs = sorted((d for d in folder.glob("*") if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
     if not class_dirs:

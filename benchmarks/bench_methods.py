@@ -1,0 +1,204 @@
+"""Cost of one optimisation step of RR, Ort and Pre relative to Std (``make bench``).
+
+For two models, the peak MLP (784 -> 128 -> 2, BN + ReLU, batch 100: the official setting) and a small CNN
+(three 3x3 conv + BN + ReLU blocks and a linear head, 28x28 inputs, batch 64), one training step (forward, loss,
+backward, Adam step) is timed for
+
+- ``Std``: the task loss alone (also Pre's fine-tuning step),
+- ``RR``: full reverse pass, mean reduction, lambda 1e-3,
+- ``Ort``: the official SRIP form, weight 0.1,
+- ``Pre``: the first greedy pretraining phase (``phases[0]``).
+
+The methods are timed interleaved (Std, RR, Ort, Pre, Std, RR, ...) after a warm-up, so that machine noise hits
+them alike, and the median per method is reported. Memory: on CUDA, the peak memory allocated during the step above
+what was allocated just before it; on the CPU, the "saved-activation memory": the bytes of the distinct storages
+autograd saves for backward during the step (parameters excluded).
+
+Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--quick]``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from racecar_core.methods import Phase, StepInfo, make_method
+from racecar_core.models import peak_mlp
+
+METHODS = ("Std", "RR", "Ort", "Pre")
+SETTINGS: dict[str, dict] = {
+    "Std": {},
+    "RR": dict(lam=1e-3, mode="full", reduction="mean"),
+    "Ort": dict(weight=0.1, form="official"),
+    "Pre": {},
+}
+DEFAULT_ROUNDS, QUICK_ROUNDS = 150, 20
+
+
+def small_cnn() -> nn.Sequential:
+    """Three 3x3 conv + BN + ReLU blocks (16, 32, 32 channels; 28 -> 28 -> 14 -> 7) and a linear head to 10."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model builder, its batch size, number of classes and task loss."""
+    build: Callable[[], nn.Module]
+    batch: int
+    classes: int
+    task: str
+
+
+MODELS: dict[str, Workload] = {
+    "peak MLP": Workload(peak_mlp, 100, 2, "ce_official"),
+    "small CNN": Workload(small_cnn, 64, 10, "ce"),
+}
+
+
+class Stepper:
+    """One method's training step on its own copy of the model, as ``racecar_core.train.fit`` does it."""
+
+    def __init__(self, name: str, model: nn.Module, task: str, x: Tensor, y: Tensor, lr: float = 1e-4):
+        self.name, self.model, self.x, self.y = name, model, x, y
+        self.phase: Phase = make_method(name, task=task, **SETTINGS[name]).phases(model, 1)[0]
+        self.opt = torch.optim.Adam(self.phase.params, lr=lr)
+        self.count = 0
+
+    def forward_loss(self) -> Tensor:
+        """Train mode (frozen modules in eval mode) and the phase's loss."""
+        self.model.train()
+        for m in self.phase.frozen:
+            m.eval()
+        info = StepInfo(self.count, self.count, 0, torch.Generator().manual_seed(self.count))
+        return self.phase.loss(self.model, self.x, self.y, info)[0]
+
+    def step(self) -> None:
+        """Forward, loss, backward and Adam step."""
+        loss = self.forward_loss()
+        self.model.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.count += 1
+
+
+def saved_activation_bytes(stepper: Stepper) -> int:
+    """Bytes of the distinct non-parameter storages autograd saves for backward in one step (CPU memory measure)."""
+    params = {p.untyped_storage().data_ptr() for p in stepper.model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = stepper.forward_loss()
+    stepper.model.zero_grad(set_to_none=True)
+    loss.backward()
+    stepper.opt.step()
+    stepper.count += 1
+    return sum(seen.values())
+
+
+def peak_step_bytes(stepper: Stepper, device: torch.device) -> int:
+    """Peak CUDA memory allocated during one step, above what was allocated just before it."""
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    stepper.step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int = DEFAULT_ROUNDS,
+              warmup: int = 5) -> dict:
+    """Time and measure one step of each method on ``model_name`` ('peak MLP' or 'small CNN').
+
+    Returns ``{"model", "device", "rounds", "memory_kind", "time_ms": {method: median ms},
+    "memory_bytes": {method: bytes}, "time_ratio": {method: x/Std}, "memory_ratio": {method: x/Std}}``.
+    """
+    if model_name not in MODELS:
+        raise ValueError(f"unknown model {model_name!r}; choose one of {list(MODELS)}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be positive, got {rounds}")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    work = MODELS[model_name]
+    base = work.build().to(device)
+    x = torch.randn(work.batch, 1, 28, 28, device=device)
+    y = torch.randint(0, work.classes, (work.batch,), device=device)
+    steppers = [Stepper(name, copy.deepcopy(base), work.task, x, y) for name in METHODS]
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        for s in steppers:
+            s.step()
+    times: dict[str, list[float]] = {s.name: [] for s in steppers}
+    for _ in range(rounds):
+        for s in steppers:
+            sync()
+            t0 = time.perf_counter()
+            s.step()
+            sync()
+            times[s.name].append(time.perf_counter() - t0)
+    memory = {s.name: peak_step_bytes(s, device) if cuda else saved_activation_bytes(s) for s in steppers}
+    time_ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return {
+        "model": model_name, "device": str(device), "rounds": rounds,
+        "memory_kind": "peak memory" if cuda else "saved-activation memory",
+        "time_ms": time_ms, "memory_bytes": memory,
+        "time_ratio": {k: time_ms[k] / time_ms["Std"] for k in METHODS[1:]},
+        "memory_ratio": {k: memory[k] / memory["Std"] for k in METHODS[1:]},
+    }
+
+
+def report(results: list[dict]) -> str:
+    """The ratio lines (one per model and ratio) and a footer with the setting and absolute numbers."""
+    lines = []
+    for r in results:
+        lines += [f"{r['model']}: {k}/Std step time {v:.2f}" for k, v in r["time_ratio"].items()]
+        lines += [f"{r['model']}: {k}/Std {r['memory_kind']} {v:.2f}" for k, v in r["memory_ratio"].items()]
+    r0 = results[0]
+    lines.append("")
+    lines.append(f"device {r0['device']}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                 f"{r0['rounds']} interleaved rounds (median); Pre = its first pretraining phase "
+                 f"(its fine-tuning step is Std)")
+    for r in results:
+        ms = ", ".join(f"{k} {v:.3f}" for k, v in r["time_ms"].items())
+        kb = ", ".join(f"{k} {v / 1024:.0f}" for k, v in r["memory_bytes"].items())
+        lines.append(f"{r['model']}: median step ms: {ms}; {r['memory_kind']} KiB: {kb}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"interleaved timing rounds (default {DEFAULT_ROUNDS}, {QUICK_ROUNDS} with --quick)")
+    parser.add_argument("--quick", action="store_true", help="few rounds, for a smoke test")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but CUDA is not available")
+    rounds = args.repeats or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
+    warmup = 3 if args.quick else 5
+    print(report([benchmark(name, args.device, rounds, warmup) for name in MODELS]))
+
+
+if __name__ == "__main__":
+    main()
