@@ -10,11 +10,13 @@ backward, Adam step) is timed for
 - ``Pre``: the first greedy pretraining phase (``phases[0]``).
 
 The methods are timed interleaved (Std, RR, Ort, Pre, Std, RR, ...) after a warm-up, so that machine noise hits
-them alike, and the median per method is reported. Memory: on CUDA, the peak memory allocated during the step above
+them alike, and the median per method is reported. On the CPU the run is single-threaded by default
+(``--threads``): with two threads on a shared machine, waits between OpenMP threads swamp the small MLP's step.
+A time budget per model caps the rounds on a slow or busy machine; the footer gives the rounds actually run. Memory: on CUDA, the peak memory allocated during the step above
 what was allocated just before it; on the CPU, the "saved-activation memory": the bytes of the distinct storages
 autograd saves for backward during the step (parameters excluded).
 
-Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--quick]``.
+Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick]``.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ SETTINGS: dict[str, dict] = {
     "Ort": dict(weight=0.1, form="official"),
     "Pre": {},
 }
-DEFAULT_ROUNDS, QUICK_ROUNDS = 150, 20
+DEFAULT_ROUNDS, QUICK_ROUNDS = 200, 20
+DEFAULT_BUDGET_S, QUICK_BUDGET_S = 25.0, 3.0
 
 
 def small_cnn() -> nn.Sequential:
@@ -122,9 +125,11 @@ def peak_step_bytes(stepper: Stepper, device: torch.device) -> int:
 
 
 def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int = DEFAULT_ROUNDS,
-              warmup: int = 5) -> dict:
+              warmup: int = 5, budget_s: float | None = None) -> dict:
     """Time and measure one step of each method on ``model_name`` ('peak MLP' or 'small CNN').
 
+    ``rounds`` interleaved rounds follow ``warmup`` untimed ones; with ``budget_s``, timing stops once the timed
+    rounds have taken that long (after at least 3 rounds), and ``"rounds"`` in the result is the number run.
     Returns ``{"model", "device", "rounds", "memory_kind", "time_ms": {method: median ms},
     "memory_bytes": {method: bytes}, "time_ratio": {method: x/Std}, "memory_ratio": {method: x/Std}}``.
     """
@@ -149,7 +154,10 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
         for s in steppers:
             s.step()
     times: dict[str, list[float]] = {s.name: [] for s in steppers}
-    for _ in range(rounds):
+    start = time.perf_counter()
+    for done in range(rounds):
+        if budget_s is not None and done >= 3 and time.perf_counter() - start > budget_s:
+            break
         for s in steppers:
             sync()
             t0 = time.perf_counter()
@@ -159,7 +167,7 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
     memory = {s.name: peak_step_bytes(s, device) if cuda else saved_activation_bytes(s) for s in steppers}
     time_ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     return {
-        "model": model_name, "device": str(device), "rounds": rounds,
+        "model": model_name, "device": str(device), "rounds": len(times["Std"]),
         "memory_kind": "peak memory" if cuda else "saved-activation memory",
         "time_ms": time_ms, "memory_bytes": memory,
         "time_ratio": {k: time_ms[k] / time_ms["Std"] for k in METHODS[1:]},
@@ -175,8 +183,8 @@ def report(results: list[dict]) -> str:
         lines += [f"{r['model']}: {k}/Std {r['memory_kind']} {v:.2f}" for k, v in r["memory_ratio"].items()]
     r0 = results[0]
     lines.append("")
-    lines.append(f"device {r0['device']}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-                 f"{r0['rounds']} interleaved rounds (median); Pre = its first pretraining phase "
+    lines.append(f"device {r0['device']}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+                 f"{'/'.join(str(r['rounds']) for r in results)} interleaved rounds (median); Pre = its first pretraining phase "
                  f"(its fine-tuning step is Std)")
     for r in results:
         ms = ", ".join(f"{k} {v:.3f}" for k, v in r["time_ms"].items())
@@ -191,13 +199,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"interleaved timing rounds (default {DEFAULT_ROUNDS}, {QUICK_ROUNDS} with --quick)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1, robust on shared machines; 0 keeps torch's default)")
     parser.add_argument("--quick", action="store_true", help="few rounds, for a smoke test")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     rounds = args.repeats or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
-    warmup = 3 if args.quick else 5
-    print(report([benchmark(name, args.device, rounds, warmup) for name in MODELS]))
+    warmup, budget = (3, QUICK_BUDGET_S) if args.quick else (5, DEFAULT_BUDGET_S)
+    if args.repeats:
+        budget = None  # an explicit round count is honoured
+    print(report([benchmark(name, args.device, rounds, warmup, budget) for name in MODELS]))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,25 @@ def singular_vectors(out: dict, variant: str, seed: int, n: int = 10) -> Figure:
     return fig
 
 
+def best_singular_vectors(out: dict, variant: str, seed: int) -> Figure:
+    """Per method, the k singular vectors (of all) most similar to a training image, labelled with their rank."""
+    methods = _methods(out)
+    k = out["runs"][(variant, methods[0], seed)]["analysis"]["k"]
+    fig, axes = plt.subplots(len(methods), 1, figsize=(0.62 * k + 0.6, 0.8 * len(methods) + 0.4), squeeze=False)
+    for row, m in enumerate(methods):
+        r = out["runs"][(variant, m, seed)]
+        ranks = r["analysis"]["best_k_ranks"]
+        image_grid(axes[row, 0], [r["Vh"][i - 1].reshape(28, 28) for i in ranks], ncols=k)
+        axes[row, 0].set_ylabel(m, color=METHOD_COLORS[m], fontsize=9, fontweight="bold")
+        s = r["S"]
+        axes[row, 0].set_title(f"{m}: best {k} by max|cos| ({r['analysis']['best_k_max_cos']:.2f}); rank (s/s_max): "
+                               + ", ".join(f"{i} ({float(s[i - 1] / s[0]):.2f})" for i in ranks),
+                               fontsize=6.5, loc="left")
+    fig.suptitle(f"The singular vectors most like the training data, {VARIANT_TITLES[variant]}, seed {seed}",
+                 fontsize=8)
+    return fig
+
+
 def reconstruction_strip(out: dict, variant: str, seed: int, n_frames: int = 8) -> Figure:
     """Reverse-pass reconstructions d1' of two test images over training: rows method x image, columns steps."""
     methods = _methods(out)
