@@ -9,6 +9,9 @@ A network is read as a flat list of layers (nested ``nn.Sequential`` are unrolle
   they are *re-applied forwards* as in the official code: ``d'_m = f_{m-1}(N_{m-1}(W_m^T (d'_{m+1} - b_m)))``.
 - ``shape``: layers that only move numbers (Flatten, pooling, padding). The reverse applies their adjoint.
 
+Where shape layers sit between two weight layers (conv -> BN -> ReLU -> Flatten -> Linear), the reconstruction is
+compared with the forward tensor at the place the walk reaches: there, the ReLU output before the Flatten.
+
 Two modes: ``full`` (the paper: one pass from the output down to the input, reconstructing every weight layer's input)
 and ``local`` (each weight layer reconstructs its own input from its own output, ``W^T W d``).
 

@@ -110,6 +110,20 @@ def _save_logs(run_dir: Path, state: dict) -> None:
     write_json(run_dir / "metrics.json", {"steps": state["log"], "evals": state["evals"]})
 
 
+def check_input_shape(model: nn.Module, x: Tensor) -> None:
+    """Fail early, with the shapes named, when the model cannot take inputs like ``x``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except RuntimeError as e:
+        raise ValueError(f"racecar: the model cannot take inputs of shape {tuple(x.shape[1:])} (per sample): {e}. "
+                         "Check the data set against the model's first layer.") from e
+    finally:
+        model.train(was_training)
+
+
 def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig, run_dir: str | Path | None = None,
         evaluate: Callable[[nn.Module, int], dict] | None = None,
         snapshot: Callable[[nn.Module, int], dict] | None = None, log_every: int = 1) -> dict[str, Any]:
@@ -152,6 +166,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
                 snap = snapshot(model, step)
                 state["snapshots"].append({"step": step, **{k: v.detach().cpu() for k, v in snap.items()}})
 
+    check_input_shape(model, data.batch(0)[0][:2].to(cfg.device))
     if state["step"] == 0 and not state["evals"]:
         observe(0)
     bar = tqdm(total=total, initial=state["step"], disable=not cfg.progress, desc=method.name, mininterval=1.0)

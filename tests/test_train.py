@@ -92,3 +92,10 @@ def test_unknown_optimizer():
     with pytest.raises(ValueError, match="optimizer"):
         fit(peak_mlp(), make_method("Std"), TensorBatches(x, y, 8, 0),
             TrainConfig(steps=1, optimizer="lbfgs", progress=False))
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    x = torch.rand(8, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"cannot take inputs of shape \(1, 32, 32\)"):
+        fit(peak_mlp(), make_method("Std"), TensorBatches(x, torch.zeros(8).long(), 4, 0),
+            TrainConfig(steps=1, progress=False))
