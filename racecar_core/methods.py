@@ -51,11 +51,7 @@ class Phase:
     params: list[nn.Parameter]
     loss: LossFn
     frozen: list[nn.Module] = field(default_factory=list)
-
-
-def weight_layers(model: nn.Module) -> list[nn.Module]:
-    """The weight layers (Linear, Conv2d, ...) in reverse-pass order."""
-    return [m for m in reverse.layers_of(model) if reverse.role(m) == "weight"]
+    lr_scale: float = 1.0
 
 
 # ---------------------------------------------------------------- Ort (SRIP)
@@ -86,7 +82,7 @@ def srip_penalty(model: nn.Module, form: str = "official", generator: torch.Gene
         raise ValueError(f"racecar: unknown Ort form {form!r}; use 'official' or 'srip'")
     start = "randn" if form == "official" else "rand"
     return sum(spectral_norm_power(gram_minus_identity(m.weight), 1, start, generator) ** 2
-               for m in weight_layers(model))
+               for m in reverse.weight_modules(model))
 
 
 def srip_schedule(epoch: int, base: float = 1e-2) -> float:
@@ -179,9 +175,10 @@ class Pre(Method):
     """
     name = "Pre"
 
-    def __init__(self, task: str | TaskLoss = "ce", pre_steps: int = 100, reduction: reverse.Reduction = "sum"):
+    def __init__(self, task: str | TaskLoss = "ce", pre_steps: int = 100, reduction: reverse.Reduction = "sum",
+                 pre_lr_scale: float = 1.0):
         super().__init__(task)
-        self.pre_steps, self.reduction = pre_steps, reduction
+        self.pre_steps, self.reduction, self.pre_lr_scale = pre_steps, reduction, pre_lr_scale
 
     def phases(self, model: nn.Module, steps: int) -> list[Phase]:
         layers = reverse.layers_of(model)
@@ -191,28 +188,26 @@ class Pre(Method):
             end = widx[k + 1] if k + 1 < len(widx) else len(layers)
             params = [p for m in layers[start:end] for p in m.parameters()]
             phases.append(Phase(f"pretrain-{k + 1}", self.pre_steps, params,
-                                self._ae_loss(layers, start, end), frozen=layers[:start]))
+                                self._ae_loss(layers, start, end), frozen=layers[:start],
+                                lr_scale=self.pre_lr_scale))
         phases.append(Phase("finetune", steps, list(model.parameters()), self._loss))
         return phases
 
     def _ae_loss(self, layers: list[nn.Module], start: int, end: int) -> LossFn:
         def loss(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
-            inputs = []
             with torch.no_grad():
-                for m in layers[:start]:
-                    inputs.append(x)
-                    x = m(x)
-            h = x
-            for m in layers[start:end]:
-                inputs.append(h)
-                h = m(h)
-            trace = reverse.Trace(layers[:end], inputs, h)
+                lower = reverse.forward_trace(layers[:start], x)
+            upper = reverse.forward_trace(layers[start:end], lower.output)
+            saved = {**lower.saved, **{k + start: v for k, v in upper.saved.items()}}
+            trace = reverse.Trace(layers[:end], lower.inputs + upper.inputs, upper.output, saved)
+            h = upper.output
             rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, "full", levels=1), self.reduction)
             return rec, h, {"ae": rec.detach()}
         return loss
 
     def describe(self) -> dict:
-        return {"method": self.name, "pre_steps": self.pre_steps, "reduction": self.reduction}
+        return {"method": self.name, "pre_steps": self.pre_steps, "reduction": self.reduction,
+                "pre_lr_scale": self.pre_lr_scale}
 
 
 METHODS: dict[str, type[Method]] = {"Std": Std, "RR": RR, "Ort": Ort, "Pre": Pre}

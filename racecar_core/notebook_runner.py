@@ -50,10 +50,16 @@ def select(notebooks: list[Path], only: str | None) -> list[Path]:
     return chosen
 
 
-def requirements(notebook: Path) -> list[str]:
-    """Data sets a notebook declares in its metadata ``{"racecar": {"requires": [...]}}``."""
+def requirements(notebook: Path, profile: str | None = None) -> list[str]:
+    """Data sets a notebook declares in its metadata ``{"racecar": {"requires": [...]}}``.
+
+    ``requires`` may also map profiles to lists, with ``"default"`` for the others:
+    ``{"smoke": ["fashion_mnist"], "default": ["cifar10"]}``.
+    """
     meta = json.loads(Path(notebook).read_text(encoding="utf-8")).get("metadata", {})
     req = meta.get("racecar", {}).get("requires", [])
+    if isinstance(req, dict):
+        req = req.get(profile, req.get("default", []))
     if isinstance(req, str):
         req = [req]
     if not isinstance(req, list) or not all(isinstance(r, str) for r in req):
@@ -144,7 +150,7 @@ def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False) 
         return Outcome(notebook.name, profile, time.perf_counter() - t0, figures, status)
 
     try:
-        data = check_data(requirements(notebook))
+        data = check_data(requirements(notebook, profile))
     except Exception as exc:  # bad metadata or availability() crashing
         return outcome(f"FAILED: {_short_error(exc)}")
     missing = [msg for _, ok, msg in data if not ok]

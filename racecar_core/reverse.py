@@ -15,6 +15,10 @@ compared with the forward tensor at the place the walk reaches: there, the ReLU 
 Two modes: ``full`` (the paper: one pass from the output down to the input, reconstructing every weight layer's input)
 and ``local`` (each weight layer reconstructs its own input from its own output, ``W^T W d``).
 
+A *block* (a residual block, say) is a module with ``racecar_forward(x) -> (y, saved)`` and
+``racecar_reverse(y, saved, mode) -> (x', pairs)``: the walk treats it like a weight layer whose transpose it computes
+itself, and it adds the reconstruction pairs of the layers inside it (see ``racecar_core.layers.Residual``).
+
 Adding a layer type is one call: ``register_weight``, ``register_pointwise`` or ``register_shape`` with the layer
 class and (for weight and shape layers) its transpose/adjoint function. A module may instead define a method
 ``racecar_transpose(y, input_shape)`` (weight role; takes the bias-free output) or
@@ -23,7 +27,7 @@ class and (for weight and shape layers) its transpose/adjoint function. A module
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -93,14 +97,31 @@ register_shape(nn.Flatten, _flatten_adj)
 register_shape(nn.Unflatten, lambda m, y, s: y.reshape(s))
 register_shape(nn.AvgPool2d, _avgpool_adj)
 register_shape(nn.AdaptiveAvgPool2d, _avgpool_adj)
+# Dropout counts as pointwise: the reverse pass re-applies it (a fresh mask in training, identity in eval), a
+# protocol choice in the spirit of re-applying the lower layer's norm and activation.
 for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Identity, nn.Tanh, nn.Sigmoid,
-             nn.GELU, nn.SiLU, nn.Softplus, nn.GroupNorm, nn.LayerNorm):
+             nn.GELU, nn.SiLU, nn.Softplus, nn.GroupNorm, nn.LayerNorm, nn.Dropout, nn.Dropout2d):
     register_pointwise(_cls)
 
 
+def is_block(m: nn.Module) -> bool:
+    """Whether ``m`` reverses itself (``racecar_forward`` / ``racecar_reverse``), like a residual block."""
+    return hasattr(m, "racecar_reverse") and hasattr(m, "racecar_forward")
+
+
+def is_weight_leaf(m: nn.Module) -> bool:
+    """Whether ``m`` is a plain weight layer (Linear, Conv2d, a registered or ``racecar_transpose`` layer)."""
+    return hasattr(m, "racecar_transpose") or any(cls in _WEIGHT for cls in type(m).__mro__)
+
+
+def weight_modules(model: nn.Module) -> list[nn.Module]:
+    """Every weight layer of ``model``, blocks' insides included, in module order (for Ort and the SVD)."""
+    return [m for m in model.modules() if is_weight_leaf(m)]
+
+
 def role(m: nn.Module) -> str:
-    """The role of a layer in the reverse pass: 'weight', 'pointwise' or 'shape'."""
-    if hasattr(m, "racecar_transpose"):
+    """The role of a layer in the reverse pass: 'weight' (blocks too), 'pointwise' or 'shape'."""
+    if hasattr(m, "racecar_transpose") or is_block(m):
         return "weight"
     if hasattr(m, "racecar_adjoint"):
         return "shape"
@@ -141,8 +162,10 @@ def subtract_bias(m: nn.Module, y: Tensor) -> Tensor:
     return y - b
 
 
-def layers_of(model: nn.Module) -> list[nn.Module]:
+def layers_of(model: nn.Module | list[nn.Module]) -> list[nn.Module]:
     """The flat list of layers of a (possibly nested) ``nn.Sequential``, or of ``model.racecar_layers()``."""
+    if isinstance(model, list):
+        return model
     if hasattr(model, "racecar_layers"):
         return list(model.racecar_layers())
     if not isinstance(model, nn.Sequential):
@@ -157,21 +180,24 @@ def layers_of(model: nn.Module) -> list[nn.Module]:
 
 @dataclass
 class Trace:
-    """What the forward pass recorded: each layer's input, and the network output."""
+    """What the forward pass recorded: each layer's input, the network output, and what blocks saved."""
     layers: list[nn.Module]
     inputs: list[Tensor]
     output: Tensor
-    pairs: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    saved: dict[int, Any] = field(default_factory=dict)
 
 
-def forward_trace(model: nn.Module, x: Tensor) -> Trace:
+def forward_trace(model: nn.Module | list[nn.Module], x: Tensor) -> Trace:
     """Run ``model`` layer by layer on ``x``, keeping every layer's input for the reverse pass."""
     layers = layers_of(model)
-    inputs = []
-    for m in layers:
+    inputs, saved = [], {}
+    for i, m in enumerate(layers):
         inputs.append(x)
-        x = m(x)
-    return Trace(layers, inputs, x)
+        if is_block(m):
+            x, saved[i] = m.racecar_forward(x)
+        else:
+            x = m(x)
+    return Trace(layers, inputs, x, saved)
 
 
 def _weight_indices(layers: list[nn.Module]) -> list[int]:
@@ -207,34 +233,49 @@ def _walk_between(layers: list[nn.Module], lo: int, hi: int, y: Tensor,
     return y, pos
 
 
-def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None) -> list[tuple[Tensor, Tensor]]:
+def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None,
+                 start: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
     """Pairs ``(d_m, d'_m)`` for every weight layer, bottom layer first.
 
-    ``full``: from the network output down through every weight layer (the paper). Layers above the top weight
-    layer (its norm/activation) are not undone: the walk starts from the output, as the official code does.
+    ``full``: from the network output down through every weight layer (the paper). The norm/activation above the
+    top weight layer is not undone (the walk starts from the output, as the official code does); shape layers
+    there (pooling, flatten) are undone by their adjoints.
     ``local``: ``d'_m = W_m^T (W_m d_m)`` for each weight layer on its own.
     ``levels``: in full mode, stop after this many weight layers from the top (Pre uses 1).
+    ``start``: in full mode, walk down from this tensor instead of the trace's output (blocks use it).
+    Blocks add the pairs of the layers inside them after their own.
     """
     layers, inputs = trace.layers, trace.inputs
     widx = _weight_indices(layers)
     pairs: list[tuple[Tensor, Tensor]] = []
     if mode == "local":
         for i in widx:
+            if is_block(layers[i]):
+                pairs.extend(layers[i].racecar_reverse(None, trace.saved[i], "local")[1])
+                continue
             out_nobias = subtract_bias(layers[i], layers[i](inputs[i]))
             pairs.append((inputs[i], transpose(layers[i], out_nobias, inputs[i].shape)))
         return pairs
     if mode != "full":
         raise ValueError(f"racecar: unknown reverse-pass mode {mode!r}; use 'full' or 'local'")
-    y = trace.output
+    y = trace.output if start is None else start
+    for i in range(len(layers) - 1, widx[-1], -1):  # above the top weight layer: undo shapes, skip norm/activation
+        if role(layers[i]) == "shape":
+            y = transpose(layers[i], y, inputs[i].shape)
     lowest = 0 if levels is None else max(0, len(widx) - levels)
+    inner: list[tuple[Tensor, Tensor]] = []
     for n in range(len(widx) - 1, lowest - 1, -1):
         i = widx[n]
-        y = transpose(layers[i], subtract_bias(layers[i], y), inputs[i].shape)
+        if is_block(layers[i]):
+            y, block_pairs = layers[i].racecar_reverse(y, trace.saved[i], "full")
+            inner.extend(block_pairs)
+        else:
+            y = transpose(layers[i], subtract_bias(layers[i], y), inputs[i].shape)
         pos = i
         if n > 0:
             y, pos = _walk_between(layers, widx[n - 1], i, y, inputs)
         pairs.append((inputs[pos], y))
-    return pairs[::-1]
+    return pairs[::-1] + inner
 
 
 def reconstruction_loss(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction = "sum") -> Tensor:
@@ -252,13 +293,17 @@ def rr_loss(model: nn.Module, x: Tensor, mode: Mode = "full", reduction: Reducti
     return trace.output, reconstruction_loss(reverse_pass(trace, mode), reduction)
 
 
+def undo_prefix(trace: Trace, y: Tensor) -> Tensor:
+    """Carry a reconstruction of the lowest weight layer's input down to the trace's input: shape layers below it
+    are undone by their adjoints, pointwise ones are skipped (the input layer has no norm or activation)."""
+    first = _weight_indices(trace.layers)[0]
+    for i in range(first - 1, -1, -1):
+        if role(trace.layers[i]) == "shape":
+            y = transpose(trace.layers[i], y, trace.inputs[i].shape)
+    return y
+
+
 def reconstruct_input(model: nn.Module, x: Tensor) -> Tensor:
     """The full reverse pass's reconstruction of the network input, in the input's shape (for display)."""
     trace = forward_trace(model, x)
-    pairs = reverse_pass(trace, "full")
-    y = pairs[0][1]
-    first = _weight_indices(trace.layers)[0]
-    for i in range(first - 1, -1, -1):  # undo shape layers below the first weight layer (e.g. Flatten)
-        if role(trace.layers[i]) == "shape":
-            y = transpose(trace.layers[i], y, trace.inputs[i].shape)
-    return y.reshape(x.shape)
+    return undo_prefix(trace, reverse_pass(trace, "full")[0][1]).reshape(x.shape)

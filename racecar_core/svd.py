@@ -50,7 +50,7 @@ def svd(weight: Tensor, device: str | None = None) -> tuple[Tensor, Tensor, Tens
 
 def layer_svds(model: nn.Module, device: str | None = None) -> list[LayerSVD]:
     """SVD of every weight layer of a reversible model, bottom first (layers of equal shape batched together)."""
-    weights = [m.weight.detach() for m in reverse.layers_of(model) if reverse.role(m) == "weight"]
+    weights = [m.weight.detach() for m in reverse.weight_modules(model)]
     flat = [w.reshape(w.shape[0], -1) for w in weights]
     out: list[LayerSVD | None] = [None] * len(flat)
     by_shape: dict[tuple, list[int]] = {}

@@ -40,6 +40,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "cpu"
+    amp: bool = False                      # bf16 autocast (CUDA only; ignored on the CPU)
+    channels_last: bool = False            # NHWC memory format for conv nets (CUDA)
     progress: bool = True
 
 
@@ -134,6 +136,9 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     checkpoints every ``cfg.checkpoint_every`` steps and resumes from ``run_dir/checkpoint.pt`` if present.
     """
     model.to(cfg.device)
+    fmt = torch.channels_last if cfg.channels_last and cfg.device.startswith("cuda") else torch.contiguous_format
+    model.to(memory_format=fmt)
+    use_amp = cfg.amp and cfg.device.startswith("cuda")
     phases = method.phases(model, cfg.steps)
     total = sum(p.steps for p in phases)
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -178,7 +183,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         if k != opt_phase:
             opt, opt_phase = _optimizer(cfg, phase.params), k
         for g in opt.param_groups:
-            g["lr"] = learning_rate(cfg, pstep)
+            g["lr"] = learning_rate(cfg, pstep) * phase.lr_scale
         model.train()
         for m in phase.frozen:
             m.eval()
@@ -186,8 +191,11 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
         x, y = data.batch(pstep)
         x, y = x.to(cfg.device), y.to(cfg.device)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=fmt)
         info = StepInfo(step, pstep, pstep // data.steps_per_epoch, gen)
-        loss, _, logs = phase.loss(model, x, y, info)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss, _, logs = phase.loss(model, x, y, info)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(
                 f"racecar: {method.name} loss is {float(loss)} at step {step} (phase {phase.name}); lower the "

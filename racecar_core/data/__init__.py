@@ -44,6 +44,10 @@ def _check_peak() -> tuple[bool, str]:
 AVAILABILITY_CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
     "mnist": _check_mnist,
     "peak": _check_peak,
+    # cifar.py is imported only when a check runs (cheap: looks for files, never downloads)
+    "cifar10": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("cifar10"),
+    "cifar100": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("cifar100"),
+    "fashion_mnist": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("fashion_mnist"),
 }
 
 
@@ -63,6 +67,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these are loaded la
 _LAZY = {
     "load_mnist": "mnist", "mnist_imageset": "mnist", "select_per_class": "mnist",
     "make_peak": "peak", "load_peak_folder": "peak", "write_peak_folder": "peak",
+    "load_classification": "cifar", "channel_stats": "cifar", "subset": "cifar", "split_validation": "cifar",
 }
 
 

@@ -1,0 +1,142 @@
+"""CIFAR-10 with ResNet-110: Std vs Ort vs RR (the paper's Fig. 1c), and its smaller offline relatives.
+
+``run(profile, **overrides)`` trains every (method, seed) as one cached run with the He et al. recipe (SGD 0.1,
+momentum 0.9, wd 1e-4, batch 128, lr / 10 at epochs 82 and 123 of 164, warm-up 0.01 for 400 iterations for
+ResNet-110, pad-4 crop + flip). The data set lives on the device and is augmented there in batches.
+Ort uses the SRIP authors' form and epoch schedule; RR the full reverse pass with per-element (mean) reduction.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import runs
+from ..data import channel_stats, load_classification, split_validation, subset
+from ..data.augment import make_transform
+from ..methods import make_method
+from ..models import resnet_cifar
+from ..train import TensorBatches, TrainConfig, fit
+
+PAPER_ACCURACY = {"Std": 0.921, "Ort": 0.925, "RR": 0.928}   # Fig. 1c, CIFAR-10, ResNet-110
+_BASE = dict(dataset="cifar10", depth=110, methods=["Std", "Ort", "RR"], seeds=[0, 1, 2, 3, 4], epochs=164,
+             batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, milestones=[82, 123], warmup_steps=400,
+             warmup_lr=0.01, augment=True, rr_lambda=1e-2, rr_mode="full", ort_weight=1e-2, pre_epochs=1, pre_lr_scale=0.01,
+             n_train=None, n_test=None, validation=0, device="auto", amp=True, channels_last=True, progress=True)
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": _BASE,
+    # a shallower net and fewer epochs: a laptop GPU (or a patient CPU) shows the trend
+    "quick": dict(_BASE, depth=20, epochs=30, milestones=[15, 23], warmup_steps=0, seeds=[0, 1, 2]),
+    # a few steps on a small real subset (Fashion-MNIST works offline)
+    "smoke": dict(_BASE, dataset="fashion_mnist", depth=8, epochs=1, milestones=[], warmup_steps=0, seeds=[0],
+                  batch_size=32, n_train=128, n_test=100, methods=["Std", "Ort", "RR", "Pre"], pre_epochs=1,
+                  progress=False),
+}
+
+
+def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+    """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
+    if profile not in PROFILES:
+        raise ValueError(f"racecar: unknown profile {profile!r}; choose one of {list(PROFILES)}")
+    params = copy.deepcopy(PROFILES[profile])
+    unknown = sorted(k for k, v in overrides.items() if k not in params and v is not None)
+    if unknown:
+        raise ValueError(f"racecar: unknown parameter(s) {unknown} for the CIFAR experiment; known: {sorted(params)}")
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    if params["depth"] < 8 or (params["depth"] - 2) % 6:
+        raise ValueError(f"racecar: depth must be 6n+2 (20, 32, 44, 56, 110), got {params['depth']}")
+    if params["dataset"] not in ("cifar10", "cifar100", "fashion_mnist"):
+        raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use cifar10, cifar100 or fashion_mnist")
+    if params["device"] == "auto":
+        params["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"profile": profile, **params}
+
+
+def _method(name: str, p: dict, steps_per_epoch: int):
+    if name == "RR":
+        return make_method("RR", task="ce", lam=p["rr_lambda"], mode=p["rr_mode"], reduction="mean")
+    if name == "Ort":
+        return make_method("Ort", task="ce", weight=p["ort_weight"], form="srip", schedule=True)
+    if name == "Pre":
+        return make_method("Pre", task="ce", pre_steps=p["pre_epochs"] * steps_per_epoch, reduction="mean",
+                           pre_lr_scale=p["pre_lr_scale"])
+    return make_method(name, task="ce")
+
+
+def load(p: dict):
+    """Train and evaluation sets (a class-balanced subset when asked; the validation split when ``validation``)."""
+    data = load_classification(p["dataset"])
+    if p["validation"]:  # for the lambda sweep: evaluate on held-out training images, never on the test set
+        data = split_validation(data, p["validation"], seed=0)[1]
+    if p["n_train"] or p["n_test"]:
+        data = subset(data, p["n_train"] or len(data.x_train), p["n_test"] or len(data.x_test), seed=0)
+    return data
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, transform, batch: int = 500) -> float:
+    """Top-1 accuracy in eval mode, in batches."""
+    correct = 0
+    for i in range(0, len(x), batch):
+        out = model(transform(x[i:i + batch], None))
+        correct += int((out.argmax(1) == y[i:i + batch]).sum())
+    return correct / len(x)
+
+
+def train_one(p: dict, data, method_name: str, seed: int) -> dict:
+    """One cached (method, seed) run; returns per-epoch test accuracy and the final numbers."""
+    dev = p["device"]
+    mean, std = channel_stats(data.x_train)
+    n_classes = int(data.y_train.max()) + 1
+    spe = len(data.x_train) // min(p["batch_size"], len(data.x_train))
+    method = _method(method_name, p, spe)
+    cfg = TrainConfig(steps=p["epochs"] * spe, lr=p["lr"], optimizer="sgd", batch_size=p["batch_size"],
+                      momentum=p["momentum"], weight_decay=p["weight_decay"],
+                      milestones=[e * spe for e in p["milestones"]], warmup_steps=p["warmup_steps"],
+                      warmup_lr=p["warmup_lr"], eval_every=spe, checkpoint_every=spe, seed=seed, device=dev,
+                      amp=p["amp"], channels_last=p["channels_last"], progress=p["progress"])
+    config = {"dataset": p["dataset"], "source": data.source, "n_train": len(data.x_train),
+              "n_test": len(data.x_test), "depth": p["depth"], "augment": p["augment"], **method.describe(),
+              "train": {k: v for k, v in cfg.__dict__.items() if k != "progress"}}
+    train_tf = make_transform(mean, std, p["augment"], dev)
+    test_tf = make_transform(mean, std, False, dev)
+    xtr, ytr = data.x_train.to(dev), data.y_train.to(dev)
+    xte, yte = data.x_test.to(dev), data.y_test.to(dev)
+
+    def evaluate(model: torch.nn.Module, step: int) -> dict:
+        return {"test_acc": accuracy(model, xte, yte, test_tf), "epoch": step / spe}
+
+    def train(run_dir) -> dict:
+        torch.manual_seed(seed)
+        model = resnet_cifar(p["depth"], n_classes, in_channels=data.x_train.shape[1])
+        hist = fit(model, method, TensorBatches(xtr, ytr, p["batch_size"], seed, train_tf), cfg, run_dir, evaluate,
+                   log_every=max(1, spe // 10))
+        accs = [e["test_acc"] for e in hist["evals"]]
+        return {"config": config, "evals": hist["evals"], "log": hist["log"], "wall_time": hist["wall_time"],
+                "final_acc": accs[-1], "best_acc": max(accs), "epochs": p["epochs"]}
+
+    return runs.cached_run(f"cifar_{p['dataset']}", config, train)
+
+
+def run(profile: str = "quick", **overrides: Any) -> dict:
+    """Train (or load) every (method, seed) and return the params, data source and the runs."""
+    p = resolve_params(profile, **overrides)
+    data = load(p)
+    results = {(m, s): train_one(p, data, m, s) for m in p["methods"] for s in p["seeds"]}
+    return {"params": p, "source": data.source, "runs": results}
+
+
+def summary(out: dict) -> pd.DataFrame:
+    """Per method: mean, std and best final test accuracy over seeds, seeds, epochs, mean wall time per run."""
+    rows = []
+    for m in out["params"]["methods"]:
+        rs = [r for (mm, _), r in out["runs"].items() if mm == m]
+        acc = np.array([r["final_acc"] for r in rs])
+        rows.append({"method": m, "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0,
+                     "best": acc.max(), "seeds": len(rs), "epochs": rs[0]["epochs"],
+                     "wall_time_s": float(np.mean([r["wall_time"] for r in rs])),
+                     "paper": PAPER_ACCURACY.get(m, float("nan"))})
+    return pd.DataFrame(rows).set_index("method")

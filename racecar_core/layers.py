@@ -1,0 +1,110 @@
+"""Reversible building blocks that torch lacks: residual blocks, the option-A shortcut, periodic convolutions."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import reverse
+
+
+class Residual(nn.Module):
+    """``y = S x + F(x)`` with ``F`` an ``nn.Sequential`` branch and ``S`` the shortcut (identity by default).
+
+    Reverse pass (full mode): ``x' = S^T y' + F^T y'``, where ``F^T`` walks the branch's layers backwards with the
+    usual rules (the branch's inner layers add their own reconstruction pairs). Put the activation that follows
+    the addition *after* the block in the enclosing ``nn.Sequential``, so the walk re-applies it as the lower
+    layer's activation of the next block.
+    """
+
+    def __init__(self, branch: nn.Sequential, shortcut: nn.Module | None = None):
+        super().__init__()
+        self.branch = branch
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+        r = reverse.role(self.shortcut)
+        if r == "pointwise" and not isinstance(self.shortcut, nn.Identity):
+            raise TypeError("racecar: a residual shortcut must be identity, a shape layer or a weight layer")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shortcut(x) + self.branch(x)
+
+    def racecar_forward(self, x: Tensor) -> tuple[Tensor, Any]:
+        """Forward, keeping the branch's trace for the reverse pass."""
+        trace = reverse.forward_trace(self.branch, x)
+        return self.shortcut(x) + trace.output, (trace, x.shape)
+
+    def _shortcut_t(self, y: Tensor, shape: torch.Size) -> Tensor:
+        if isinstance(self.shortcut, nn.Identity):
+            return y
+        if reverse.role(self.shortcut) == "weight":
+            y = reverse.subtract_bias(self.shortcut, y)
+        return reverse.transpose(self.shortcut, y, shape)
+
+    def racecar_reverse(self, y: Tensor | None, saved: Any, mode: str) -> tuple[Tensor | None, list]:
+        """``S^T y + F^T y`` and the branch's inner pairs (full); the branch's local pairs (local)."""
+        trace, shape = saved
+        if mode == "local":
+            return None, reverse.reverse_pass(trace, "local")
+        pairs = reverse.reverse_pass(trace, "full", start=y)
+        x_branch = reverse.undo_prefix(trace, pairs[0][1])
+        return self._shortcut_t(y, shape) + x_branch, pairs[1:]
+
+
+class OptionAShortcut(nn.Module):
+    """He et al.'s option-A shortcut: subsample by ``stride`` and pad zero channels (half before, half after)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 2):
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"option-A shortcut cannot shrink channels ({in_channels} -> {out_channels})")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.front = (out_channels - in_channels) // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.front, self.out_channels - self.in_channels - self.front))
+
+    def racecar_adjoint(self, y: Tensor, input_shape: torch.Size) -> Tensor:
+        """Take the real channels back and scatter them into the strided positions of a zero input."""
+        x = y.new_zeros(input_shape)
+        x[:, :, ::self.stride, ::self.stride] = y[:, self.front:self.front + self.in_channels]
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
+class PeriodicConv2d(nn.Conv2d):
+    """Convolution on a lat-lon grid: periodic (wrap-around) padding in longitude, zero padding in latitude.
+
+    Its transpose is the adjoint of pad-then-conv: transposed convolution, then the padding folded back (rows of
+    the latitude padding dropped, columns of the longitude padding added onto the columns they were copied from).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, bias=bias)
+        self.pad = (kernel_size - 1) // 2
+
+    def _padded(self, x: Tensor) -> Tensor:
+        p = self.pad
+        return F.pad(F.pad(x, (p, p, 0, 0), mode="circular"), (0, 0, p, p))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(self._padded(x), self.weight, self.bias, self.stride)
+
+    def racecar_transpose(self, y: Tensor, input_shape: torch.Size) -> Tensor:
+        """``(pad-then-conv)^T y`` without the bias."""
+        p = self.pad
+        h, w = input_shape[-2] + 2 * p, input_shape[-1] + 2 * p
+        out_pad = [size - ((n - 1) * self.stride[i] + self.kernel_size[i]) for i, (size, n) in
+                   enumerate(((h, y.shape[-2]), (w, y.shape[-1])))]
+        z = F.conv_transpose2d(y, self.weight, None, self.stride, 0, tuple(out_pad))
+        z = z[..., p:h - p, :]
+        if p == 0:
+            return z
+        core = z[..., p:w - p].clone()
+        core[..., -p:] += z[..., :p]          # left padding columns were copies of the last columns
+        core[..., :p] += z[..., w - p:]       # right padding columns were copies of the first columns
+        return core
