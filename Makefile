@@ -6,11 +6,15 @@ PROFILE ?= quick
 ONLY    ?=
 FORCE   ?=
 
-.PHONY: env figures test lab bench data-mnist data-peak clean help
+FASHION := /usr/share/datasets/fashion-mnist
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: env figures test lab bench data-mnist data-peak data-cifar data-fashion-mnist clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1]"
-	@echo "make test | make bench | make lab | make env | make data-mnist | make data-peak | make clean"
+	@echo "make test | make bench | make lab | make env | make clean"
+	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +29,7 @@ figures: env
 
 # Unit tests, then every notebook executed in the smoke profile (nbval), in one pytest run. Notebook runs and
 # figures go to build/test-*, never to runs/ or figures/.
-test: env
+test: env data-fashion-mnist
 	rm -rf build/test-runs build/test-figures
 	RACECAR_PROFILE=smoke RACECAR_RUNS_DIR=$(CURDIR)/build/test-runs RACECAR_FIGURES_DIR=$(CURDIR)/build/test-figures \
 	  $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax
@@ -41,6 +45,15 @@ data-mnist: env
 
 data-peak: env
 	$(PY) -m racecar_core.data.peak --seed 0
+
+data-cifar: env
+	$(PY) -m racecar_core.data.cifar cifar10
+
+# Real Fashion-MNIST, installable offline from Debian (the CIFAR notebook's smoke profile and CI use it).
+data-fashion-mnist:
+	@test -d $(FASHION) || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || \
+	  echo "warning: could not install the Debian package dataset-fashion-mnist; tests that need it will fail"
 
 clean:
 	rm -rf build runs .pytest_cache

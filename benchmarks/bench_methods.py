@@ -1,8 +1,9 @@
 """Cost of one optimisation step of RR, Ort and Pre relative to Std (``make bench``).
 
-For two models, the peak MLP (784 -> 128 -> 2, BN + ReLU, batch 100: the official setting) and a small CNN
-(three 3x3 conv + BN + ReLU blocks and a linear head, 28x28 inputs, batch 64), one training step (forward, loss,
-backward, Adam step) is timed for
+For four models, the peak MLP (784 -> 128 -> 2, BN + ReLU, batch 100: the official setting), a small CNN
+(three 3x3 conv + BN + ReLU blocks and a linear head, 28x28 inputs, batch 64), the CIFAR ResNet-110 (batch 8 on the
+CPU, 128 on CUDA) and the weather ResNet (reduced on the CPU, the paper's size on CUDA), one training step (forward,
+loss, backward, Adam step) is timed for
 
 - ``Std``: the task loss alone (also Pre's fine-tuning step),
 - ``RR``: full reverse pass, mean reduction, lambda 1e-3,
@@ -16,7 +17,7 @@ A time budget per model caps the rounds on a slow or busy machine; the footer gi
 what was allocated just before it; on the CPU, the "saved-activation memory": the bytes of the distinct storages
 autograd saves for backward during the step (parameters excluded).
 
-Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick]``.
+Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick] [--models ...]``.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from racecar_core.methods import Phase, StepInfo, make_method
-from racecar_core.models import peak_mlp
+from racecar_core.models import peak_mlp, resnet_cifar, weather_resnet
 
 METHODS = ("Std", "RR", "Ort", "Pre")
 SETTINGS: dict[str, dict] = {
@@ -55,16 +56,22 @@ def small_cnn() -> nn.Sequential:
 
 @dataclass(frozen=True)
 class Workload:
-    """A model builder, its batch size, number of classes and task loss."""
-    build: Callable[[], nn.Module]
-    batch: int
+    """A model builder, its batch size (CPU, CUDA), number of classes (0: regression), task loss, input shape."""
+    build: Callable[[bool], nn.Module]
+    batch: tuple[int, int]
     classes: int
     task: str
+    shape: tuple[int, ...] = (1, 28, 28)
 
 
 MODELS: dict[str, Workload] = {
-    "peak MLP": Workload(peak_mlp, 100, 2, "ce_official"),
-    "small CNN": Workload(small_cnn, 64, 10, "ce"),
+    "peak MLP": Workload(lambda cuda: peak_mlp(), (100, 100), 2, "ce_official"),
+    "small CNN": Workload(lambda cuda: small_cnn(), (64, 64), 10, "ce"),
+    # ResNet-110 on CIFAR-sized inputs: a small batch on the CPU, the paper's 128 on CUDA
+    "ResNet-110": Workload(lambda cuda: resnet_cifar(110), (8, 128), 10, "ce", (3, 32, 32)),
+    # the weather ResNet: a reduced one on the CPU (32 channels, 3 blocks), the paper's size on CUDA
+    "weather ResNet": Workload(lambda cuda: weather_resnet(117, 3, 128, 19) if cuda else weather_resnet(11, 3, 32, 3),
+                               (4, 32), 0, "mse", (11, 32, 64)),
 }
 
 
@@ -141,9 +148,15 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
     cuda = device.type == "cuda"
     torch.manual_seed(0)
     work = MODELS[model_name]
-    base = work.build().to(device)
-    x = torch.randn(work.batch, 1, 28, 28, device=device)
-    y = torch.randint(0, work.classes, (work.batch,), device=device)
+    base = work.build(cuda).to(device)
+    batch = work.batch[1] if cuda else work.batch[0]
+    shape = (117, 32, 64) if cuda and model_name == "weather ResNet" else work.shape
+    x = torch.randn(batch, *shape, device=device)
+    if work.classes:
+        y = torch.randint(0, work.classes, (batch,), device=device)
+    else:
+        with torch.no_grad():
+            y = torch.randn_like(base.eval()(x[:1])).expand(batch, -1, -1, -1).contiguous()
     steppers = [Stepper(name, copy.deepcopy(base), work.task, x, y) for name in METHODS]
 
     def sync() -> None:
@@ -202,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1, robust on shared machines; 0 keeps torch's default)")
     parser.add_argument("--quick", action="store_true", help="few rounds, for a smoke test")
+    parser.add_argument("--models", nargs="*", choices=list(MODELS), help="which workloads (default: all)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
@@ -211,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     warmup, budget = (3, QUICK_BUDGET_S) if args.quick else (5, DEFAULT_BUDGET_S)
     if args.repeats:
         budget = None  # an explicit round count is honoured
-    print(report([benchmark(name, args.device, rounds, warmup, budget) for name in MODELS]))
+    names = args.models or list(MODELS)
+    print(report([benchmark(name, args.device, rounds, warmup, budget) for name in names]))
 
 
 if __name__ == "__main__":

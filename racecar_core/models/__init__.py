@@ -1,5 +1,6 @@
-"""Models: MLPs for the SVD tests (more follow: CIFAR ResNets, weather CNNs)."""
+"""Models: MLPs for the SVD tests, CIFAR ResNets, the WeatherBench ResNet."""
 from .mlp import glorot_init, mlp, mnist_linear, peak_mlp
 from .resnet_cifar import n_parameters, resnet_cifar
+from .weather_resnet import weather_resnet
 
-__all__ = ["glorot_init", "mlp", "mnist_linear", "n_parameters", "peak_mlp", "resnet_cifar"]
+__all__ = ["glorot_init", "mlp", "mnist_linear", "n_parameters", "peak_mlp", "resnet_cifar", "weather_resnet"]

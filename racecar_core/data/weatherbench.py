@@ -1,0 +1,279 @@
+"""WeatherBench (Rasp et al. 2020) at 5.625 deg: open the netCDF archive, normalise, and serve (input, target) tensors.
+
+Layout: ``<root>/5.625deg/<var_dir>/<var_dir>_<year>_5.625deg.nc`` and ``<root>/5.625deg/constants/constants_5.625deg.nc``.
+Fetch the real data with ``make data-weather``; ``racecar_core.data.weather_synth`` writes a look-alike (NOT ERA5).
+Without dask the files are read per file and concatenated in memory (only the time steps asked for); with dask, lazily.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from functools import reduce
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from racecar_core.data import MissingDataError
+from racecar_core.io import read_json, write_json
+from racecar_core.paths import data_dir
+
+RESOLUTION = "5.625deg"
+FETCH_HINT = "make data-weather"
+CONSTANTS = ("orography", "lsm", "lat2d")
+SPLITS = {"train": tuple(range(1979, 2016)), "valid": (2016,), "test": (2017, 2018)}
+DEFAULT_VARIABLES = ("z500", "t850", "t2m")
+DEFAULT_YEARS = tuple(range(1979, 2019))
+
+
+@dataclass(frozen=True)
+class VarSpec:
+    """One WeatherBench variable: channel name, archive folder, netCDF short name, pressure level, units."""
+
+    channel: str
+    var_dir: str
+    short: str
+    level: int | None
+    units: str
+
+
+VARIABLES = {s.channel: s for s in (VarSpec("z500", "geopotential_500", "z", 500, "m**2 s**-2"),
+                                    VarSpec("t850", "temperature_850", "t", 850, "K"),
+                                    VarSpec("t2m", "2m_temperature", "t2m", None, "K"))}
+
+
+def var_spec(name: str) -> VarSpec:
+    """Look up a variable by channel name (``z500``) or archive folder (``geopotential_500``)."""
+    for s in VARIABLES.values():
+        if name in (s.channel, s.var_dir):
+            return s
+    raise ValueError(f"unknown WeatherBench variable {name!r}; known: {[s.channel for s in VARIABLES.values()]} "
+                     f"or {[s.var_dir for s in VARIABLES.values()]}")
+
+
+def default_root() -> Path:
+    """Default archive root: ``<data_dir>/weatherbench``."""
+    return data_dir() / "weatherbench"
+
+
+def var_path(root: str | Path, var: str, year: int) -> Path:
+    """Path of one variable-year file."""
+    d = var_spec(var).var_dir
+    return Path(root) / RESOLUTION / d / f"{d}_{int(year)}_{RESOLUTION}.nc"
+
+
+def constants_path(root: str | Path) -> Path:
+    """Path of the constants file (orography, lsm, lat2d)."""
+    return Path(root) / RESOLUTION / "constants" / f"constants_{RESOLUTION}.nc"
+
+
+def fetch_command(root: str | Path, variables: Iterable[str]) -> str:
+    """The command that downloads ``variables`` into ``root``."""
+    dirs = " ".join(var_spec(v).var_dir for v in variables)
+    return f"`{FETCH_HINT}` (or: `python scripts/download_weatherbench.py --root {root} --vars {dirs} constants`)"
+
+
+def _raise_missing(root: Path, variables: Sequence[str], missing: list[Path]) -> None:
+    listed = ", ".join(str(p) for p in missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    raise MissingDataError(f"WeatherBench file(s) missing: {listed}. Fetch them with {fetch_command(root, variables)}.")
+
+
+def split_years(split: str, available: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Years of ``split`` (train 1979-2015, valid 2016, test 2017-2018), restricted to ``available`` if given."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {sorted(SPLITS)}")
+    years = tuple(y for y in SPLITS[split] if available is None or y in set(available))
+    if not years:
+        raise ValueError(f"no {split} years ({SPLITS[split][0]}-{SPLITS[split][-1]}) among {tuple(available or ())}")
+    return years
+
+
+def is_synthetic(ds: xr.Dataset) -> bool:
+    """True when ``ds`` came from ``weather_synth`` (global attribute ``synthetic``)."""
+    return bool(ds.attrs.get("synthetic"))
+
+
+def _dask() -> bool:
+    try:
+        import dask  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check_grid(ds: xr.Dataset, ref: xr.Dataset | None, path: Path, ref_path: Path | None) -> None:
+    for c in ("lat", "lon"):
+        if c not in ds.coords:
+            raise ValueError(f"{path}: no {c!r} coordinate (has {list(ds.coords)}); not a WeatherBench file?")
+        if ref is not None and (ds[c].size != ref[c].size or not np.allclose(ds[c].values, ref[c].values)):
+            raise ValueError(f"grid mismatch: {c} of {path} ({ds[c].size} points, {float(ds[c][0]):g}..."
+                             f"{float(ds[c][-1]):g}) differs from {ref_path} ({ref[c].size} points, "
+                             f"{float(ref[c][0]):g}...{float(ref[c][-1]):g})")
+
+
+def _open_var(root: Path, spec: VarSpec, years: Sequence[int], step_hours: int | None,
+              ref: tuple[xr.Dataset, Path] | None) -> tuple[xr.DataArray, tuple[xr.Dataset, Path], set[str]]:
+    """Open one variable's files, check grids, select its level, subsample in time and concatenate."""
+    parts, tags = [], set()
+    for y in years:
+        path = var_path(root, spec.channel, y)
+        ds = xr.open_dataset(path, chunks={} if _dask() else None)
+        if spec.short not in ds:
+            raise ValueError(f"{path}: variable {spec.short!r} not found (has {list(ds.data_vars)})")
+        _check_grid(ds, ref[0] if ref else None, path, ref[1] if ref else None)
+        ref = ref or (ds, path)
+        tags.add(str(ds.attrs.get("synthetic", "")))
+        da = ds[spec.short]
+        if "level" in da.dims:
+            da = da.sel(level=spec.level)
+        elif "level" in da.coords and int(da["level"]) != spec.level:
+            raise ValueError(f"{path}: level is {int(da['level'])}, expected {spec.level}")
+        if step_hours:
+            hours = (da.time.values - np.datetime64("1970-01-01")) // np.timedelta64(1, "h")
+            da = da.isel(time=np.flatnonzero(hours % step_hours == 0))
+        parts.append(da.drop_vars("level", errors="ignore").rename(spec.channel))
+    return xr.concat(parts, dim="time"), ref, tags
+
+
+def open_weatherbench(root: str | Path | None = None, variables: Sequence[str] = DEFAULT_VARIABLES,
+                      years: Sequence[int] = DEFAULT_YEARS, step_hours: int | None = None) -> xr.Dataset:
+    """Open ``variables`` for ``years`` as one Dataset with channels ``z500``/``t850``/``t2m`` on (time, lat, lon).
+
+    ``step_hours`` keeps only times at multiples of that many hours (e.g. 6 of the hourly archive).
+    """
+    root = Path(root) if root is not None else default_root()
+    specs = [var_spec(v) for v in variables]
+    missing = [var_path(root, s.channel, y) for s in specs for y in years if not var_path(root, s.channel, y).is_file()]
+    if missing:
+        _raise_missing(root, [s.channel for s in specs], missing)
+    arrays, ref, tags = [], None, set()
+    for s in specs:
+        da, ref, t = _open_var(root, s, sorted(years), step_hours, ref)
+        if not (np.diff(da.time.values) > np.timedelta64(0)).all():
+            raise ValueError(f"{s.var_dir}: times are not strictly increasing across years {sorted(years)}")
+        arrays.append(da.assign_attrs(units=s.units))
+        tags |= t
+    if len(tags) > 1:
+        raise ValueError(f"{root}: real and synthetic files mixed ({sorted(tags)}); regenerate or re-download")
+    try:
+        ds = xr.merge(arrays, join="exact", combine_attrs="drop")
+    except ValueError as err:
+        raise ValueError(f"variables {list(variables)} under {root} do not share the same times: {err}") from err
+    ds.attrs = {"synthetic": tags.pop()} if tags and next(iter(tags)) else {}
+    ds.attrs["source"] = str(root / RESOLUTION)
+    if not _is_lazy(ds):
+        check_finite(ds)
+    return ds
+
+
+def _is_lazy(ds: xr.Dataset) -> bool:
+    return any(v.chunks is not None for v in ds.data_vars.values())
+
+
+def check_finite(ds: xr.Dataset) -> None:
+    """Raise ValueError naming the channel and first time when ``ds`` holds NaN or inf."""
+    for name, da in ds.data_vars.items():
+        bad = ~np.isfinite(da.values).reshape(da.shape[0], -1).all(axis=1) if "time" in da.dims else None
+        if bad is not None and bad.any():
+            t = da.time.values[np.flatnonzero(bad)[0]]
+            raise ValueError(f"{name}: NaN/inf values at {np.datetime_as_string(t, unit='h')} and {int(bad.sum()) - 1} "
+                             f"more time step(s) (file of year {str(t)[:4]} in {ds.attrs.get('source', '?')}); "
+                             f"re-download or regenerate that file")
+        if bad is None and not np.isfinite(da.values).all():
+            raise ValueError(f"{name}: NaN/inf values in {ds.attrs.get('source', '?')}")
+
+
+def open_constants(root: str | Path | None = None, like: xr.Dataset | None = None) -> xr.Dataset:
+    """Open the constants (orography, lsm, lat2d) and check their grid against ``like``."""
+    root = Path(root) if root is not None else default_root()
+    path = constants_path(root)
+    if not path.is_file():
+        _raise_missing(root, [], [path])
+    with xr.open_dataset(path) as c:
+        ds = c[list(CONSTANTS)].load()
+    _check_grid(ds, like, path, Path(like.attrs.get("source", "the data")) if like is not None else None)
+    check_finite(ds)
+    return ds
+
+
+def _fingerprint(root: Path, channel: str, years: Sequence[int]) -> str:
+    st = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in (var_path(root, channel, y) for y in years)]
+    return hashlib.sha1(json.dumps(st).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Normalizer:
+    """Per-channel mean over (time, lat, lon) and std = temporal std averaged over space."""
+
+    mean: dict[str, float]
+    std: dict[str, float]
+    source: str = field(default="computed", compare=False)
+
+    @classmethod
+    def compute(cls, ds: xr.Dataset) -> Normalizer:
+        """Compute the statistics of every channel of ``ds`` (float64 accumulation)."""
+        mean, std = {}, {}
+        for c, da in ds.data_vars.items():
+            da = da.astype("float64")
+            mean[c], std[c] = float(da.mean()), float(da.std("time").mean(("lat", "lon")))
+            if not (math.isfinite(mean[c]) and math.isfinite(std[c]) and std[c] > 0):
+                raise ValueError(f"{c}: normalisation statistics mean={mean[c]}, std={std[c]}: NaNs or constant data")
+        return cls(mean, std)
+
+    @classmethod
+    def for_training(cls, root: str | Path | None, years: Sequence[int], variables: Sequence[str] = DEFAULT_VARIABLES,
+                     step_hours: int | None = None) -> Normalizer:
+        """Statistics of the training ``years``, cached in ``<root>/5.625deg/normalization_<hash>.json``."""
+        root = Path(root) if root is not None else default_root()
+        years = sorted(int(y) for y in years)
+        key = hashlib.sha1(json.dumps({"years": years, "step_hours": step_hours}).encode()).hexdigest()[:12]
+        path = root / RESOLUTION / f"normalization_{key}.json"
+        cache = read_json(path) if path.is_file() else {"years": years, "step_hours": step_hours, "channels": {}}
+        chans = [var_spec(v).channel for v in variables]
+        todo = [c for c in chans if cache["channels"].get(c, {}).get("files") != _fingerprint_or_none(root, c, years)]
+        if todo:
+            stats = cls.compute(open_weatherbench(root, todo, years, step_hours))
+            for c in todo:
+                cache["channels"][c] = {"mean": stats.mean[c], "std": stats.std[c],
+                                        "files": _fingerprint(root, c, years)}
+            write_json(path, cache)
+        ch = cache["channels"]
+        return cls({c: ch[c]["mean"] for c in chans}, {c: ch[c]["std"] for c in chans},
+                   source=f"{'computed' if todo else 'cache'}: {path}")
+
+
+def _fingerprint_or_none(root: Path, channel: str, years: Sequence[int]) -> str | None:
+    try:
+        return _fingerprint(root, channel, years)
+    except FileNotFoundError:
+        return None  # open_weatherbench then raises MissingDataError with the fetch command
+
+
+def check_available(root: str | Path | None = None, variables: Sequence[str] = DEFAULT_VARIABLES,
+                    years: Sequence[int] = DEFAULT_YEARS) -> tuple[bool, str]:
+    """Availability for the registry: True only when the real (not synthetic) files are all on disk."""
+    root = Path(root) if root is not None else default_root()
+    paths = [var_path(root, v, y) for v in variables for y in years] + [constants_path(root)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        return False, (f"WeatherBench: {len(missing)} of {len(paths)} files missing under {root / RESOLUTION} "
+                       f"(e.g. {missing[0].name}); run {fetch_command(root, variables)}")
+    import netCDF4
+
+    for v in variables:
+        with netCDF4.Dataset(var_path(root, v, years[0])) as nc:
+            if "synthetic" in nc.ncattrs():
+                return False, (f"WeatherBench: {root / RESOLUTION} holds synthetic files (NOT ERA5); "
+                               f"for the real data run {fetch_command(root, variables)}")
+    return True, f"WeatherBench: real files for {len(variables)} variables, {years[0]}-{years[-1]} in {root / RESOLUTION}"
+
+
+def _gcd(values: Iterable[int]) -> int:
+    return reduce(math.gcd, [abs(int(v)) for v in values if v], 0) or 1
+
+
+from racecar_core.data.weather_dataset_impl import WeatherDataset, to_xarray  # noqa: E402,F401

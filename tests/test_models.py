@@ -1,0 +1,52 @@
+"""Models: exact parameter counts, reversibility, clear errors."""
+import pytest
+import torch
+
+from racecar_core import reverse
+from racecar_core.models import n_parameters, resnet_cifar, weather_resnet
+
+
+def test_resnet110_has_he_et_al_parameter_count():
+    assert n_parameters(resnet_cifar(110)) == 1_727_962
+    assert n_parameters(resnet_cifar(20)) == 269_722
+
+
+@pytest.mark.parametrize("depth", [21, 4, 111])
+def test_resnet_depth_must_be_6n_plus_2(depth):
+    with pytest.raises(ValueError, match="6n\\+2"):
+        resnet_cifar(depth)
+
+
+def test_resnet_reverse_pass_reconstructs_every_layer_input():
+    torch.manual_seed(0)
+    net = resnet_cifar(8, in_channels=1).double()
+    x = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+    trace = reverse.forward_trace(net, x)
+    torch.testing.assert_close(trace.output, net(x))
+    pairs = reverse.reverse_pass(trace)
+    # stem conv, 3 blocks, linear, and the inner conv of each block
+    assert len(pairs) == 1 + 3 + 1 + 3
+    assert all(d.shape == r.shape for d, r in pairs)
+    assert reverse.reconstruct_input(net, x).shape == x.shape
+
+
+def test_weather_resnet_paper_size_and_reverse():
+    assert abs(n_parameters(weather_resnet(117)) - 6.36e6) < 0.01e6
+    net = weather_resnet(5, 3, channels=8, blocks=2).double()
+    x = torch.randn(2, 5, 32, 64, dtype=torch.float64)
+    out, rec = reverse.rr_loss(net, x, "full", "mean")
+    assert out.shape == (2, 3, 32, 64) and float(rec.detach()) > 0
+    assert len(reverse.reverse_pass(reverse.forward_trace(net, x), "local")) == 1 + 2 * 2 + 1
+
+
+def test_cifar_experiment_parameters_are_checked():
+    from racecar_core.experiments import cifar
+    p = cifar.resolve_params("paper", device="cpu")
+    assert (p["depth"], p["epochs"], p["batch_size"], p["lr"], p["milestones"]) == (110, 164, 128, 0.1, [82, 123])
+    assert p["warmup_steps"] == 400 and len(p["seeds"]) == 5
+    with pytest.raises(ValueError, match="6n\\+2"):
+        cifar.resolve_params("quick", depth=30)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        cifar.resolve_params("quick", dataset="imagenet")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['lamda'\]"):
+        cifar.resolve_params("quick", lamda=1.0)
