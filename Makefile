@@ -9,12 +9,12 @@ FORCE   ?=
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env figures test lab bench data-mnist data-peak data-cifar data-fashion-mnist clean help
+.PHONY: env figures test lab bench data-mnist data-peak data-cifar data-fashion-mnist data-weather clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1]"
 	@echo "make test | make bench | make lab | make env | make clean"
-	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist"
+	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ data-peak: env
 
 data-cifar: env
 	$(PY) -m racecar_core.data.cifar cifar10
+
+# WeatherBench 5.625 deg (Z500, T850, T2M, constants): several GB, resumable; prints the sizes first.
+data-weather: env
+	$(PY) scripts/download_weatherbench.py --root data/weatherbench
 
 # Real Fashion-MNIST, installable offline from Debian (the CIFAR notebook's smoke profile and CI use it).
 data-fashion-mnist:

@@ -43,6 +43,8 @@ class TrainConfig:
     amp: bool = False                      # bf16 autocast (CUDA only; ignored on the CPU)
     channels_last: bool = False            # NHWC memory format for conv nets (CUDA)
     progress: bool = True
+    early_stop: str | None = None          # an evaluate() key, lower is better: stop when it stops improving
+    patience: int = 5                      # evaluations without improvement before stopping (best weights kept)
 
 
 class TensorBatches:
@@ -142,7 +144,8 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     phases = method.phases(model, cfg.steps)
     total = sum(p.steps for p in phases)
     run_dir = Path(run_dir) if run_dir is not None else None
-    state: dict[str, Any] = {"step": 0, "log": [], "evals": [], "snapshots": [], "wall_time": 0.0}
+    state: dict[str, Any] = {"step": 0, "log": [], "evals": [], "snapshots": [], "wall_time": 0.0,
+                             "best": None, "stopped_early": False}
     opt, opt_phase = None, -1
     ckpt = run_dir / "checkpoint.pt" if run_dir else None
     if ckpt is not None and ckpt.exists():
@@ -167,6 +170,13 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         with torch.no_grad():
             if evaluate is not None:
                 state["evals"].append({"step": step, **{k: float(v) for k, v in evaluate(model, step).items()}})
+                if cfg.early_stop is not None:
+                    value = state["evals"][-1][cfg.early_stop]
+                    if state["best"] is None or value < state["best"]["value"]:
+                        state["best"] = {"value": value, "step": step,
+                                         "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    elif (step - state["best"]["step"]) >= cfg.patience * cfg.eval_every:
+                        state["stopped_early"] = True
             if snapshot is not None:
                 snap = snapshot(model, step)
                 state["snapshots"].append({"step": step, **{k: v.detach().cpu() for k, v in snap.items()}})
@@ -176,7 +186,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         observe(0)
     bar = tqdm(total=total, initial=state["step"], disable=not cfg.progress, desc=method.name, mininterval=1.0)
     t0 = time.perf_counter() - state["wall_time"]
-    while state["step"] < total:
+    while state["step"] < total and not state["stopped_early"]:
         step = state["step"]
         k, pstep = _locate(phases, step)
         phase = phases[k]
@@ -214,5 +224,10 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         if run_dir is not None and (state["step"] % cfg.checkpoint_every == 0 or state["step"] == total):
             checkpoint()
     bar.close()
+    if state["stopped_early"] and run_dir is not None:
+        checkpoint()
+    if state["best"] is not None:  # early stopping: hand back the best weights seen
+        model.load_state_dict(state["best"]["model"])
     return {"log": state["log"], "evals": state["evals"], "snapshots": state["snapshots"],
-            "steps": total, "wall_time": state["wall_time"], "config": asdict(cfg)}
+            "steps": state["step"], "wall_time": state["wall_time"], "config": asdict(cfg),
+            "best_step": state["best"]["step"] if state["best"] else None, "stopped_early": state["stopped_early"]}

@@ -123,3 +123,13 @@ def test_missing_data_module_skips(env, monkeypatch):
     nb = make_notebook(env.nbdir / "01_ok.ipynb", requires=["mnist"])
     o = nr.run_one(nb, "smoke", env.build)
     assert o.status.startswith("skipped:") and "availability" in o.status
+
+
+def test_requirements_may_depend_on_the_profile(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["racecar"] = {"requires": {"smoke": ["fashion_mnist"], "default": ["cifar10"]}}
+    path = tmp_path / "03_x.ipynb"
+    nbformat.write(nb, path)
+    assert nr.requirements(path, "smoke") == ["fashion_mnist"]
+    assert nr.requirements(path, "quick") == ["cifar10"]
+    assert nr.requirements(path) == ["cifar10"]

@@ -48,6 +48,8 @@ AVAILABILITY_CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
     "cifar10": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("cifar10"),
     "cifar100": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("cifar100"),
     "fashion_mnist": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("fashion_mnist"),
+    # real WeatherBench files of the default profile under <data_dir>/weatherbench (synthetic ones do not count)
+    "weatherbench": lambda: __import__("racecar_core.data.weatherbench", fromlist=["_"]).check_available(),
 }
 
 
@@ -63,11 +65,17 @@ def availability(name: str) -> tuple[bool, str]:
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these are loaded lazily by __getattr__
     from racecar_core.data.mnist import load_mnist, mnist_imageset, select_per_class  # noqa: F401
     from racecar_core.data.peak import load_peak_folder, make_peak, write_peak_folder  # noqa: F401
+    from racecar_core.data.weather_synth import write_synthetic_weatherbench  # noqa: F401
+    from racecar_core.data.cifar import channel_stats, load_classification, split_validation, subset  # noqa: F401
+    from racecar_core.data.weather_dataset import WeatherDataset, to_xarray  # noqa: F401
+    from racecar_core.data.weatherbench import Normalizer, is_synthetic, open_weatherbench  # noqa: F401
 
 _LAZY = {
     "load_mnist": "mnist", "mnist_imageset": "mnist", "select_per_class": "mnist",
     "make_peak": "peak", "load_peak_folder": "peak", "write_peak_folder": "peak",
     "load_classification": "cifar", "channel_stats": "cifar", "subset": "cifar", "split_validation": "cifar",
+    "open_weatherbench": "weatherbench", "WeatherDataset": "weather_dataset", "Normalizer": "weatherbench",
+    "to_xarray": "weather_dataset", "is_synthetic": "weatherbench", "write_synthetic_weatherbench": "weather_synth",
 }
 
 

@@ -1,8 +1,9 @@
-"""WeatherBench (Rasp et al. 2020) at 5.625 deg: open the netCDF archive, normalise, and serve (input, target) tensors.
+"""WeatherBench (Rasp et al. 2020) at 5.625 deg: open and check the netCDF archive, normalise, report availability.
 
 Layout: ``<root>/5.625deg/<var_dir>/<var_dir>_<year>_5.625deg.nc`` and ``<root>/5.625deg/constants/constants_5.625deg.nc``.
 Fetch the real data with ``make data-weather``; ``racecar_core.data.weather_synth`` writes a look-alike (NOT ERA5).
 Without dask the files are read per file and concatenated in memory (only the time steps asked for); with dask, lazily.
+The (input, target) tensors are served by ``racecar_core.data.weather_dataset`` (``WeatherDataset``, ``to_xarray``).
 """
 from __future__ import annotations
 
@@ -10,12 +11,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from functools import reduce
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import torch
 import xarray as xr
 
 from racecar_core.data import MissingDataError
@@ -162,9 +161,9 @@ def open_weatherbench(root: str | Path | None = None, variables: Sequence[str] =
     try:
         ds = xr.merge(arrays, join="exact", combine_attrs="drop")
     except ValueError as err:
-        raise ValueError(f"variables {list(variables)} under {root} do not share the same times: {err}") from err
-    ds.attrs = {"synthetic": tags.pop()} if tags and next(iter(tags)) else {}
-    ds.attrs["source"] = str(root / RESOLUTION)
+        raise ValueError(f"variables {list(variables)} under {root} do not share the same times and grid: {err}") from err
+    tag = tags.pop() if tags else ""
+    ds.attrs = {**({"synthetic": tag} if tag else {}), "source": str(root / RESOLUTION)}
     if not _is_lazy(ds):
         check_finite(ds)
     return ds
@@ -271,9 +270,3 @@ def check_available(root: str | Path | None = None, variables: Sequence[str] = D
                                f"for the real data run {fetch_command(root, variables)}")
     return True, f"WeatherBench: real files for {len(variables)} variables, {years[0]}-{years[-1]} in {root / RESOLUTION}"
 
-
-def _gcd(values: Iterable[int]) -> int:
-    return reduce(math.gcd, [abs(int(v)) for v in values if v], 0) or 1
-
-
-from racecar_core.data.weather_dataset_impl import WeatherDataset, to_xarray  # noqa: E402,F401

@@ -1,0 +1,198 @@
+"""WeatherBench forecasting, Std vs RR (the paper's Fig. 1d): Z500, T850, T2M 72 h ahead at 5.625 deg.
+
+``run(profile, **overrides)`` trains the Rasp-style ResNet with each method and seed (cached runs), with the
+latitude-weighted MSE in normalised units as the loss, Adam, and early stopping on the validation year; it scores the
+test years with WeatherBench's metrics in physical units beside persistence and climatology, computed by the same
+code. ``source="synthetic"`` writes a small look-alike archive (NOT ERA5) in the real layout and reads it through the
+same loader; every result then says so.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import paths, runs, score
+from ..data import WeatherDataset, to_xarray, write_synthetic_weatherbench
+from ..methods import make_method
+from ..models import weather_resnet
+from ..train import TensorBatches, TrainConfig, fit
+
+PAPER = {"Std": 0.0123, "RR": 0.0106}   # Fig. 1d: latitude-weighted error, normalised units
+PAPER_EXAMPLE_TIME = "2019-08-09T22:00"
+_BASE = dict(source="weatherbench", train_years=list(range(1979, 2016)), valid_years=[2016], test_years=[2017, 2018],
+             variables=["z500", "t850", "t2m"], offsets_h=[0, -6, -12], lead_h=72, sample_every_h=6,
+             channels=128, blocks=19, dropout=0.1, methods=["Std", "RR"], seeds=[0, 1, 2], epochs=100,
+             batch_size=32, lr=5e-5, rr_lambda=1e-3, rr_mode="full", patience=5, example_time=PAPER_EXAMPLE_TIME,
+             synthetic_days=None, device="auto", amp=False, progress=True)
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": _BASE,
+    "quick": dict(_BASE, train_years=list(range(2010, 2016)), sample_every_h=12, channels=32, blocks=3, epochs=10,
+                  seeds=[0], batch_size=32, lr=2e-4),
+    "smoke": dict(_BASE, source="synthetic", train_years=[2015], valid_years=[2016], test_years=[2017],
+                  synthetic_days=30, sample_every_h=24, channels=8, blocks=1, epochs=2, seeds=[0], batch_size=8,
+                  lr=1e-3, patience=2, progress=False),
+}
+
+
+def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+    """The profile's parameters with ``overrides`` applied; unknown names are an error."""
+    if profile not in PROFILES:
+        raise ValueError(f"racecar: unknown profile {profile!r}; choose one of {list(PROFILES)}")
+    p = copy.deepcopy(PROFILES[profile])
+    unknown = sorted(k for k, v in overrides.items() if k not in p and v is not None)
+    if unknown:
+        raise ValueError(f"racecar: unknown parameter(s) {unknown} for the weather experiment; known: {sorted(p)}")
+    p.update({k: v for k, v in overrides.items() if v is not None})
+    if p["source"] not in ("weatherbench", "synthetic"):
+        raise ValueError(f"racecar: source must be 'weatherbench' or 'synthetic', got {p['source']!r}")
+    if p["device"] == "auto":
+        p["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"profile": profile, **p}
+
+
+def data_root(p: dict):
+    """The archive root: the real WeatherBench folder, or a synthetic one written on first use."""
+    if p["source"] == "weatherbench":
+        return paths.data_dir() / "weatherbench"
+    root = paths.data_dir() / "weatherbench-synthetic"
+    years = sorted(set(p["train_years"] + p["valid_years"] + p["test_years"]))
+    return write_synthetic_weatherbench(root, years=years, days_per_year=p["synthetic_days"])
+
+
+def load(p: dict) -> dict[str, WeatherDataset]:
+    """Train, validation and test sets, all normalised with the training years' statistics."""
+    root = data_root(p)
+    kw = dict(train_years=p["train_years"], input_vars=p["variables"], target_vars=p["variables"],
+              input_offsets_h=p["offsets_h"], lead_h=p["lead_h"], sample_every_h=p["sample_every_h"])
+    return {split: WeatherDataset.from_root(root, p[f"{split}_years"], **kw) for split in ("train", "valid", "test")}
+
+
+def lat_weights_tensor(ds: WeatherDataset) -> torch.Tensor:
+    """``cos(lat) / mean(cos(lat))`` as a [1, 1, lat, 1] tensor."""
+    return torch.tensor(score.lat_weights(ds.lat).values, dtype=torch.float32).view(1, 1, -1, 1)
+
+
+def weighted_mse_loss(weights: torch.Tensor):
+    """The latitude-weighted MSE in normalised units (the training loss and the paper's error measure)."""
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ((out - y) ** 2 * weights.to(out.device)).mean()
+    return loss
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, device: str, batch: int = 64) -> torch.Tensor:
+    """Forecasts in normalised units, in batches, eval mode."""
+    model.eval()
+    return torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
+
+
+def scores(pred: torch.Tensor, sets: dict, weights: torch.Tensor) -> dict:
+    """Per variable: RMSE, MAE, ACC in physical units, and the normalised latitude-weighted MSE."""
+    test = sets["test"]
+    _, y = test.tensors()
+    fc, truth = to_xarray(pred, test), test.truth()
+    out = {}
+    for k, var in enumerate(test.target_vars):
+        out[var] = {"rmse": float(score.compute_weighted_rmse(fc[var], truth[var])),
+                    "mae": float(score.compute_weighted_mae(fc[var], truth[var])),
+                    "acc": float(score.compute_weighted_acc(fc[var], truth[var])),
+                    "mse_norm": float(((pred[:, k] - y[:, k]) ** 2 * weights[0]).mean())}
+    out["all"] = {"mse_norm": float(((pred - y) ** 2 * weights).mean())}
+    return out
+
+
+def baselines(sets: dict, weights: torch.Tensor) -> dict:
+    """Persistence (the input at t) and climatology (the training period's mean per grid point), same metrics."""
+    test, train = sets["test"], sets["train"]
+    x, y = test.tensors()
+    zero = [test.offsets.index(0) * len(test.input_vars) + test.input_vars.index(v) for v in test.target_vars]
+    clim = train.tensors()[1].mean(0, keepdim=True).expand_as(y)
+    return {"persistence": scores(x[:, zero], sets, weights), "climatology": scores(clim.clone(), sets, weights)}
+
+
+def train_one(p: dict, sets: dict, method_name: str, seed: int) -> dict:
+    """One cached (method, seed) run: train with early stopping, then score the test years."""
+    w = lat_weights_tensor(sets["train"])
+    task = weighted_mse_loss(w)
+    method = (make_method("RR", task=task, lam=p["rr_lambda"], mode=p["rr_mode"], reduction="mean")
+              if method_name == "RR" else make_method(method_name, task=task))
+    xtr, ytr = sets["train"].tensors()
+    xva, yva = sets["valid"].tensors()
+    spe = max(1, len(xtr) // p["batch_size"])
+    cfg = TrainConfig(steps=p["epochs"] * spe, lr=p["lr"], batch_size=p["batch_size"], eval_every=spe,
+                      checkpoint_every=spe, seed=seed, device=p["device"], amp=p["amp"], progress=p["progress"],
+                      early_stop="valid_mse", patience=p["patience"])
+    synthetic = bool(sets["train"].attrs.get("synthetic"))
+    config = {k: p[k] for k in ("source", "train_years", "valid_years", "test_years", "variables", "offsets_h",
+                                "lead_h", "sample_every_h", "channels", "blocks", "dropout", "synthetic_days")}
+    config.update(method.describe(), synthetic=synthetic, train={k: v for k, v in cfg.__dict__.items()
+                                                                 if k != "progress"})
+    config.pop("task", None)
+
+    def evaluate(model: torch.nn.Module, step: int) -> dict:
+        return {"valid_mse": float(task(predict(model, xva, p["device"]), yva))}
+
+    def train(run_dir) -> dict:
+        torch.manual_seed(seed)
+        model = weather_resnet(xtr.shape[1], ytr.shape[1], p["channels"], p["blocks"], p["dropout"])
+        hist = fit(model, method, TensorBatches(xtr, ytr, p["batch_size"], seed), cfg, run_dir, evaluate,
+                   log_every=max(1, spe // 10))
+        pred = predict(model, sets["test"].tensors()[0], p["device"])
+        return {"config": config, "evals": hist["evals"], "log": hist["log"], "wall_time": hist["wall_time"],
+                "best_step": hist["best_step"], "stopped_early": hist["stopped_early"],
+                "scores": scores(pred, sets, w), "example": example_fields(pred, sets["test"], p["example_time"])}
+
+    return runs.cached_run(f"weather_{p['source']}", config, train)
+
+
+def example_time(test: WeatherDataset, wanted: str) -> np.datetime64:
+    """The wanted valid time if the test set has it, else the test set's valid time nearest to it."""
+    times = np.asarray(test.valid_times, dtype="datetime64[ns]")
+    target = np.datetime64(wanted, "ns")
+    return times[np.argmin(np.abs(times - target))]
+
+
+def example_fields(pred: torch.Tensor, test: WeatherDataset, wanted: str) -> dict:
+    """Z500 (first target) at the example valid time: forecast and truth, normalised units."""
+    t = example_time(test, wanted)
+    i = int(np.where(np.asarray(test.valid_times, dtype="datetime64[ns]") == t)[0][0])
+    return {"time": str(t)[:16], "forecast": pred[i, 0].clone(), "truth": test.tensors()[1][i, 0].clone()}
+
+
+def run(profile: str = "quick", **overrides: Any) -> dict:
+    """Train (or load) every (method, seed); return params, data description, runs and the baselines."""
+    p = resolve_params(profile, **overrides)
+    sets = load(p)
+    w = lat_weights_tensor(sets["train"])
+    synthetic = bool(sets["train"].attrs.get("synthetic"))
+    source = ("SYNTHETIC look-alike of WeatherBench (racecar_core.data.weather_synth), NOT ERA5" if synthetic
+              else "WeatherBench ERA5 5.625 deg")
+    results = {(m, s): train_one(p, sets, m, s) for m in p["methods"] for s in p["seeds"]}
+    return {"params": p, "source": source, "synthetic": synthetic, "runs": results, "baselines": baselines(sets, w),
+            "sizes": {k: len(v) for k, v in sets.items()}, "lat": sets["test"].lat.values,
+            "lon": sets["test"].lon.values}
+
+
+def summary(out: dict) -> dict:
+    """Per method (mean and std over seeds) and baseline: every score of every variable."""
+    res: dict[str, dict] = {}
+    for m in out["params"]["methods"]:
+        per_seed = [r["scores"] for (mm, _), r in out["runs"].items() if mm == m]
+        res[m] = {var: {k: {"mean": float(np.mean([s[var][k] for s in per_seed])),
+                            "std": float(np.std([s[var][k] for s in per_seed]))} for k in per_seed[0][var]}
+                  for var in per_seed[0]}
+    for name, sc in out["baselines"].items():
+        res[name] = {var: {k: {"mean": v, "std": 0.0} for k, v in d.items()} for var, d in sc.items()}
+    return res
+
+
+def to_frame(summary_: dict):
+    """The summary as a table: rows (method, variable), columns the scores (means)."""
+    import pandas as pd
+    rows = [{"method": m, "variable": var, **{k: d["mean"] for k, d in sc.items()}}
+            for m, per in summary_.items() for var, sc in per.items()]
+    return pd.DataFrame(rows).set_index(["method", "variable"])
+

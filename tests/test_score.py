@@ -1,0 +1,72 @@
+"""Tests for racecar_core.score: latitude-weighted RMSE/MSE/MAE/ACC against hand computations."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from racecar_core.score import (compute_weighted_acc, compute_weighted_mae, compute_weighted_mse,
+                                compute_weighted_rmse, lat_weights)
+
+LAT = np.linspace(-87.1875, 87.1875, 32)
+LON = np.arange(64) * 5.625
+
+
+def _field(seed: int, n_time: int = 10) -> xr.DataArray:
+    rng = np.random.default_rng(seed)
+    return xr.DataArray(rng.normal(size=(n_time, 32, 64)), dims=("time", "lat", "lon"),
+                        coords={"time": pd.date_range("2017-01-01", periods=n_time, freq="12h"), "lat": LAT, "lon": LON})
+
+
+def _w() -> np.ndarray:
+    w = np.cos(np.deg2rad(LAT))
+    return (w / w.mean())[None, :, None]
+
+
+def test_weights_mean_to_one():
+    w = lat_weights(xr.DataArray(LAT, dims="lat", coords={"lat": LAT}))
+    assert float(w.mean()) == pytest.approx(1.0) and float(w.max()) == pytest.approx(np.cos(np.deg2rad(LAT[16])) / np.cos(np.deg2rad(LAT)).mean())
+
+
+def test_constant_offset():
+    truth = _field(0)
+    assert float(compute_weighted_rmse(truth + 3.0, truth)) == pytest.approx(3.0)
+    assert float(compute_weighted_mae(truth - 2.5, truth)) == pytest.approx(2.5)
+    assert float(compute_weighted_mse(truth + 2.0, truth)) == pytest.approx(4.0)
+    ds_fc, ds_true = xr.Dataset({"z500": truth + 10.0, "t850": truth - 1.0}), xr.Dataset({"z500": truth, "t850": truth})
+    out = compute_weighted_rmse(ds_fc, ds_true)
+    assert isinstance(out, xr.Dataset) and float(out.z500) == pytest.approx(10.0) and float(out.t850) == pytest.approx(1.0)
+
+
+def test_against_hand_computation():
+    fc, truth = _field(1), _field(2)
+    err = fc.values - truth.values
+    assert float(compute_weighted_mse(fc, truth)) == pytest.approx((err ** 2 * _w()).mean())
+    assert float(compute_weighted_rmse(fc, truth)) == pytest.approx(np.sqrt((err ** 2 * _w()).mean()))
+    assert float(compute_weighted_mae(fc, truth)) == pytest.approx((np.abs(err) * _w()).mean())
+    per_time = compute_weighted_rmse(fc, truth, mean_dims=("lat", "lon"))
+    assert per_time.dims == ("time",)
+    np.testing.assert_allclose(per_time.values, np.sqrt((err ** 2 * _w()).mean(axis=(1, 2))))
+    clim = truth.values.mean(0)
+    fa, a = fc.values - clim, truth.values - clim
+    fa, a = fa - fa.mean(), a - a.mean()
+    w = np.broadcast_to(_w(), fa.shape)
+    acc = (w * fa * a).sum() / np.sqrt((w * fa ** 2).sum() * (w * a ** 2).sum())
+    assert float(compute_weighted_acc(fc, truth)) == pytest.approx(acc)
+
+
+def test_acc_limits_and_time_alignment():
+    truth = _field(3)
+    assert float(compute_weighted_acc(truth, truth)) == pytest.approx(1.0)
+    clim = truth.mean("time")
+    assert float(compute_weighted_acc(2 * clim - truth, truth)) == pytest.approx(-1.0)  # anomalies flipped
+    sub = truth.isel(time=slice(2, 8))  # the forecast covers fewer times: scored on the shared ones
+    assert float(compute_weighted_acc(sub, truth)) == pytest.approx(1.0)
+    assert abs(float(compute_weighted_acc(_field(4), truth))) < 0.1
+
+
+def test_missing_lat_is_an_error():
+    da = _field(0).rename(lat="latitude")
+    with pytest.raises(ValueError, match="lat"):
+        compute_weighted_rmse(da, da)
