@@ -6,7 +6,15 @@ from torch import nn
 from racecar_core import reverse
 from racecar_core.models import mnist_linear, peak_mlp
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Exact adjoint tests in double precision; the default dtype is restored for the other test modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def adjoint_gap(m: nn.Module, x_shape: tuple) -> float:
