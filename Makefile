@@ -1,4 +1,5 @@
 # racecar: `make figures` regenerates the paper figures, `make test` runs the test suite. Both set up .venv first.
+SHELL   := bash
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -18,7 +19,9 @@ help:
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@# (this machine's pip config lists local indexes that print one warning per package: filtered out)
+	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]" 2>&1 \
+	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (racecar)" >/dev/null
 	@touch $@
 
