@@ -99,3 +99,33 @@ def test_wrong_input_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"cannot take inputs of shape \(1, 32, 32\)"):
         fit(peak_mlp(), make_method("Std"), TensorBatches(x, torch.zeros(8).long(), 4, 0),
             TrainConfig(steps=1, progress=False))
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    x, y = _data()
+    torch.manual_seed(0)
+    model = peak_mlp()
+    seen = {}
+
+    def evaluate(m, step):  # best at step 4, worse afterwards
+        seen[step] = {k: v.clone() for k, v in m.state_dict().items()}
+        return {"val": abs(step - 4)}
+
+    cfg = TrainConfig(steps=40, lr=1e-2, batch_size=8, eval_every=2, seed=0, progress=False, early_stop="val",
+                      patience=3)
+    hist = fit(model, make_method("Std"), TensorBatches(x, y, 8, 0), cfg, tmp_path, evaluate)
+    assert hist["stopped_early"] and hist["best_step"] == 4 and hist["steps"] == 10
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, seen[4][k]), k
+
+
+def test_weather_parameters_are_checked():
+    from racecar_core.experiments import weather
+    p = weather.resolve_params("paper", device="cpu")
+    assert (p["train_years"][0], p["train_years"][-1], p["valid_years"], p["test_years"]) == (1979, 2015, [2016],
+                                                                                            [2017, 2018])
+    assert (p["lead_h"], p["blocks"], p["channels"], p["lr"], p["batch_size"]) == (72, 19, 128, 5e-5, 32)
+    with pytest.raises(ValueError, match="source"):
+        weather.resolve_params("smoke", source="era6")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        weather.resolve_params("smoke", leadtime=3)

@@ -7,7 +7,6 @@ Ort uses the SRIP authors' form and epoch schedule; RR the full reverse pass wit
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from ..data.augment import make_transform
 from ..methods import make_method
 from ..models import resnet_cifar
 from ..train import TensorBatches, TrainConfig, fit
+from .common import apply_profile
 
 PAPER_ACCURACY = {"Std": 0.921, "Ort": 0.925, "RR": 0.928}   # Fig. 1c, CIFAR-10, ResNet-110
 _BASE = dict(dataset="cifar10", depth=110, methods=["Std", "Ort", "RR"], seeds=[0, 1, 2, 3, 4], epochs=164,
@@ -39,19 +39,11 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
     """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
-    if profile not in PROFILES:
-        raise ValueError(f"racecar: unknown profile {profile!r}; choose one of {list(PROFILES)}")
-    params = copy.deepcopy(PROFILES[profile])
-    unknown = sorted(k for k, v in overrides.items() if k not in params and v is not None)
-    if unknown:
-        raise ValueError(f"racecar: unknown parameter(s) {unknown} for the CIFAR experiment; known: {sorted(params)}")
-    params.update({k: v for k, v in overrides.items() if v is not None})
+    params = apply_profile(PROFILES, profile, overrides, "the CIFAR experiment")
     if params["depth"] < 8 or (params["depth"] - 2) % 6:
         raise ValueError(f"racecar: depth must be 6n+2 (20, 32, 44, 56, 110), got {params['depth']}")
     if params["dataset"] not in ("cifar10", "cifar100", "fashion_mnist"):
         raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use cifar10, cifar100 or fashion_mnist")
-    if params["device"] == "auto":
-        params["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     return {"profile": profile, **params}
 
 

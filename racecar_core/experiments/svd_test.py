@@ -20,6 +20,7 @@ from ..data import ImageSet, make_peak, mnist_imageset, select_per_class
 from ..methods import make_method
 from ..models import mnist_linear, peak_mlp
 from ..train import TensorBatches, TrainConfig, fit
+from .common import apply_profile
 
 _COMMON = dict(variants=["official", "corrected"], methods=["Std", "Ort", "RR", "Pre"], lr=1e-4, ort=0.1,
                batch_size=None, data_seed=0, device="cpu", progress=False)
@@ -46,14 +47,7 @@ def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> di
     """The profile's parameters with ``overrides`` applied; unknown names are an error."""
     if dataset not in PROFILES:
         raise ValueError(f"racecar: unknown SVD-test data set {dataset!r}; choose one of {list(PROFILES)}")
-    if profile not in PROFILES[dataset]:
-        raise ValueError(f"racecar: unknown profile {profile!r}; choose one of {list(PROFILES[dataset])}")
-    params = copy.deepcopy(PROFILES[dataset][profile])
-    unknown = sorted(k for k, v in overrides.items() if k not in params and v is not None)
-    if unknown:
-        raise ValueError(f"racecar: unknown parameter(s) {unknown} for the {dataset} SVD test; "
-                         f"known: {sorted(params)}")
-    params.update({k: v for k, v in overrides.items() if v is not None})
+    params = apply_profile(PROFILES[dataset], profile, overrides, f"the {dataset} SVD test")
     if params["analysis_step"] % params["eval_every"] or params["analysis_step"] > params["steps"]:
         raise ValueError(f"racecar: analysis_step ({params['analysis_step']}) must be a multiple of eval_every "
                          f"({params['eval_every']}) and at most steps ({params['steps']})")

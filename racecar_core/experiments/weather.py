@@ -8,7 +8,6 @@ same loader; every result then says so.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from ..data import WeatherDataset, to_xarray, write_synthetic_weatherbench
 from ..methods import make_method
 from ..models import weather_resnet
 from ..train import TensorBatches, TrainConfig, fit
+from .common import apply_profile
 
 PAPER = {"Std": 0.0123, "RR": 0.0106}   # Fig. 1d: latitude-weighted error, normalised units
 PAPER_EXAMPLE_TIME = "2019-08-09T22:00"
@@ -39,17 +39,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
     """The profile's parameters with ``overrides`` applied; unknown names are an error."""
-    if profile not in PROFILES:
-        raise ValueError(f"racecar: unknown profile {profile!r}; choose one of {list(PROFILES)}")
-    p = copy.deepcopy(PROFILES[profile])
-    unknown = sorted(k for k, v in overrides.items() if k not in p and v is not None)
-    if unknown:
-        raise ValueError(f"racecar: unknown parameter(s) {unknown} for the weather experiment; known: {sorted(p)}")
-    p.update({k: v for k, v in overrides.items() if v is not None})
+    p = apply_profile(PROFILES, profile, overrides, "the weather experiment")
     if p["source"] not in ("weatherbench", "synthetic"):
         raise ValueError(f"racecar: source must be 'weatherbench' or 'synthetic', got {p['source']!r}")
-    if p["device"] == "auto":
-        p["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     return {"profile": profile, **p}
 
 
