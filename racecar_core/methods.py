@@ -133,6 +133,9 @@ class RR(Method):
     def __init__(self, task: str | TaskLoss = "ce", lam: float = 1e-5, mode: reverse.Mode = "full",
                  reduction: reverse.Reduction = "sum"):
         super().__init__(task)
+        if mode not in ("full", "local") or reduction not in ("sum", "mean"):
+            raise ValueError(f"racecar: RR needs mode 'full' or 'local' and reduction 'sum' or 'mean', got "
+                             f"{mode!r}, {reduction!r}")
         self.lam, self.mode, self.reduction = lam, mode, reduction
 
     def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:

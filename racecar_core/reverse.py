@@ -253,7 +253,8 @@ def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None,
             if is_block(layers[i]):
                 pairs.extend(layers[i].racecar_reverse(None, trace.saved[i], "local")[1])
                 continue
-            out_nobias = subtract_bias(layers[i], layers[i](inputs[i]))
+            out = inputs[i + 1] if i + 1 < len(inputs) else trace.output  # the forward output of layer i
+            out_nobias = subtract_bias(layers[i], out)
             pairs.append((inputs[i], transpose(layers[i], out_nobias, inputs[i].shape)))
         return pairs
     if mode != "full":

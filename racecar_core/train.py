@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .io import atomic_write, write_json
 from .methods import Method, Phase, StepInfo
@@ -208,7 +208,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
             loss, _, logs = phase.loss(model, x, y, info)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(
-                f"racecar: {method.name} loss is {float(loss)} at step {step} (phase {phase.name}); lower the "
+                f"racecar: {method.name} loss is {float(loss.detach())} at step {step} (phase {phase.name}); lower the "
                 f"learning rate or the regulariser weight. Last checkpoint: {ckpt if ckpt else 'none (no run_dir)'}")
         model.zero_grad(set_to_none=True)
         loss.backward()

@@ -95,3 +95,8 @@ def test_pre_freezes_lower_layers_while_a_layer_trains():
     for k in ("1.weight", "1.bias", "2.weight", "2.bias", "2.running_mean", "2.running_var"):
         assert torch.equal(before[k], after[k]), k
     assert not torch.equal(before["4.weight"], after["4.weight"])
+
+
+def test_rr_settings_are_checked_up_front():
+    with pytest.raises(ValueError, match="mode 'full' or 'local'"):
+        make_method("RR", mode="global")
