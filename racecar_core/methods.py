@@ -6,6 +6,7 @@ per weight layer (greedy tied-weight autoencoder pretraining) and then the fine-
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -127,24 +128,31 @@ class Std(Method):
 
 
 class RR(Method):
-    """Task loss plus ``lam * sum_m ||d_m - d'_m||^2`` of the reverse pass, trained jointly from step 0."""
+    """Task loss plus ``lam * sum_m ||d_m - d'_m||^2`` of the reverse pass, trained jointly from step 0.
+
+    ``reverse_bn_update=True`` reproduces the official code, whose reverse pass also updates the batch norms'
+    moving averages; ``False`` keeps them for the forward pass alone (what deep networks need in eval mode).
+    """
     name = "RR"
 
     def __init__(self, task: str | TaskLoss = "ce", lam: float = 1e-5, mode: reverse.Mode = "full",
-                 reduction: reverse.Reduction = "sum"):
+                 reduction: reverse.Reduction = "sum", reverse_bn_update: bool = True):
         super().__init__(task)
         if mode not in ("full", "local") or reduction not in ("sum", "mean"):
             raise ValueError(f"racecar: RR needs mode 'full' or 'local' and reduction 'sum' or 'mean', got "
                              f"{mode!r}, {reduction!r}")
         self.lam, self.mode, self.reduction = lam, mode, reduction
+        self.reverse_bn_update = reverse_bn_update
 
     def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
         trace = reverse.forward_trace(model, x)
-        rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, self.mode), self.reduction)
+        with contextlib.nullcontext() if self.reverse_bn_update else reverse.frozen_norm_statistics(model):
+            rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, self.mode), self.reduction)
         return trace.output, self.lam * rec, {"rr": rec.detach()}
 
     def describe(self) -> dict:
-        return {"method": self.name, "lam": self.lam, "mode": self.mode, "reduction": self.reduction}
+        return {"method": self.name, "lam": self.lam, "mode": self.mode, "reduction": self.reduction,
+                "reverse_bn_update": self.reverse_bn_update}
 
 
 class Ort(Method):

@@ -26,8 +26,9 @@ class and (for weight and shape layers) its transpose/adjoint function. A module
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -292,6 +293,28 @@ def rr_loss(model: nn.Module, x: Tensor, mode: Mode = "full", reduction: Reducti
     """Forward ``model`` on ``x`` and return ``(output, reconstruction loss)``: RR for any supported Sequential."""
     trace = forward_trace(model, x)
     return trace.output, reconstruction_loss(reverse_pass(trace, mode), reduction)
+
+
+@contextmanager
+def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside, batch norms still normalise with the batch's statistics but leave their moving averages alone.
+
+    The official (TensorFlow) code lets the reverse pass update the shared moving averages; in deep networks that
+    mixes reverse-pass statistics into what eval mode uses. RR's ``reverse_bn_update=False`` runs the reverse pass
+    inside this context.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 def undo_prefix(trace: Trace, y: Tensor) -> Tensor:

@@ -100,3 +100,20 @@ def test_pre_freezes_lower_layers_while_a_layer_trains():
 def test_rr_settings_are_checked_up_front():
     with pytest.raises(ValueError, match="mode 'full' or 'local'"):
         make_method("RR", mode="global")
+
+
+def test_rr_can_keep_batch_norm_statistics_for_the_forward_pass():
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 28, 28), torch.tensor([0, 1] * 4)
+    shared, frozen = peak_mlp().train(), peak_mlp().train()
+    frozen.load_state_dict(shared.state_dict())
+    reference = peak_mlp().train()
+    reference.load_state_dict(shared.state_dict())
+    info = StepInfo(0, 0, 0)
+    make_method("RR", lam=1.0).phases(shared, 1)[0].loss(shared, x, y, info)
+    make_method("RR", lam=1.0, reverse_bn_update=False).phases(frozen, 1)[0].loss(frozen, x, y, info)
+    reference(x)                                   # the forward pass alone
+    for k in ("2.running_mean", "2.running_var", "2.num_batches_tracked", "5.running_mean"):
+        assert torch.equal(frozen.state_dict()[k], reference.state_dict()[k]), k
+    assert not torch.equal(shared.state_dict()["2.running_mean"], reference.state_dict()["2.running_mean"])
+    assert frozen[2].momentum == 0.1               # restored after the reverse pass

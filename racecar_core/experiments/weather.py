@@ -25,7 +25,8 @@ PAPER_EXAMPLE_TIME = "2019-08-09T22:00"
 _BASE = dict(source="weatherbench", train_years=list(range(1979, 2016)), valid_years=[2016], test_years=[2017, 2018],
              variables=["z500", "t850", "t2m"], offsets_h=[0, -6, -12], lead_h=72, sample_every_h=6,
              channels=128, blocks=19, dropout=0.1, methods=["Std", "RR"], seeds=[0, 1, 2], epochs=100,
-             batch_size=32, lr=5e-5, rr_lambda=1e-3, rr_mode="full", patience=5, example_time=PAPER_EXAMPLE_TIME,
+             batch_size=32, lr=5e-5, rr_lambda=1e-3, rr_mode="full", rr_bn_update=False, patience=5,
+             example_time=PAPER_EXAMPLE_TIME,
              synthetic_days=None, device="auto", amp=False, progress=True)
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": _BASE,
@@ -109,7 +110,8 @@ def train_one(p: dict, sets: dict, method_name: str, seed: int) -> dict:
     """One cached (method, seed) run: train with early stopping, then score the test years."""
     w = lat_weights_tensor(sets["train"])
     task = weighted_mse_loss(w)
-    method = (make_method("RR", task=task, lam=p["rr_lambda"], mode=p["rr_mode"], reduction="mean")
+    method = (make_method("RR", task=task, lam=p["rr_lambda"], mode=p["rr_mode"], reduction="mean",
+                          reverse_bn_update=p["rr_bn_update"])
               if method_name == "RR" else make_method(method_name, task=task))
     xtr, ytr = sets["train"].tensors()
     xva, yva = sets["valid"].tensors()
