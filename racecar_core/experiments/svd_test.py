@@ -1,9 +1,9 @@
 """The SVD tests of the paper (Fig. 3): MNIST (784 -> 10 linear) and peak (784 -> 128 -> 2, BN + ReLU).
 
 ``run(dataset, profile, **overrides)`` trains Std / Ort / RR / Pre over several seeds, in the *official* variant
-(raw pixels 0..255, the official double-softmax cross-entropy, lambdas as published) and a *corrected* one
-(inputs scaled to [0, 1], cross-entropy on logits, RR lambda multiplied by 255^2 so the input-reconstruction term
-keeps its size). Each (variant, method, seed) is one cached run; the result carries the training curves, the
+(raw pixels 0..255, the official double-softmax cross-entropy, lambdas as published, the reverse pass updating the
+batch norms' moving averages as TF did) and a *corrected* one (inputs scaled to [0, 1], cross-entropy on logits, RR
+lambda multiplied by 255^2 so the input-reconstruction term keeps its size, moving averages left to the forward pass). Each (variant, method, seed) is one cached run; the result carries the training curves, the
 reverse-pass reconstructions of two test images over training, and the SVD analysis of the first layer.
 """
 from __future__ import annotations
@@ -65,16 +65,17 @@ def load_data(params: dict) -> ImageSet:
     return make_peak(params["n_train_per_class"], params["n_test_per_class"], params["data_seed"])
 
 
-def _variant(params: dict, variant: str) -> tuple[float, str, float]:
+def _variant(params: dict, variant: str) -> tuple[float, str, float, bool]:
+    """Input scale, task loss, RR lambda, and whether the reverse pass updates the BN moving averages."""
     if variant == "official":
-        return 1.0, "ce_official", params["rr"]
+        return 1.0, "ce_official", params["rr"], True
     if variant == "corrected":
-        return 1.0 / PIXEL_SCALE, "ce", params["rr"] * PIXEL_SCALE ** 2
+        return 1.0 / PIXEL_SCALE, "ce", params["rr"] * PIXEL_SCALE ** 2, False
     raise ValueError(f"racecar: unknown variant {variant!r}; use 'official' or 'corrected'")
 
 
-def _method(name: str, params: dict, task: str, rr: float):
-    kwargs = {"RR": dict(lam=rr, mode="full", reduction="sum"), "Ort": dict(weight=params["ort"], form="official"),
+def _method(name: str, params: dict, task: str, rr: float, bn_update: bool):
+    kwargs = {"RR": dict(lam=rr, mode="full", reduction="sum", reverse_bn_update=bn_update), "Ort": dict(weight=params["ort"], form="official"),
               "Pre": dict(pre_steps=params["pre_steps"]), "Std": {}}
     if name not in kwargs:
         raise ValueError(f"racecar: unknown method {name!r}; choose from {list(kwargs)}")
@@ -88,8 +89,8 @@ def _relative_error(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 def train_one(params: dict, data: ImageSet, variant: str, method_name: str, seed: int) -> dict:
     """One cached run: train, then analyse the first layer at ``analysis_step``."""
-    scale, task, rr = _variant(params, variant)
-    method = _method(method_name, params, task, rr)
+    scale, task, rr, bn_update = _variant(params, variant)
+    method = _method(method_name, params, task, rr, bn_update)
     cfg = TrainConfig(steps=params["steps"], lr=params["lr"], batch_size=params["batch_size"],
                       eval_every=params["eval_every"], checkpoint_every=max(params["eval_every"], 500), seed=seed,
                       device=params["device"], progress=params["progress"])
