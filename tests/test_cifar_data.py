@@ -16,25 +16,6 @@ from racecar_core.data.augment import make_transform, normalize, random_crop_fli
 DEBIAN = Path(cifar.DEBIAN_FASHION_MNIST_DIR)
 
 
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "data"
-    monkeypatch.setenv("RACECAR_DATA_DIR", str(root))
-    return root
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Make every torchvision download fail at once, as on a machine without network."""
-    from torchvision.datasets import CIFAR10, CIFAR100, FashionMNIST
-
-    def _refuse(self):
-        raise RuntimeError("network refused (test)")
-
-    for cls in (CIFAR10, CIFAR100, FashionMNIST):
-        monkeypatch.setattr(cls, "download", _refuse)
-
-
 def _write_idx_gz(path: Path, arr: np.ndarray) -> None:
     magic = {1: 2049, 3: 2051}[arr.ndim]  # IDX: 0x08 = ubyte, then the number of dimensions
     with gzip.open(path, "wb") as f:

@@ -10,23 +10,6 @@ from racecar_core.data import (ImageSet, MissingDataError, availability, load_pe
 from racecar_core.data import mnist, peak
 
 
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("RACECAR_DATA_DIR", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Make torchvision's MNIST download fail at once, as on a machine without network."""
-    from torchvision.datasets import MNIST
-
-    def _refuse(self):
-        raise RuntimeError("network refused (test)")
-
-    monkeypatch.setattr(MNIST, "download", _refuse)
-
-
 @pytest.fixture(scope="module")
 def peak_set() -> ImageSet:
     return make_peak(seed=0, cache=False)

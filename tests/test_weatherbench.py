@@ -16,9 +16,9 @@ import torch
 import xarray as xr
 
 from racecar_core.data import MissingDataError, WeatherDataset, availability, to_xarray
-from racecar_core.data.weather_synth import LAT, LON, SYNTHETIC_TAG, write_synthetic_weatherbench
-from racecar_core.data.weatherbench import (Normalizer, check_available, check_finite, is_synthetic, open_weatherbench, split_years,
-                                            var_path)
+from racecar_core.data.weather_synth import LAT, SYNTHETIC_TAG, write_synthetic_weatherbench
+from racecar_core.data.weatherbench import (Normalizer, check_available, check_finite, is_synthetic,
+                                            open_weatherbench, split_years, var_path)
 
 VARS = ("geopotential_500", "temperature_850", "2m_temperature")
 SHORT = {"geopotential_500": "z", "temperature_850": "t", "2m_temperature": "t2m"}
