@@ -8,7 +8,6 @@ import argparse
 import gzip
 import os
 import shutil
-import socket
 from pathlib import Path
 from typing import Sequence
 
@@ -18,11 +17,11 @@ import torch.nn.functional as F
 
 from racecar_core.data import ImageSet, MissingDataError
 from racecar_core.data.augment import channel_stats  # re-exported: stats of a training set
+from racecar_core.data.mnist import RAW_FILES, first_line, with_download_timeout
 from racecar_core.io import atomic_write
 from racecar_core.paths import data_dir
 
 NAMES = ("cifar10", "cifar100", "fashion_mnist")
-DOWNLOAD_TIMEOUT_S = 30.0
 SIZE = 32
 # torchvision's folder and the files it reads (and md5-checks) for each CIFAR set.
 CIFAR_FILES = {
@@ -35,25 +34,12 @@ FETCH_HINT = {
     "fashion_mnist": "make data-fashion-mnist (i.e. apt-get install -y dataset-fashion-mnist)",
 }
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
-FASHION_FILES = tuple(f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1"))
+FASHION_FILES = RAW_FILES  # the same four IDX names as MNIST
 SOURCE_NOTE = "SOURCE.txt"  # written beside the prepared Fashion-MNIST files: where they came from
 
 
 def _root(root: str | Path | None) -> Path:
     return Path(root) if root is not None else data_dir()
-
-
-def _with_timeout(fn):
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        return fn()
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def _first_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 # ---------------------------------------------------------------- CIFAR-10 / CIFAR-100
@@ -84,11 +70,11 @@ def _load_cifar(name: str, root: Path, download: bool) -> tuple[object, object, 
                                        f"folder and run `{FETCH_HINT[name]}`") from err
     if download:
         try:
-            tr, te = _with_timeout(lambda: (cls(str(root), train=True, download=True),
+            tr, te = with_download_timeout(lambda: (cls(str(root), train=True, download=True),
                                             cls(str(root), train=False, download=False)))
             return tr, te, f"torchvision {cls.__name__} downloaded to {folder} (md5-checked)"
         except Exception as err:  # network refused, DNS, HTTP, checksum, ...
-            why = f"the download failed ({_first_line(err)})"
+            why = f"the download failed ({first_line(err)})"
     else:
         why = "download=False"
     raise MissingDataError(
@@ -151,11 +137,11 @@ def _load_fashion(root: Path, download: bool) -> tuple[object, object, str]:
     why = f"no {FASHION_FILES[0]}.gz etc. in {fashion_source_dir()}"
     if download:
         try:
-            tr, te = _with_timeout(lambda: (FashionMNIST(str(root), train=True, download=True),
+            tr, te = with_download_timeout(lambda: (FashionMNIST(str(root), train=True, download=True),
                                             FashionMNIST(str(root), train=False, download=False)))
             return tr, te, f"torchvision FashionMNIST downloaded to {raw}"
         except Exception as err:
-            why += f", and the download failed ({_first_line(err)})"
+            why += f", and the download failed ({first_line(err)})"
     raise MissingDataError(f"fashion_mnist not found: expected {', '.join(FASHION_FILES)} in {raw}; {why}. "
                            f"Run `{FETCH_HINT['fashion_mnist']}`, then "
                            f"`python -m racecar_core.data.cifar fashion_mnist`.")

