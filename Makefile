@@ -10,11 +10,11 @@ FORCE   ?=
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env figures test lab bench data-mnist data-peak data-cifar data-fashion-mnist data-weather clean help
+.PHONY: env figures test lab bench bench-compile data-mnist data-peak data-cifar data-fashion-mnist data-weather clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1]"
-	@echo "make test | make bench | make lab | make env | make clean"
+	@echo "make test | make bench | make bench-compile | make lab | make env | make clean"
 	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather"
 
 $(VENV)/.installed: pyproject.toml
@@ -39,6 +39,9 @@ test: env data-fashion-mnist
 
 bench: env
 	$(PY) benchmarks/bench_methods.py
+
+bench-compile: env
+	$(PY) benchmarks/bench_compile.py
 
 lab: env
 	$(VENV)/bin/jupyter lab notebooks/

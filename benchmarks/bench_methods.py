@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from racecar_core.methods import Phase, StepInfo, make_method
 from racecar_core.models import peak_mlp, resnet_cifar, weather_resnet
+from racecar_core.train import compiled_loss
 
 METHODS = ("Std", "RR", "Ort", "Pre")
 SETTINGS: dict[str, dict] = {
@@ -43,6 +44,7 @@ SETTINGS: dict[str, dict] = {
 }
 DEFAULT_ROUNDS, QUICK_ROUNDS = 200, 20
 DEFAULT_BUDGET_S, QUICK_BUDGET_S = 25.0, 3.0
+DEFAULT_MODELS = ("peak MLP", "small CNN", "ResNet-110", "weather ResNet")
 
 
 def small_cnn() -> nn.Sequential:
@@ -67,6 +69,7 @@ class Workload:
 MODELS: dict[str, Workload] = {
     "peak MLP": Workload(lambda cuda: peak_mlp(), (100, 100), 2, "ce_official"),
     "small CNN": Workload(lambda cuda: small_cnn(), (64, 64), 10, "ce"),
+    "ResNet-20": Workload(lambda cuda: resnet_cifar(20), (32, 128), 10, "ce", (3, 32, 32)),
     # ResNet-110 on CIFAR-sized inputs: a small batch on the CPU, the paper's 128 on CUDA
     "ResNet-110": Workload(lambda cuda: resnet_cifar(110), (8, 128), 10, "ce", (3, 32, 32)),
     # the weather ResNet: a reduced one on the CPU (32 channels, 3 blocks), the paper's size on CUDA
@@ -78,9 +81,11 @@ MODELS: dict[str, Workload] = {
 class Stepper:
     """One method's training step on its own copy of the model, as ``racecar_core.train.fit`` does it."""
 
-    def __init__(self, name: str, model: nn.Module, task: str, x: Tensor, y: Tensor, lr: float = 1e-4):
+    def __init__(self, name: str, model: nn.Module, task: str, x: Tensor, y: Tensor, lr: float = 1e-4,
+                 compile: bool | str = False):
         self.name, self.model, self.x, self.y = name, model, x, y
         self.phase: Phase = make_method(name, task=task, **SETTINGS[name]).phases(model, 1)[0]
+        self.loss = compiled_loss(self.phase, compile)   # what TrainConfig(compile=...) runs
         self.opt = torch.optim.Adam(self.phase.params, lr=lr)
         self.count = 0
 
@@ -90,7 +95,7 @@ class Stepper:
         for m in self.phase.frozen:
             m.eval()
         info = StepInfo(self.count, self.count, 0, torch.Generator().manual_seed(self.count))
-        return self.phase.loss(self.model, self.x, self.y, info)[0]
+        return self.loss(self.model, self.x, self.y, info)[0]
 
     def step(self) -> None:
         """Forward, loss, backward and Adam step."""
@@ -131,6 +136,23 @@ def peak_step_bytes(stepper: Stepper, device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
+def workload(model_name: str, device: torch.device) -> tuple[nn.Module, Tensor, Tensor, str]:
+    """The model (seeded), a batch of inputs and targets on ``device``, and the task loss of ``MODELS[model_name]``."""
+    cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    work = MODELS[model_name]
+    base = work.build(cuda).to(device)
+    batch = work.batch[1] if cuda else work.batch[0]
+    shape = (117, 32, 64) if cuda and model_name == "weather ResNet" else work.shape
+    x = torch.randn(batch, *shape, device=device)
+    if work.classes:
+        y = torch.randint(0, work.classes, (batch,), device=device)
+    else:
+        with torch.no_grad():
+            y = torch.randn_like(base.eval()(x[:1])).expand(batch, -1, -1, -1).contiguous()
+    return base, x, y, work.task
+
+
 def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int = DEFAULT_ROUNDS,
               warmup: int = 5, budget_s: float | None = None) -> dict:
     """Time and measure one step of each method on ``model_name`` ('peak MLP' or 'small CNN').
@@ -146,18 +168,8 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
         raise ValueError(f"rounds must be positive, got {rounds}")
     device = torch.device(device)
     cuda = device.type == "cuda"
-    torch.manual_seed(0)
-    work = MODELS[model_name]
-    base = work.build(cuda).to(device)
-    batch = work.batch[1] if cuda else work.batch[0]
-    shape = (117, 32, 64) if cuda and model_name == "weather ResNet" else work.shape
-    x = torch.randn(batch, *shape, device=device)
-    if work.classes:
-        y = torch.randint(0, work.classes, (batch,), device=device)
-    else:
-        with torch.no_grad():
-            y = torch.randn_like(base.eval()(x[:1])).expand(batch, -1, -1, -1).contiguous()
-    steppers = [Stepper(name, copy.deepcopy(base), work.task, x, y) for name in METHODS]
+    base, x, y, task = workload(model_name, device)
+    steppers = [Stepper(name, copy.deepcopy(base), task, x, y) for name in METHODS]
 
     def sync() -> None:
         if cuda:
@@ -215,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1, robust on shared machines; 0 keeps torch's default)")
     parser.add_argument("--quick", action="store_true", help="few rounds, for a smoke test")
-    parser.add_argument("--models", nargs="*", choices=list(MODELS), help="which workloads (default: all)")
+    parser.add_argument("--models", nargs="*", choices=list(MODELS), help=f"which workloads (default: {', '.join(DEFAULT_MODELS)})")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
@@ -225,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     warmup, budget = (3, QUICK_BUDGET_S) if args.quick else (5, DEFAULT_BUDGET_S)
     if args.repeats:
         budget = None  # an explicit round count is honoured
-    names = args.models or list(MODELS)
+    names = args.models or list(DEFAULT_MODELS)
     print(report([benchmark(name, args.device, rounds, warmup, budget) for name in names]))
 
 

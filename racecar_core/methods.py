@@ -63,11 +63,21 @@ def gram_minus_identity(weight: Tensor) -> Tensor:
     return g - torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
 
 
-def spectral_norm_power(a: Tensor, iters: int = 1, start: str = "randn",
-                        generator: torch.Generator | None = None) -> Tensor:
-    """Spectral norm of ``a`` by power iteration from a fresh random vector (differentiable, no stop-gradient)."""
+@torch.compiler.disable
+def start_vectors(sizes: list[int], start: str = "randn", generator: torch.Generator | None = None,
+                  dtype: torch.dtype = torch.float32) -> list[Tensor]:
+    """Random power-iteration start vectors, drawn in order on the CPU (outside any compiled graph)."""
     draw = torch.randn if start == "randn" else torch.rand
-    u = F.normalize(draw(a.shape[0], generator=generator, dtype=a.dtype).to(a.device), dim=0, eps=1e-12)
+    return [draw(n, generator=generator, dtype=dtype) for n in sizes]
+
+
+def spectral_norm_power(a: Tensor, iters: int = 1, start: str = "randn",
+                        generator: torch.Generator | None = None, u0: Tensor | None = None) -> Tensor:
+    """Spectral norm of ``a`` by power iteration from a fresh random vector (differentiable, no stop-gradient);
+    ``u0`` gives the start vector instead."""
+    if u0 is None:
+        u0 = start_vectors([a.shape[0]], start, generator, a.dtype)[0]
+    u = F.normalize(u0.to(a.device), dim=0, eps=1e-12)
     for _ in range(iters):
         v = F.normalize(a.T @ u, dim=0, eps=1e-12)
         u = F.normalize(a @ v, dim=0, eps=1e-12)
@@ -78,12 +88,14 @@ def srip_penalty(model: nn.Module, form: str = "official", generator: torch.Gene
     """Sum over weight layers of ``sigma_max(W^T W - I)^2`` by one power-iteration step.
 
     ``official``: the RR authors' TF code (randn start vector); ``srip``: the SRIP authors' code (rand start).
+    All start vectors are drawn first, in layer order, so a compiled step has a single graph break.
     """
     if form not in ("official", "srip"):
         raise ValueError(f"racecar: unknown Ort form {form!r}; use 'official' or 'srip'")
-    start = "randn" if form == "official" else "rand"
-    return sum(spectral_norm_power(gram_minus_identity(m.weight), 1, start, generator) ** 2
-               for m in reverse.weight_modules(model))
+    grams = [gram_minus_identity(m.weight) for m in reverse.weight_modules(model)]
+    starts = start_vectors([a.shape[0] for a in grams], "randn" if form == "official" else "rand", generator,
+                           grams[0].dtype)
+    return sum(spectral_norm_power(a, 1, u0=u) ** 2 for a, u in zip(grams, starts))
 
 
 def srip_schedule(epoch: int, base: float = 1e-2) -> float:
@@ -104,14 +116,16 @@ class Method:
     def __init__(self, task: str | TaskLoss = "ce"):
         self.task = task_loss(task) if isinstance(task, str) else task
 
-    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
-        out = model(x)
-        return out, out.new_zeros(()), {}
+    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor | None, dict]:
+        """The network output, the weighted regulariser (None: none this step) and values to log."""
+        return model(x), None, {}
 
     def _loss(self, model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
         out, extra, logs = self.extra(model, x, info)
         task = self.task(out, y)
-        return task + extra, out, {"task": task.detach(), **logs}
+        # no "task + 0" when there is no regulariser: under torch.compile (inductor, torch 2.14) a loss that
+        # aliases the task loss, returned beside task.detach(), comes back without a grad_fn
+        return task if extra is None else task + extra, out, {"task": task.detach(), **logs}
 
     def phases(self, model: nn.Module, steps: int) -> list[Phase]:
         """The training schedule for ``model``: a list of phases."""
@@ -166,11 +180,11 @@ class Ort(Method):
         if form not in ("official", "srip"):
             raise ValueError(f"racecar: unknown Ort form {form!r}; use 'official' or 'srip'")
 
-    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
+    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor | None, dict]:
         out = model(x)
         w = srip_schedule(info.epoch, self.weight) if self.schedule else self.weight
         if w == 0:
-            return out, out.new_zeros(()), {"ort": out.new_zeros(())}
+            return out, None, {"ort": 0.0}
         pen = srip_penalty(model, self.form, info.generator)
         return out, w * pen, {"ort": pen.detach()}
 

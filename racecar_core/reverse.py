@@ -83,8 +83,27 @@ def _flatten_adj(m: nn.Flatten, y: Tensor, shape: torch.Size) -> Tensor:
     return y.reshape(shape)
 
 
-def _avgpool_adj(m: nn.AvgPool2d, y: Tensor, shape: torch.Size) -> Tensor:
-    # AvgPool2d is a (non-overlapping or overlapping) linear map; its adjoint is the vector-Jacobian product.
+def _pool_windows(m: nn.Module, shape: torch.Size) -> tuple[int, int] | None:
+    """The window ``(kh, kw)`` when the average pool tiles its input in disjoint windows, else None."""
+    h, w = shape[-2], shape[-1]
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        oh, ow = (m.output_size, m.output_size) if isinstance(m.output_size, int) else m.output_size
+        oh, ow = oh or h, ow or w
+        return (h // oh, w // ow) if h % oh == 0 and w % ow == 0 else None
+    k = (m.kernel_size, m.kernel_size) if isinstance(m.kernel_size, int) else tuple(m.kernel_size)
+    st = k if m.stride is None else (m.stride, m.stride) if isinstance(m.stride, int) else tuple(m.stride)
+    plain = m.padding in (0, (0, 0)) and not m.ceil_mode and m.divisor_override is None
+    return k if plain and st == k else None
+
+
+def _avgpool_adj(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
+    # Disjoint windows (global pooling, AvgPool2d(k)): spread each output evenly over its window, zeros for the
+    # rows/columns the pool drops. Other pools: the vector-Jacobian product (exact, but a graph break under compile).
+    win = _pool_windows(m, shape)
+    if win is not None:
+        kh, kw = win
+        x = (y / (kh * kw)).repeat_interleave(kh, -2).repeat_interleave(kw, -1)
+        return F.pad(x, (0, shape[-1] - x.shape[-1], 0, shape[-2] - x.shape[-2]))
     x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
     with torch.enable_grad():
         out = m(x)

@@ -42,9 +42,15 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = False                      # bf16 autocast (CUDA only; ignored on the CPU)
     channels_last: bool = False            # NHWC memory format for conv nets (CUDA)
+    compile: bool | str = False            # torch.compile each phase's loss (forward, reverse pass, penalty);
+                                           # a string names the backend ("inductor" is True's; "aot_eager" checks)
     progress: bool = True
     early_stop: str | None = None          # an evaluate() key, lower is better: stop when it stops improving
     patience: int = 5                      # evaluations without improvement before stopping (best weights kept)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that identify a run (for run-cache keys): all but ``progress``, and ``compile`` when on."""
+        return {k: v for k, v in asdict(self).items() if k != "progress" and not (k == "compile" and not v)}
 
 
 class TensorBatches:
@@ -86,6 +92,13 @@ def learning_rate(cfg: TrainConfig, phase_step: int) -> float:
     if phase_step < cfg.warmup_steps:
         return cfg.warmup_lr
     return cfg.lr * cfg.gamma ** sum(phase_step >= m for m in cfg.milestones)
+
+
+def compiled_loss(phase: Phase, backend: bool | str):
+    """``phase.loss`` itself (``backend`` False), or compiled with ``torch.compile`` (True: inductor)."""
+    if not backend:
+        return phase.loss
+    return torch.compile(phase.loss, backend="inductor" if backend is True else backend)
 
 
 def _locate(phases: list[Phase], step: int) -> tuple[int, int]:
@@ -147,6 +160,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     state: dict[str, Any] = {"step": 0, "log": [], "evals": [], "snapshots": [], "wall_time": 0.0,
                              "best": None, "stopped_early": False}
     opt, opt_phase = None, -1
+    losses = [compiled_loss(ph, cfg.compile) for ph in phases]
     ckpt = run_dir / "checkpoint.pt" if run_dir else None
     if ckpt is not None and ckpt.exists():
         saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
@@ -205,7 +219,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
             x = x.contiguous(memory_format=fmt)
         info = StepInfo(step, pstep, pstep // data.steps_per_epoch, gen)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss, _, logs = phase.loss(model, x, y, info)
+            loss, _, logs = losses[k](model, x, y, info)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(
                 f"racecar: {method.name} loss is {float(loss.detach())} at step {step} (phase {phase.name}); lower the "

@@ -2,6 +2,7 @@
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,3 +30,13 @@ def test_readme_example_runs():
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)
     assert float(namespace["rec"].detach()) > 0 and namespace["out"].shape == (32, 10)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebooks_are_valid_and_committed_without_outputs(path):
+    import nbformat
+    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    nbformat.validate(nb)  # ids included: new cells need one
+    assert all("id" in c for c in nb.cells)
+    assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1

@@ -38,10 +38,22 @@ def adjoint_gap(m: nn.Module, x_shape: tuple) -> float:
     (nn.Conv2d(2, 3, 1, stride=2), (2, 2, 5, 5)),
     (nn.Flatten(), (2, 3, 4, 4)),
     (nn.AvgPool2d(2), (2, 3, 6, 6)),
+    (nn.AvgPool2d(2), (2, 3, 7, 5)),              # drops the last row and column
+    (nn.AvgPool2d(3, stride=2, padding=1), (1, 2, 7, 7)),   # overlapping windows: the autograd fallback
+    (nn.AvgPool2d((1, 2)), (1, 2, 3, 6)),
     (nn.AdaptiveAvgPool2d(1), (2, 3, 5, 5)),
+    (nn.AdaptiveAvgPool2d((2, None)), (2, 3, 4, 5)),
+    (nn.AdaptiveAvgPool2d(3), (1, 2, 5, 5)),       # uneven windows: the autograd fallback
 ])
 def test_adjoint(layer, shape):
     assert adjoint_gap(layer.double(), shape) < 1e-12
+
+
+def test_disjoint_pools_use_the_closed_form():
+    assert reverse._pool_windows(nn.AdaptiveAvgPool2d(1), torch.Size((1, 3, 8, 8))) == (8, 8)
+    assert reverse._pool_windows(nn.AvgPool2d(2), torch.Size((1, 3, 7, 7))) == (2, 2)
+    assert reverse._pool_windows(nn.AvgPool2d(3, stride=2), torch.Size((1, 3, 7, 7))) is None
+    assert reverse._pool_windows(nn.AdaptiveAvgPool2d(3), torch.Size((1, 3, 5, 5))) is None
 
 
 def test_unsupported_layer_says_how_to_register():

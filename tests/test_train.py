@@ -1,6 +1,10 @@
 """The training loop: determinism, kill-and-resume, run cache, NaN guard."""
+import copy
+import shutil
+
 import pytest
 import torch
+from torch import nn
 
 from racecar_core import runs
 from racecar_core.methods import make_method
@@ -129,3 +133,69 @@ def test_weather_parameters_are_checked():
         weather.resolve_params("smoke", source="era6")
     with pytest.raises(ValueError, match="unknown parameter"):
         weather.resolve_params("smoke", leadtime=3)
+
+
+def test_config_describe_leaves_out_progress_and_an_unused_compile():
+    cfg = TrainConfig(steps=3)
+    assert "progress" not in cfg.describe() and "compile" not in cfg.describe()
+    assert TrainConfig(steps=3, compile=True).describe()["compile"] is True
+
+
+@pytest.mark.parametrize("name, kw", [
+    ("RR", dict(lam=1e-2, mode="full", reduction="mean", reverse_bn_update=False)),
+    ("Ort", dict(weight=1e-2, form="srip", schedule=True)),
+])
+def test_compiled_step_gives_the_eager_numbers(name, kw):
+    # aot_eager runs dynamo and AOTAutograd (the compile path) with eager kernels: the numbers must not move
+    from racecar_core.models import resnet_cifar
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    base = resnet_cifar(8, 10)
+    states = []
+    for backend in (False, "aot_eager"):
+        model = copy.deepcopy(base)
+        fit(model, make_method(name, task="ce", **kw), TensorBatches(x, y, 8, 0),
+            TrainConfig(steps=4, lr=0.1, optimizer="sgd", progress=False, compile=backend, eval_every=100))
+        states.append(model.state_dict())
+    for k in states[0]:
+        torch.testing.assert_close(states[1][k], states[0][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_rr_step_traces_as_one_graph():
+    # the whole RR loss (forward, reverse pass through residual blocks and pooling, BN statistics left alone)
+    # must trace without graph breaks, or torch.compile cannot fuse it
+    from racecar_core.methods import StepInfo
+    from racecar_core.models import resnet_cifar, weather_resnet
+    torch._dynamo.reset()
+    for model, x, task in ((resnet_cifar(8, 10), torch.randn(2, 3, 32, 32), "ce"),
+                           (weather_resnet(5, 2, 8, 1), torch.randn(2, 5, 16, 32), "mse")):
+        phase = make_method("RR", task=task, lam=1e-2, mode="full", reduction="mean",
+                            reverse_bn_update=False).phases(model, 1)[0]
+        y = torch.randint(0, 10, (2,)) if task == "ce" else torch.randn(2, 2, 16, 32)
+        explained = torch._dynamo.explain(phase.loss)(model, x, y, StepInfo(0, 0, 0))
+        assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="inductor needs a C++ compiler")
+@pytest.mark.parametrize("name, kw", [("Std", {}), ("RR", dict(lam=1e-2, reduction="mean")), ("Ort", dict(weight=1e-2)),
+                                      ("Pre", {})])
+def test_inductor_step_has_the_eager_gradients(name, kw):
+    # what compile=True runs; guards a torch 2.14 inductor pitfall (a loss aliasing the task loss lost its grad_fn)
+    from racecar_core.methods import StepInfo
+    from racecar_core.train import compiled_loss
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 2, (16,))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+    grads = []
+    torch._dynamo.reset()
+    for backend in (False, True):
+        model = copy.deepcopy(net)
+        phase = make_method(name, task="ce", **kw).phases(model, 2)[0]
+        loss = compiled_loss(phase, backend)(model, x, y, StepInfo(0, 0, 0, torch.Generator().manual_seed(0)))[0]
+        assert loss.requires_grad
+        loss.backward()
+        grads.append([p.grad for p in phase.params])
+    torch._dynamo.reset()
+    for eager, compiled in zip(*grads):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)

@@ -28,7 +28,8 @@ _BASE = dict(dataset="cifar10", depth=110, methods=["Std", "Ort", "RR"], seeds=[
              batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, milestones=[82, 123], warmup_steps=400,
              warmup_lr=0.01, augment=True, rr_lambda=1e-2, rr_mode="full", rr_bn_update=False, ort_weight=1e-2,
              pre_epochs=1, pre_lr_scale=0.01,
-             n_train=None, n_test=None, validation=0, device="auto", amp=True, channels_last=True, progress=True)
+             n_train=None, n_test=None, validation=0, device="auto", amp=True, channels_last=True, compile=False,
+             progress=True)
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": _BASE,
     # a shallower net and fewer epochs: a laptop GPU (or a patient CPU) shows the trend
@@ -93,10 +94,11 @@ def train_one(p: dict, data, method_name: str, seed: int) -> dict:
                       momentum=p["momentum"], weight_decay=p["weight_decay"],
                       milestones=[e * spe for e in p["milestones"]], warmup_steps=p["warmup_steps"],
                       warmup_lr=p["warmup_lr"], eval_every=spe, checkpoint_every=spe, seed=seed, device=dev,
-                      amp=p["amp"], channels_last=p["channels_last"], progress=p["progress"])
+                      amp=p["amp"], channels_last=p["channels_last"], compile=p["compile"],
+                      progress=p["progress"])
     config = {"dataset": p["dataset"], "source": data.source, "n_train": len(data.x_train),
               "n_test": len(data.x_test), "depth": p["depth"], "augment": p["augment"], **method.describe(),
-              "train": {k: v for k, v in cfg.__dict__.items() if k != "progress"}}
+              "train": cfg.describe()}
     train_tf = make_transform(mean, std, p["augment"], dev)
     test_tf = make_transform(mean, std, False, dev)
     xtr, ytr = data.x_train.to(dev), data.y_train.to(dev)
@@ -123,6 +125,42 @@ def run(profile: str = "quick", **overrides: Any) -> dict:
     data = load(p)
     results = {(m, s): train_one(p, data, m, s) for m in p["methods"] for s in p["seeds"]}
     return {"params": p, "source": data.source, "runs": results}
+
+
+SWEEP_LAMBDAS = (1e-3, 1e-2, 1e-1)
+SWEEP_MODES = ("full", "local")
+
+
+def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, validation: int = 5000,
+          **overrides: Any) -> dict:
+    """Choose RR's lambda and mode on a held-out split of the training set (45k/5k on CIFAR), never the test set.
+
+    Trains RR for every (mode, lambda) and Std once, on ``validation`` training images held out (``n_test``, if
+    given, subsamples them), over the profile's seeds; every run is cached like any other. Returns the table of
+    validation accuracies (mean, std over seeds), the best RR setting (highest mean; ties go to the first, i.e. the
+    smaller lambda and ``full``) and Std's validation accuracy for reference. A setting whose loss diverges counts
+    as a result (NaN accuracy, the step named in ``note``) and is not chosen.
+    """
+    base = {**overrides, "validation": validation}
+
+    def validate(**setting: Any) -> dict:
+        try:
+            row = summary(run(profile, **{**base, **setting})).loc[setting["methods"][0]]
+        except FloatingPointError as e:  # a setting that diverges is a result of the sweep (not cached)
+            return {"val_mean": float("nan"), "val_std": float("nan"), "seeds": 0, "note": str(e).split(";")[0]}
+        return {"val_mean": float(row["mean"]), "val_std": float(row["std"]), "seeds": int(row["seeds"]), "note": ""}
+
+    rows = [{"method": "RR", "mode": mode, "lambda": float(lam),
+             **validate(methods=["RR"], rr_lambda=lam, rr_mode=mode)} for mode in modes for lam in lambdas]
+    table = pd.DataFrame(rows)
+    if table["val_mean"].isna().all():
+        raise FloatingPointError("racecar: every RR setting of the sweep diverged; try smaller lambdas:\n"
+                                 + table.to_string())
+    best = table.loc[table["val_mean"].idxmax()]
+    table = pd.concat([table, pd.DataFrame([{"method": "Std", "mode": "", "lambda": 0.0,
+                                             **validate(methods=["Std"])}])], ignore_index=True)
+    return {"table": table, "best": {"rr_mode": str(best["mode"]), "rr_lambda": float(best["lambda"])},
+            "validation": validation}
 
 
 def summary(out: dict) -> pd.DataFrame:

@@ -26,7 +26,7 @@ def accuracy_bars(out: dict, table) -> Figure:
     ax.set_xticks(x, methods)
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{p['dataset']}, ResNet-{p['depth']}, {p['epochs']} epochs, {len(p['seeds'])} seed(s)")
-    ax.legend(loc="best")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     return fig
 
 
@@ -43,4 +43,35 @@ def accuracy_curves(out: dict) -> Figure:
     ax.set_xlabel("epoch (Pre: including its pretraining epochs)")
     ax.set_ylabel("test accuracy")
     ax.legend()
+    return fig
+
+
+def sweep_plot(sweep_out: dict, params: dict) -> Figure:
+    """RR's validation accuracy against lambda per reverse-pass mode (mean +- std over seeds), Std as a band;
+    settings whose loss diverged are marked at the bottom."""
+    table = sweep_out["table"]
+    fig, ax = plt.subplots(figsize=(4.6, 2.8))
+    std = table[table["method"] == "Std"].iloc[0]
+    ax.axhline(std["val_mean"], color=METHOD_COLORS["Std"], lw=1, label="Std")
+    ax.axhspan(std["val_mean"] - std["val_std"], std["val_mean"] + std["val_std"], color=METHOD_COLORS["Std"],
+               alpha=0.15, lw=0)
+    rr = table[table["method"] == "RR"]
+    bottom = np.nanmin(table["val_mean"] - table["val_std"].fillna(0)) - 0.05
+    for mode, marker in (("full", "o"), ("local", "s")):
+        t = rr[rr["mode"] == mode]
+        if t.empty:
+            continue
+        ax.errorbar(t["lambda"], t["val_mean"], yerr=t["val_std"], marker=marker, capsize=3, label=f"RR, {mode}",
+                    color=METHOD_COLORS["RR"], ls="-" if mode == "full" else "--")
+        bad = t[t["val_mean"].isna()]
+        if len(bad):
+            ax.scatter(bad["lambda"], [bottom] * len(bad), marker="x" if mode == "full" else "+", color="k",
+                       zorder=3, label=f"RR, {mode}: diverged")
+    best = sweep_out["best"]
+    ax.set_xscale("log")
+    ax.set_xlabel("lambda")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"RR sweep: {params['dataset']}, ResNet-{params['depth']}, {sweep_out['validation']} held-out "
+                 f"training images;\nchosen: {best['rr_mode']}, lambda {best['rr_lambda']:g}", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     return fig

@@ -95,7 +95,7 @@ def train_one(params: dict, data: ImageSet, variant: str, method_name: str, seed
                       eval_every=params["eval_every"], checkpoint_every=max(params["eval_every"], 500), seed=seed,
                       device=params["device"], progress=params["progress"])
     config = {"dataset": params["dataset"], "variant": variant, "scale": scale, "task": task, **method.describe(),
-              "train": {k: v for k, v in cfg.__dict__.items() if k != "progress"}, "source": data.source,
+              "train": cfg.describe(), "source": data.source,
               "data_seed": params["data_seed"], "n_train": len(data.x_train), "analysis_step": params["analysis_step"],
               "n_test_per_class": params.get("n_test_per_class")}
     xtr, xte = data.x_train * scale, data.x_test * scale

@@ -27,7 +27,7 @@ _BASE = dict(source="weatherbench", train_years=list(range(1979, 2016)), valid_y
              channels=128, blocks=19, dropout=0.1, methods=["Std", "RR"], seeds=[0, 1, 2], epochs=100,
              batch_size=32, lr=5e-5, rr_lambda=1e-3, rr_mode="full", rr_bn_update=False, patience=5,
              example_time=PAPER_EXAMPLE_TIME,
-             synthetic_days=None, device="auto", amp=False, progress=True)
+             synthetic_days=None, device="auto", amp=False, compile=False, progress=True)
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": _BASE,
     "quick": dict(_BASE, train_years=list(range(2010, 2016)), sample_every_h=12, channels=32, blocks=3, epochs=10,
@@ -117,13 +117,12 @@ def train_one(p: dict, sets: dict, method_name: str, seed: int) -> dict:
     xva, yva = sets["valid"].tensors()
     spe = max(1, len(xtr) // p["batch_size"])
     cfg = TrainConfig(steps=p["epochs"] * spe, lr=p["lr"], batch_size=p["batch_size"], eval_every=spe,
-                      checkpoint_every=spe, seed=seed, device=p["device"], amp=p["amp"], progress=p["progress"],
-                      early_stop="valid_mse", patience=p["patience"])
+                      checkpoint_every=spe, seed=seed, device=p["device"], amp=p["amp"], compile=p["compile"],
+                      progress=p["progress"], early_stop="valid_mse", patience=p["patience"])
     synthetic = bool(sets["train"].attrs.get("synthetic"))
     config = {k: p[k] for k in ("source", "train_years", "valid_years", "test_years", "variables", "offsets_h",
                                 "lead_h", "sample_every_h", "channels", "blocks", "dropout", "synthetic_days")}
-    config.update(method.describe(), synthetic=synthetic, train={k: v for k, v in cfg.__dict__.items()
-                                                                 if k != "progress"})
+    config.update(method.describe(), synthetic=synthetic, train=cfg.describe())
     config.pop("task", None)
 
     def evaluate(model: torch.nn.Module, step: int) -> dict:

@@ -1,0 +1,26 @@
+"""The benchmark scripts run and report what they claim (their numbers are not asserted: no timed tests)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+bench_methods = pytest.importorskip("bench_methods")
+bench_compile = pytest.importorskip("bench_compile")
+
+
+def test_bench_methods_reports_every_ratio():
+    r = bench_methods.benchmark("peak MLP", "cpu", rounds=2, warmup=1)
+    assert r["rounds"] == 2 and set(r["time_ratio"]) == {"RR", "Ort", "Pre"}
+    assert all(v > 0 for v in (*r["time_ms"].values(), *r["memory_bytes"].values()))
+    text = bench_methods.report([r])
+    assert "peak MLP: RR/Std step time" in text and "saved-activation memory" in text
+    with pytest.raises(ValueError, match="unknown model"):
+        bench_methods.benchmark("VGG", "cpu")
+
+
+def test_bench_compile_compares_eager_and_compiled():
+    r = bench_compile.compare("small CNN", "cpu", backend="aot_eager", rounds=1, warmup=0)
+    assert set(r["speedup"]) == {"Std", "RR"} and set(r["rr_over_std"]) == {"eager", "compiled"}
+    assert all(v > 0 for v in r["time_ms"].values())
+    assert "small CNN: RR eager/compiled step time" in bench_compile.report([r])

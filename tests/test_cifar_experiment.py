@@ -1,0 +1,53 @@
+"""The CIFAR experiment end to end on tiny real-format Fashion-MNIST files: runs, summary, RR's lambda sweep."""
+import math
+
+import numpy as np
+import pytest
+
+from racecar_core.experiments import cifar
+from test_cifar_data import _write_idx_gz
+
+TINY = dict(dataset="fashion_mnist", depth=8, epochs=1, batch_size=20, seeds=[0], device="cpu", progress=False,
+            amp=False, channels_last=False, n_train=60, n_test=20)
+
+
+@pytest.fixture
+def tiny_fashion(data_dir, no_network, tmp_path, monkeypatch):
+    """80 training and 20 test images in Debian's gzipped IDX layout, and a private run cache."""
+    src = tmp_path / "fmnist"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 80), ("t10k", 20)):
+        _write_idx_gz(src / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))
+        _write_idx_gz(src / f"{prefix}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
+    monkeypatch.setenv("RACECAR_FASHION_MNIST_DIR", str(src))
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def test_sweep_chooses_on_the_validation_split_and_survives_divergence(tiny_fashion):
+    out = cifar.sweep("smoke", lambdas=(1e-3, 1e30), modes=("full",), validation=20, **TINY)
+    table = out["table"]
+    assert list(table["method"]) == ["RR", "RR", "Std"] and out["validation"] == 20
+    ok, diverged = table.iloc[0], table.iloc[1]
+    assert 0 <= ok["val_mean"] <= 1 and ok["seeds"] == 1 and ok["note"] == ""
+    assert math.isnan(diverged["val_mean"]) and "RR loss is" in diverged["note"] and "at step" in diverged["note"]
+    assert out["best"] == {"rr_mode": "full", "rr_lambda": 1e-3}
+    # the sweep's runs were scored on 20 held-out training images, never on the test set
+    again = cifar.run("smoke", **TINY, methods=["RR"], rr_lambda=1e-3, rr_mode="full", validation=20)
+    (run,) = again["runs"].values()
+    assert run["cached"] and run["config"]["n_test"] == 20 and "held out of train" in run["config"]["source"]
+    assert run["config"]["n_train"] == 60
+    with pytest.raises(FloatingPointError, match="every RR setting"):
+        cifar.sweep("smoke", lambdas=(1e30,), modes=("full",), validation=20, **TINY)
+
+
+def test_sweep_figure_marks_the_diverged_setting(tiny_fashion):
+    import matplotlib
+    matplotlib.use("Agg")
+    from racecar_core.experiments import cifar_figures
+    out = cifar.sweep("smoke", lambdas=(1e-3, 1e30), modes=("full",), validation=20, **TINY)
+    fig = cifar_figures.sweep_plot(out, cifar.resolve_params("smoke", **TINY))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(labels) == ["RR, full", "RR, full: diverged", "Std"] and ax.get_xscale() == "log"
+    assert "chosen: full, lambda 0.001" in ax.get_title()
