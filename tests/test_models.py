@@ -50,3 +50,9 @@ def test_cifar_experiment_parameters_are_checked():
         cifar.resolve_params("quick", dataset="imagenet")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['lamda'\]"):
         cifar.resolve_params("quick", lamda=1.0)
+    with pytest.raises(ValueError, match="unknown device"):
+        cifar.resolve_params("quick", device="gpu")
+    if not torch.cuda.is_available():
+        assert cifar.resolve_params("quick")["device"] == "cpu"   # "auto"
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            cifar.resolve_params("quick", device="cuda")

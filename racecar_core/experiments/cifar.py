@@ -164,7 +164,8 @@ def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, vali
 
 
 def summary(out: dict) -> pd.DataFrame:
-    """Per method: mean, std and best final test accuracy over seeds, seeds, epochs, mean wall time per run."""
+    """Per method: mean, std and best final test accuracy over seeds, seeds, epochs, mean wall time per run and per
+    epoch (Pre's epochs include its pretraining)."""
     rows = []
     for m in out["params"]["methods"]:
         rs = [r for (mm, _), r in out["runs"].items() if mm == m]
@@ -172,5 +173,6 @@ def summary(out: dict) -> pd.DataFrame:
         rows.append({"method": m, "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0,
                      "best": acc.max(), "seeds": len(rs), "epochs": rs[0]["epochs"],
                      "wall_time_s": float(np.mean([r["wall_time"] for r in rs])),
+                     "epoch_time_s": float(np.mean([r["wall_time"] / r["evals"][-1]["epoch"] for r in rs])),
                      "paper": PAPER_ACCURACY.get(m, float("nan"))})
     return pd.DataFrame(rows).set_index("method")
