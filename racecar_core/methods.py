@@ -92,19 +92,23 @@ def srip_penalty(model: nn.Module, form: str = "official", generator: torch.Gene
     """
     if form not in ("official", "srip"):
         raise ValueError(f"racecar: unknown Ort form {form!r}; use 'official' or 'srip'")
-    grams = [gram_minus_identity(m.weight) for m in reverse.weight_modules(model)]
-    starts = start_vectors([a.shape[0] for a in grams], "randn" if form == "official" else "rand", generator,
-                           grams[0].dtype)
-    return sum(spectral_norm_power(a, 1, u0=u) ** 2 for a, u in zip(grams, starts))
+    weights = [m.weight for m in reverse.weight_modules(model)]
+    with torch.autocast(weights[0].device.type, enabled=False):  # under bf16 autocast, W W^T - I is rounding noise
+        grams = [gram_minus_identity(w.to(torch.promote_types(w.dtype, torch.float32))) for w in weights]
+        starts = start_vectors([a.shape[0] for a in grams], "randn" if form == "official" else "rand", generator,
+                               grams[0].dtype)
+        return sum(spectral_norm_power(a, 1, u0=u) ** 2 for a, u in zip(grams, starts))
 
 
 def srip_schedule(epoch: int, base: float = 1e-2) -> float:
-    """The SRIP authors' CIFAR weight: 1e-2 to epoch 20, then 1e-3, 1e-4 after 50, 1e-6 after 70, 0 after 120."""
-    if epoch > 120:
+    """The SRIP authors' CIFAR weight for 0-based ``epoch``: ``base``, then ``base`` x 1e-3 after epoch 20, x 1e-4
+    after 50, x 1e-6 after 70, 0 after 120 (their code counts epochs from 1: it is called with ``epoch + 1``)."""
+    e = epoch + 1
+    if e > 120:
         return 0.0
-    for limit, value in ((70, 1e-6), (50, 1e-4), (20, 1e-3)):
-        if epoch > limit:
-            return value * base / 1e-2
+    for limit, factor in ((70, 1e-6), (50, 1e-4), (20, 1e-3)):
+        if e > limit:
+            return base * factor
     return base
 
 

@@ -173,11 +173,12 @@ def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size) -> Tensor:
 
 
 def subtract_bias(m: nn.Module, y: Tensor) -> Tensor:
-    """``y - b`` with the bias broadcast over the channel dimension (dim 1) or the feature dimension."""
+    """``y - b``: a Linear's bias runs along the last dimension (``[B, F]`` or ``[B, T, F]``), a convolution's (any
+    other layer's) along the channel dimension 1."""
     b = getattr(m, "bias", None)
     if b is None:
         return y
-    if y.dim() > 2:
+    if y.dim() > 2 and not isinstance(m, nn.Linear):
         return y - b.view(1, -1, *([1] * (y.dim() - 2)))
     return y - b
 
@@ -300,11 +301,18 @@ def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None,
 
 
 def reconstruction_loss(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction = "sum") -> Tensor:
-    """``sum_m 0.5 * sum (d_m - d'_m)^2`` (``sum``, the official form) or ``sum_m mean (d_m - d'_m)^2`` (``mean``)."""
+    """``sum_m 0.5 * sum (d_m - d'_m)^2`` (``sum``, the official form) or ``sum_m mean (d_m - d'_m)^2`` (``mean``).
+
+    Computed in float32 at least: under bf16 autocast, ``d - d'`` of a good reconstruction is below bf16's precision.
+    """
+    def diff(d: Tensor, r: Tensor) -> Tensor:
+        dtype = torch.promote_types(torch.promote_types(d.dtype, r.dtype), torch.float32)
+        return d.to(dtype) - r.to(dtype)
+
     if reduction == "sum":
-        return sum(0.5 * (d - r).pow(2).sum() for d, r in pairs)
+        return sum(0.5 * diff(d, r).pow(2).sum() for d, r in pairs)
     if reduction == "mean":
-        return sum((d - r).pow(2).mean() for d, r in pairs)
+        return sum(diff(d, r).pow(2).mean() for d, r in pairs)
     raise ValueError(f"racecar: unknown reduction {reduction!r}; use 'sum' or 'mean'")
 
 

@@ -15,7 +15,7 @@ import torch
 from . import paths
 from .io import atomic_write, read_json, write_json
 
-CACHE_VERSION = 1  # bump when a change to the code makes old results wrong
+CACHE_VERSION = 2  # bump when a change to the code makes old results wrong (2: SRIP schedule, RNG streams)
 
 
 def config_hash(config: dict) -> str:

@@ -8,6 +8,7 @@ stopped.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import time
@@ -53,6 +54,13 @@ class TrainConfig:
         return {k: v for k, v in asdict(self).items() if k != "progress" and not (k == "compile" and not v)}
 
 
+def stream_seed(seed: int, index: int, stream: str) -> int:
+    """The seed of draw ``index`` (a step or an epoch) of the random stream ``stream`` of run ``seed``: hashed, so
+    that no two streams, indices or run seeds share a sequence (offsets like ``seed * K + step`` would)."""
+    digest = hashlib.blake2b(f"{stream}:{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
 class TensorBatches:
     """Mini-batches of in-memory tensors; the order of epoch ``e`` is a permutation seeded by ``(seed, e)``."""
 
@@ -69,13 +77,13 @@ class TensorBatches:
         """The batch of global step ``step``."""
         epoch, i = divmod(step, self.steps_per_epoch)
         if self._order is None or self._order[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            g = torch.Generator().manual_seed(stream_seed(self.seed, epoch, "order"))
             perm = torch.randperm(len(self.x), generator=g) if self.batch_size < len(self.x) else torch.arange(len(self.x))
             self._order = (epoch, perm)
         idx = self._order[1][i * self.batch_size:(i + 1) * self.batch_size]
         x, y = self.x[idx], self.y[idx]
         if self.transform is not None:
-            x = self.transform(x, torch.Generator().manual_seed(self.seed * 1_000_003 + step))
+            x = self.transform(x, torch.Generator().manual_seed(stream_seed(self.seed, step, "augment")))
         return x, y
 
 
@@ -184,7 +192,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         with torch.no_grad():
             if evaluate is not None:
                 state["evals"].append({"step": step, **{k: float(v) for k, v in evaluate(model, step).items()}})
-                if cfg.early_stop is not None:
+                if cfg.early_stop is not None and _locate(phases, step)[0] == len(phases) - 1:  # not in pretraining
                     value = state["evals"][-1][cfg.early_stop]
                     if state["best"] is None or value < state["best"]["value"]:
                         state["best"] = {"value": value, "step": step,
@@ -211,8 +219,8 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         model.train()
         for m in phase.frozen:
             m.eval()
-        torch.manual_seed(cfg.seed * 1_000_003 + step)
-        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
+        torch.manual_seed(stream_seed(cfg.seed, step, "step"))          # dropout and other global draws
+        gen = torch.Generator().manual_seed(stream_seed(cfg.seed, step, "method"))  # e.g. SRIP start vectors
         x, y = data.batch(pstep)
         x, y = x.to(cfg.device), y.to(cfg.device)
         if x.dim() == 4:

@@ -127,6 +127,15 @@ def test_subset_is_balanced_and_seeded():
         cifar.subset(data, 400, 4)
 
 
+def test_fingerprint_follows_the_data_not_the_source():
+    data = _tiny_imageset()
+    moved = ImageSet(data.x_train.clone(), data.y_train, data.x_test, data.y_test, "elsewhere", data.synthetic)
+    assert data.fingerprint() == moved.fingerprint() and len(data.fingerprint()) == 16
+    assert cifar.subset(data, 40, 20, seed=0).fingerprint() != cifar.subset(data, 40, 20, seed=1).fingerprint()
+    relabelled = ImageSet(data.x_train, data.y_train.flip(0), data.x_test, data.y_test, "tiny", True)
+    assert relabelled.fingerprint() != data.fingerprint()
+
+
 def test_split_validation():
     data = _tiny_imageset()
     train, val = cifar.split_validation(data, 12, seed=0)

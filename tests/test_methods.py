@@ -35,12 +35,24 @@ def test_srip_penalty_zero_for_orthonormal_rows():
     assert methods.srip_penalty(net) < 1e-10
 
 
+def test_srip_penalty_stays_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    net = peak_mlp()
+    exact = methods.srip_penalty(net, "srip", torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = methods.srip_penalty(net, "srip", torch.Generator().manual_seed(0))
+    assert amp.dtype == torch.float32
+    torch.testing.assert_close(amp, exact)
+
+
 def test_srip_schedule():
-    assert methods.srip_schedule(0) == 1e-2 and methods.srip_schedule(20) == 1e-2
-    assert methods.srip_schedule(21) == pytest.approx(1e-3)
-    assert methods.srip_schedule(51) == pytest.approx(1e-4)
-    assert methods.srip_schedule(71) == pytest.approx(1e-6)
-    assert methods.srip_schedule(121) == 0
+    # the SRIP authors' adjust_ortho_decay_rate(epoch + 1): o_d = 1e-3 * o_d after epoch 20, and so on
+    assert methods.srip_schedule(0) == 1e-2 and methods.srip_schedule(19) == 1e-2
+    assert methods.srip_schedule(20) == pytest.approx(1e-5)
+    assert methods.srip_schedule(50) == pytest.approx(1e-6) and methods.srip_schedule(49) == pytest.approx(1e-5)
+    assert methods.srip_schedule(70) == pytest.approx(1e-8)
+    assert methods.srip_schedule(119) == pytest.approx(1e-8) and methods.srip_schedule(120) == 0
+    assert methods.srip_schedule(30, base=0.1) == pytest.approx(1e-4)
 
 
 def test_ce_official_is_double_softmax():

@@ -63,6 +63,26 @@ def test_unsupported_layer_says_how_to_register():
         adjoint_gap(nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular").double(), (1, 2, 5, 5))
 
 
+def test_bias_runs_along_the_features_of_a_linear_and_the_channels_of_a_conv():
+    lin, conv = nn.Linear(3, 4), nn.Conv2d(2, 4, 1)
+    y = torch.randn(2, 4, 4)  # [B, T, F] with T == F: only the module type can tell the axes apart
+    torch.testing.assert_close(reverse.subtract_bias(lin, y), y - lin.bias)
+    y4 = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(reverse.subtract_bias(conv, y4), y4 - conv.bias.view(1, 4, 1, 1))
+    torch.testing.assert_close(reverse.transpose(lin, y, torch.Size((2, 4, 3))), y @ lin.weight)
+
+
+def test_reconstruction_loss_is_float32_under_bf16():
+    d, r = torch.randn(4, 8), torch.randn(4, 8)
+    pairs = [(d.bfloat16(), r.bfloat16())]
+    for reduction in ("sum", "mean"):
+        loss = reverse.reconstruction_loss(pairs, reduction)
+        expect = reverse.reconstruction_loss([(d.bfloat16().float(), r.bfloat16().float())], reduction)
+        assert loss.dtype == torch.float32
+        torch.testing.assert_close(loss, expect)
+    assert reverse.reconstruction_loss([(d.double(), r.double())]).dtype == torch.float64
+
+
 def test_non_sequential_model_is_a_clear_error():
     with pytest.raises(TypeError, match="nn.Sequential"):
         reverse.layers_of(nn.Linear(3, 3))

@@ -123,6 +123,25 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
         assert torch.equal(v, seen[4][k]), k
 
 
+def test_early_stopping_waits_for_fine_tuning(tmp_path):
+    # Pre's pretraining phases do not move the task metric; they must not count against the patience
+    x, y = _data()
+    torch.manual_seed(0)
+    method = make_method("Pre", task="ce", pre_steps=6)
+    cfg = TrainConfig(steps=10, lr=1e-2, batch_size=8, eval_every=1, seed=0, progress=False, early_stop="val",
+                      patience=2)
+    hist = fit(peak_mlp(), method, TensorBatches(x, y, 8, 0), cfg, tmp_path, lambda m, step: {"val": 1.0})
+    pretraining = 6 * 2  # peak_mlp has two weight layers
+    assert hist["stopped_early"] and hist["best_step"] == pretraining and hist["steps"] == pretraining + 2
+
+
+def test_random_streams_are_distinct_and_fixed():
+    from racecar_core.train import stream_seed
+    seeds = {stream_seed(s, i, k) for s in range(3) for i in range(50) for k in ("order", "augment", "step", "method")}
+    assert len(seeds) == 3 * 50 * 4 and all(0 <= v < 2 ** 63 for v in seeds)
+    assert stream_seed(1, 0, "method") == stream_seed(1, 0, "method") != stream_seed(0, 7919, "method")
+
+
 def test_weather_parameters_are_checked():
     from racecar_core.experiments import weather
     p = weather.resolve_params("paper", device="cpu")

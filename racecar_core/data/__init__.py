@@ -1,6 +1,7 @@
 """Data sets used by racecar_core: a common ``ImageSet`` container, loaders and an availability registry."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -9,7 +10,8 @@ import torch
 
 @dataclass
 class ImageSet:
-    """Train/test images in raw pixel units: x is ``[N,1,H,W]`` float32 in 0..255, y is ``[N]`` int64."""
+    """Train/test images in raw pixel units (0..255): x is ``[N,C,H,W]`` (float32 for MNIST and peak, uint8 for
+    CIFAR and Fashion-MNIST), y is ``[N]`` int64; ``source`` says where they came from, for people."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -17,6 +19,16 @@ class ImageSet:
     y_test: torch.Tensor
     source: str
     synthetic: bool
+
+    def fingerprint(self) -> str:
+        """A digest of the images and labels, not of where they were read from: run caches key on it, so a run is
+        found again after the data folder moved or was downloaded afresh, and a different subset is a different run."""
+        h = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.numpy().data)
+        return h.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return (f"ImageSet(train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "

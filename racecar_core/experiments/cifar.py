@@ -96,7 +96,7 @@ def train_one(p: dict, data, method_name: str, seed: int) -> dict:
                       warmup_lr=p["warmup_lr"], eval_every=spe, checkpoint_every=spe, seed=seed, device=dev,
                       amp=p["amp"], channels_last=p["channels_last"], compile=p["compile"],
                       progress=p["progress"])
-    config = {"dataset": p["dataset"], "source": data.source, "n_train": len(data.x_train),
+    config = {"dataset": p["dataset"], "data": data.fingerprint(), "n_train": len(data.x_train),
               "n_test": len(data.x_test), "depth": p["depth"], "augment": p["augment"], **method.describe(),
               "train": cfg.describe()}
     train_tf = make_transform(mean, std, p["augment"], dev)
@@ -113,7 +113,8 @@ def train_one(p: dict, data, method_name: str, seed: int) -> dict:
         hist = fit(model, method, TensorBatches(xtr, ytr, p["batch_size"], seed, train_tf), cfg, run_dir, evaluate,
                    log_every=max(1, spe // 10))
         accs = [e["test_acc"] for e in hist["evals"]]
-        return {"config": config, "evals": hist["evals"], "log": hist["log"], "wall_time": hist["wall_time"],
+        return {"config": config, "source": data.source, "evals": hist["evals"], "log": hist["log"],
+                "wall_time": hist["wall_time"],
                 "final_acc": accs[-1], "best_acc": max(accs), "epochs": p["epochs"]}
 
     return runs.cached_run(f"cifar_{p['dataset']}", config, train)

@@ -95,7 +95,7 @@ def train_one(params: dict, data: ImageSet, variant: str, method_name: str, seed
                       eval_every=params["eval_every"], checkpoint_every=max(params["eval_every"], 500), seed=seed,
                       device=params["device"], progress=params["progress"])
     config = {"dataset": params["dataset"], "variant": variant, "scale": scale, "task": task, **method.describe(),
-              "train": cfg.describe(), "source": data.source,
+              "train": cfg.describe(), "data": data.fingerprint(),
               "data_seed": params["data_seed"], "n_train": len(data.x_train), "analysis_step": params["analysis_step"],
               "n_test_per_class": params.get("n_test_per_class")}
     xtr, xte = data.x_train * scale, data.x_test * scale
@@ -124,8 +124,8 @@ def train_one(params: dict, data: ImageSet, variant: str, method_name: str, seed
         _, s_vals, vh = svd.svd(w, "cpu")
         at = next(e for e in hist["evals"] if e["step"] == analysis + (hist["steps"] - params["steps"]))
         report = svd.similarity_report(vh, s_vals, data.x_train, params["k"])
-        return {"config": config, "log": hist["log"], "evals": hist["evals"], "wall_time": hist["wall_time"],
-                "recon_steps": [s["step"] for s in hist["snapshots"]],
+        return {"config": config, "source": data.source, "log": hist["log"], "evals": hist["evals"],
+                "wall_time": hist["wall_time"], "recon_steps": [s["step"] for s in hist["snapshots"]],
                 "reconstructions": torch.stack([s["reconstruction"] for s in hist["snapshots"]]),
                 "shown_images": show / scale, "Vh": vh, "S": s_vals,
                 "analysis": {**report, **{k: at[k] for k in ("test_acc", "train_acc", "rel_err_train",
