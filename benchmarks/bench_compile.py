@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 
 import torch
 
-from bench_methods import MODELS, Stepper, workload
+from bench_methods import MODELS, Stepper, interleaved_times, workload
 
 DEFAULT_MODELS = {"cpu": ("small CNN", "ResNet-20"), "cuda": ("ResNet-110",)}
 
@@ -28,31 +27,10 @@ def compare(model_name: str, device: str = "cpu", backend: str = "inductor", rou
     """Step times of eager and compiled Std and RR on ``model_name``; see the module docstring."""
     device_ = torch.device(device)
     base, x, y, task = workload(model_name, device_)
-
-    def sync() -> None:
-        if device_.type == "cuda":
-            torch.cuda.synchronize(device_)
-
     steppers = {(m, mode): Stepper(m, copy.deepcopy(base), task, x, y, compile=False if mode == "eager" else backend)
                 for m in ("Std", "RR") for mode in ("eager", "compiled")}
-    first_s = {}
-    for key, s in steppers.items():
-        sync()
-        t0 = time.perf_counter()
-        s.step()
-        sync()
-        first_s[key] = time.perf_counter() - t0
-    for _ in range(warmup):
-        for s in steppers.values():
-            s.step()
-    times: dict[tuple[str, str], list[float]] = {k: [] for k in steppers}
-    for _ in range(rounds):
-        for key, s in steppers.items():
-            sync()
-            t0 = time.perf_counter()
-            s.step()
-            sync()
-            times[key].append(time.perf_counter() - t0)
+    first_s = {key: interleaved_times({key: s}, device_, 1)[key][0] for key, s in steppers.items()}  # compiles
+    times = interleaved_times(steppers, device_, rounds, warmup)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     return {"model": model_name, "device": device, "backend": backend, "rounds": rounds, "time_ms": ms,
             "first_step_s": first_s,

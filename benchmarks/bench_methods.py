@@ -153,6 +153,31 @@ def workload(model_name: str, device: torch.device) -> tuple[nn.Module, Tensor, 
     return base, x, y, work.task
 
 
+def interleaved_times(steppers: dict, device: torch.device, rounds: int, warmup: int = 0,
+                      budget_s: float | None = None) -> dict:
+    """Seconds per step of each stepper, after ``warmup`` untimed rounds, timed round-robin so that machine noise
+    hits them alike; with ``budget_s`` the rounds stop once they took that long (after at least 3)."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        for s in steppers.values():
+            s.step()
+    times: dict = {k: [] for k in steppers}
+    start = time.perf_counter()
+    for done in range(rounds):
+        if budget_s is not None and done >= 3 and time.perf_counter() - start > budget_s:
+            break
+        for k, s in steppers.items():
+            sync()
+            t0 = time.perf_counter()
+            s.step()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
 def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int = DEFAULT_ROUNDS,
               warmup: int = 5, budget_s: float | None = None) -> dict:
     """Time and measure one step of each method on ``model_name`` ('peak MLP' or 'small CNN').
@@ -169,27 +194,9 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
     device = torch.device(device)
     cuda = device.type == "cuda"
     base, x, y, task = workload(model_name, device)
-    steppers = [Stepper(name, copy.deepcopy(base), task, x, y) for name in METHODS]
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        for s in steppers:
-            s.step()
-    times: dict[str, list[float]] = {s.name: [] for s in steppers}
-    start = time.perf_counter()
-    for done in range(rounds):
-        if budget_s is not None and done >= 3 and time.perf_counter() - start > budget_s:
-            break
-        for s in steppers:
-            sync()
-            t0 = time.perf_counter()
-            s.step()
-            sync()
-            times[s.name].append(time.perf_counter() - t0)
-    memory = {s.name: peak_step_bytes(s, device) if cuda else saved_activation_bytes(s) for s in steppers}
+    steppers = {name: Stepper(name, copy.deepcopy(base), task, x, y) for name in METHODS}
+    times = interleaved_times(steppers, device, rounds, warmup, budget_s)
+    memory = {k: peak_step_bytes(s, device) if cuda else saved_activation_bytes(s) for k, s in steppers.items()}
     time_ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     return {
         "model": model_name, "device": str(device), "rounds": len(times["Std"]),

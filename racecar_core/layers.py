@@ -38,9 +38,7 @@ class Residual(nn.Module):
     def _shortcut_t(self, y: Tensor, shape: torch.Size) -> Tensor:
         if isinstance(self.shortcut, nn.Identity):
             return y
-        if reverse.role(self.shortcut) == "weight":
-            y = reverse.subtract_bias(self.shortcut, y)
-        return reverse.transpose(self.shortcut, y, shape)
+        return reverse.transpose(self.shortcut, reverse.subtract_bias(self.shortcut, y), shape)
 
     def racecar_reverse(self, y: Tensor | None, saved: Any, mode: str) -> tuple[Tensor | None, list]:
         """``S^T y + F^T y`` and the branch's inner pairs (full); the branch's local pairs (local)."""
@@ -98,9 +96,7 @@ class PeriodicConv2d(nn.Conv2d):
         """``(pad-then-conv)^T y`` without the bias."""
         p = self.pad
         h, w = input_shape[-2] + 2 * p, input_shape[-1] + 2 * p
-        out_pad = [size - ((n - 1) * self.stride[i] + self.kernel_size[i]) for i, (size, n) in
-                   enumerate(((h, y.shape[-2]), (w, y.shape[-1])))]
-        z = F.conv_transpose2d(y, self.weight, None, self.stride, 0, tuple(out_pad))
+        z = reverse.conv2d_transpose(self, y, torch.Size((*input_shape[:-2], h, w)))  # the unpadded conv's transpose
         z = z[..., p:h - p, :]
         if p == 0:
             return z

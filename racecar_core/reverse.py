@@ -70,7 +70,8 @@ def _conv_output_padding(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> tuple[in
     return pads[0], pads[1]
 
 
-def _conv2d_t(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> Tensor:
+def conv2d_transpose(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> Tensor:
+    """``W^T y`` of a zero-padded convolution: the transposed convolution back to an input of ``shape``."""
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise NotImplementedError(
             f"reverse of Conv2d(padding={m.padding!r}, padding_mode={m.padding_mode!r}) is not built in: use integer "
@@ -112,7 +113,7 @@ def _avgpool_adj(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
 
 
 register_weight(nn.Linear, _linear_t)
-register_weight(nn.Conv2d, _conv2d_t)
+register_weight(nn.Conv2d, conv2d_transpose)
 register_shape(nn.Flatten, _flatten_adj)
 register_shape(nn.Unflatten, lambda m, y, s: y.reshape(s))
 register_shape(nn.AvgPool2d, _avgpool_adj)

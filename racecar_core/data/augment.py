@@ -27,11 +27,6 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, tor
     if x.ndim != 4 or len(x) == 0:
         raise ValueError(f"expected a non-empty image batch [N,C,H,W], got shape {tuple(x.shape)}")
     c = x.shape[1]
-    if x.dtype == torch.uint8:  # exact and fast: a 256-bin histogram per channel
-        v = torch.arange(256, dtype=torch.float64) / 255.0
-        hist = torch.stack([torch.bincount(x[:, k].reshape(-1).cpu(), minlength=256) for k in range(c)]).double()
-        mean = hist @ v / hist.sum(1)
-        return mean.float(), (hist @ v.square() / hist.sum(1) - mean.square()).clamp_min(0).sqrt().float()
     s, s2 = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
     for i in range(0, len(x), chunk):  # chunked float64 sums: exact enough, and no 1 GB float copy of 50k images
         part = x[i:i + chunk].to(device="cpu", dtype=torch.float64) / 255.0

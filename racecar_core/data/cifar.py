@@ -115,7 +115,6 @@ def prepare_fashion_mnist(root: str | Path | None = None) -> Path:
         def _w(tmp: str, gz: Path = gz) -> None:
             with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
                 shutil.copyfileobj(fin, fout, 1 << 20)
-            os.chmod(tmp, 0o644)
 
         atomic_write(raw / f, _w)
     note = f"decompressed from {src.resolve()}/*.gz\n"

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from racecar_core.data.weatherbench import RESOLUTION, constants_path, var_path, var_spec
 from racecar_core.io import atomic_write
 
 SYNTHETIC_TAG = "racecar_core.data.weather_synth (NOT ERA5)"
 GENERATOR_VERSION = 1
-RESOLUTION = "5.625deg"
 START_YEAR = 1979  # first year of the WeatherBench archive
 SPIN_UP_DAYS = 120
 LAT = np.linspace(-87.1875, 87.1875, 32)
@@ -35,11 +35,11 @@ TAU_DAYS = 10.0  # damping time of the gravest modes
 NU_PER_DAY = 0.004  # extra damping rate nu * k^2 (1/day)
 LATENT_STD = 1.46  # std of the raw latent fields (measured: 1.00 after rescaling, 2016, seed 0): rescaled to about unit std
 
-# var_dir -> (short name, level or None, attributes)
-VAR_META = {
-    "geopotential_500": ("z", 500, {"units": "m**2 s**-2", "long_name": "Geopotential", "standard_name": "geopotential"}),
-    "temperature_850": ("t", 850, {"units": "K", "long_name": "Temperature", "standard_name": "air_temperature"}),
-    "2m_temperature": ("t2m", None, {"units": "K", "long_name": "2 metre temperature"}),
+# what the loader's variable table (short name, level, units) does not hold: the names CF attributes give them
+VAR_NAMES = {
+    "geopotential_500": {"long_name": "Geopotential", "standard_name": "geopotential"},
+    "temperature_850": {"long_name": "Temperature", "standard_name": "air_temperature"},
+    "2m_temperature": {"long_name": "2 metre temperature"},
 }
 
 
@@ -171,20 +171,20 @@ def write_synthetic_weatherbench(root: str | Path, years: Sequence[int] = (2015,
     settings are kept unless ``overwrite``.
     """
     root = Path(root)
-    unknown = [v for v in variables if v not in VAR_META]
+    unknown = [v for v in variables if v not in VAR_NAMES]
     if unknown:
-        raise ValueError(f"unknown variable(s) {unknown}; the generator writes {sorted(VAR_META)}")
+        raise ValueError(f"unknown variable(s) {unknown}; the generator writes {sorted(VAR_NAMES)}")
     if hours_step <= 0 or 24 % hours_step:
         raise ValueError(f"hours_step must divide 24, got {hours_step}")
     if not years or min(years) < START_YEAR:
         raise ValueError(f"years must be non-empty and >= {START_YEAR}, got {tuple(years)}")
-    base, attrs, geo = root / RESOLUTION, _attrs(seed, hours_step, days_per_year), geography()
-    const_path = base / "constants" / f"constants_{RESOLUTION}.nc"
+    attrs, geo = _attrs(seed, hours_step, days_per_year), geography()
+    const_path = constants_path(root)
     if overwrite or not _is_current(const_path, attrs):
         units = {"orography": "m", "lsm": "(0 - 1)", "lat2d": "degrees_north", "lon2d": "degrees_east"}
         _write(xr.Dataset({k: (("lat", "lon"), v.astype(np.float32), {"units": units[k]}) for k, v in geo.items()},
                           coords=_coords(), attrs=attrs), const_path)
-    paths = {(v, y): base / v / f"{v}_{y}_{RESOLUTION}.nc" for v in variables for y in years}
+    paths = {(v, y): var_path(root, v, y) for v in variables for y in years}
     todo = sorted({y for (v, y), p in paths.items() if overwrite or not _is_current(p, attrs)})
     if not todo:
         return root
@@ -195,7 +195,8 @@ def write_synthetic_weatherbench(root: str | Path, years: Sequence[int] = (2015,
             times, latent = times[keep], latent[keep]
         fields = physical_fields(latent, times, geo)
         for var in variables:
-            short, level, var_attrs = VAR_META[var]
+            spec = var_spec(var)
+            short, level, var_attrs = spec.short, spec.level, {"units": spec.units, **VAR_NAMES[var]}
             coords = {"time": times, **_coords()}
             if level is not None:
                 coords["level"] = xr.DataArray(np.int32(level), attrs={"units": "millibars", "long_name": "pressure_level"})

@@ -19,9 +19,11 @@ from .. import runs
 from ..data import channel_stats, load_classification, split_validation, subset
 from ..data.augment import make_transform
 from ..methods import make_method
+from ..data.cifar import NAMES
 from ..models import resnet_cifar
+from ..models.resnet_cifar import check_depth
 from ..train import TensorBatches, TrainConfig, fit
-from .common import apply_profile
+from .common import apply_profile, rr_method
 
 PAPER_ACCURACY = {"Std": 0.921, "Ort": 0.925, "RR": 0.928}   # Fig. 1c, CIFAR-10, ResNet-110
 _BASE = dict(dataset="cifar10", depth=110, methods=["Std", "Ort", "RR"], seeds=[0, 1, 2, 3, 4], epochs=164,
@@ -44,17 +46,15 @@ PROFILES: dict[str, dict[str, Any]] = {
 def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
     """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
     params = apply_profile(PROFILES, profile, overrides, "the CIFAR experiment")
-    if params["depth"] < 8 or (params["depth"] - 2) % 6:
-        raise ValueError(f"racecar: depth must be 6n+2 (20, 32, 44, 56, 110), got {params['depth']}")
-    if params["dataset"] not in ("cifar10", "cifar100", "fashion_mnist"):
-        raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use cifar10, cifar100 or fashion_mnist")
+    check_depth(params["depth"])
+    if params["dataset"] not in NAMES:
+        raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use one of {', '.join(NAMES)}")
     return {"profile": profile, **params}
 
 
 def _method(name: str, p: dict, steps_per_epoch: int):
     if name == "RR":
-        return make_method("RR", task="ce", lam=p["rr_lambda"], mode=p["rr_mode"], reduction="mean",
-                           reverse_bn_update=p["rr_bn_update"])
+        return rr_method(p, "ce")
     if name == "Ort":
         return make_method("Ort", task="ce", weight=p["ort_weight"], form="srip", schedule=True)
     if name == "Pre":
@@ -83,10 +83,18 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, transform
     return correct / len(x)
 
 
-def train_one(p: dict, data, method_name: str, seed: int) -> dict:
-    """One cached (method, seed) run; returns per-epoch test accuracy and the final numbers."""
+def prepare(p: dict, data) -> dict:
+    """What every run on ``data`` shares, done once: its fingerprint, the tensors on the device, the transforms."""
     dev = p["device"]
     mean, std = channel_stats(data.x_train)
+    return {"fingerprint": data.fingerprint(), "train_tf": make_transform(mean, std, p["augment"], dev),
+            "test_tf": make_transform(mean, std, False, dev), "xtr": data.x_train.to(dev), "ytr": data.y_train.to(dev),
+            "xte": data.x_test.to(dev), "yte": data.y_test.to(dev)}
+
+
+def train_one(p: dict, data, method_name: str, seed: int, prep: dict) -> dict:
+    """One cached (method, seed) run; returns per-epoch test accuracy and the final numbers."""
+    dev = p["device"]
     n_classes = int(data.y_train.max()) + 1
     spe = len(data.x_train) // min(p["batch_size"], len(data.x_train))
     method = _method(method_name, p, spe)
@@ -96,13 +104,10 @@ def train_one(p: dict, data, method_name: str, seed: int) -> dict:
                       warmup_lr=p["warmup_lr"], eval_every=spe, checkpoint_every=spe, seed=seed, device=dev,
                       amp=p["amp"], channels_last=p["channels_last"], compile=p["compile"],
                       progress=p["progress"])
-    config = {"dataset": p["dataset"], "data": data.fingerprint(), "n_train": len(data.x_train),
+    config = {"dataset": p["dataset"], "data": prep["fingerprint"], "n_train": len(data.x_train),
               "n_test": len(data.x_test), "depth": p["depth"], "augment": p["augment"], **method.describe(),
               "train": cfg.describe()}
-    train_tf = make_transform(mean, std, p["augment"], dev)
-    test_tf = make_transform(mean, std, False, dev)
-    xtr, ytr = data.x_train.to(dev), data.y_train.to(dev)
-    xte, yte = data.x_test.to(dev), data.y_test.to(dev)
+    xtr, ytr, xte, yte, train_tf, test_tf = (prep[k] for k in ("xtr", "ytr", "xte", "yte", "train_tf", "test_tf"))
 
     def evaluate(model: torch.nn.Module, step: int) -> dict:
         return {"test_acc": accuracy(model, xte, yte, test_tf), "epoch": step / spe}
@@ -124,7 +129,8 @@ def run(profile: str = "quick", **overrides: Any) -> dict:
     """Train (or load) every (method, seed) and return the params, data source and the runs."""
     p = resolve_params(profile, **overrides)
     data = load(p)
-    results = {(m, s): train_one(p, data, m, s) for m in p["methods"] for s in p["seeds"]}
+    prep = prepare(p, data)
+    results = {(m, s): train_one(p, data, m, s, prep) for m in p["methods"] for s in p["seeds"]}
     return {"params": p, "source": data.source, "runs": results}
 
 

@@ -23,6 +23,13 @@ def apply_profile(profiles: dict[str, dict[str, Any]], profile: str, overrides: 
     return params
 
 
+def rr_method(p: dict[str, Any], task):
+    """RR as the experiments configure it: ``rr_lambda``, ``rr_mode``, ``rr_bn_update``, per-element reduction."""
+    from ..methods import make_method
+    return make_method("RR", task=task, lam=p["rr_lambda"], mode=p["rr_mode"], reduction="mean",
+                       reverse_bn_update=p["rr_bn_update"])
+
+
 def resolve_device(device: str) -> str:
     """``auto`` becomes ``cuda`` when there is a GPU, else ``cpu``; asking for a GPU that is not there is an error."""
     if device == "auto":

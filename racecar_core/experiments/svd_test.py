@@ -176,3 +176,30 @@ def curves(out: dict, key: str) -> dict[tuple[str, str], tuple[np.ndarray, np.nd
         vals = np.array([[e[key] for e in ev] for ev in evs])
         res[vm] = (steps, vals.mean(0), vals.std(0))
     return res
+
+
+CLAIM_COLUMNS = ("lead_max_cos", "lead_span_energy", "best_k_max_cos")
+
+
+def claim(table: pd.DataFrame, params: dict) -> dict:
+    """Per variant and similarity measure: the methods' means over seeds and whether RR's is above both Std's and
+    Ort's (None when RR or both baselines were not run): the paper's claim, computed."""
+    verdict: dict[str, dict] = {}
+    for v in params["variants"]:
+        verdict[v] = {}
+        for column in CLAIM_COLUMNS:
+            score = {m: float(table.loc[(v, m), (column, "mean")]) for m in params["methods"]}
+            others = [m for m in ("Std", "Ort") if m in score]
+            holds = bool(all(score["RR"] > score[m] for m in others)) if "RR" in score and others else None
+            verdict[v][column] = {"means": score, "rr_above_std_and_ort": holds}
+    return verdict
+
+
+def results(out: dict, table: pd.DataFrame) -> dict:
+    """The numbers a notebook writes to ``results.json``: the table (mean, std) and every run's analysis."""
+    return {
+        "table": {f"{v}/{m}": {c: {"mean": table.loc[(v, m), (c, "mean")], "std": table.loc[(v, m), (c, "std")]}
+                               for c in TABLE_COLUMNS} for v, m in table.index},
+        "per_run": {f"{v}/{m}/seed{s}": {**r["analysis"], "wall_time_s": r["wall_time"]}
+                    for (v, m, s), r in out["runs"].items()},
+    }

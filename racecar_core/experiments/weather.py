@@ -15,10 +15,11 @@ import torch
 
 from .. import paths, runs, score
 from ..data import WeatherDataset, to_xarray, write_synthetic_weatherbench
+from ..data.weatherbench import default_root, is_synthetic
 from ..methods import make_method
 from ..models import weather_resnet
 from ..train import TensorBatches, TrainConfig, fit
-from .common import apply_profile
+from .common import apply_profile, rr_method
 
 PAPER = {"Std": 0.0123, "RR": 0.0106}   # Fig. 1d: latitude-weighted error, normalised units
 PAPER_EXAMPLE_TIME = "2019-08-09T22:00"
@@ -49,7 +50,7 @@ def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
 def data_root(p: dict):
     """The archive root: the real WeatherBench folder, or a synthetic one written on first use."""
     if p["source"] == "weatherbench":
-        return paths.data_dir() / "weatherbench"
+        return default_root()
     root = paths.data_dir() / "weatherbench-synthetic"
     years = sorted(set(p["train_years"] + p["valid_years"] + p["test_years"]))
     return write_synthetic_weatherbench(root, years=years, days_per_year=p["synthetic_days"])
@@ -87,13 +88,14 @@ def scores(pred: torch.Tensor, sets: dict, weights: torch.Tensor) -> dict:
     test = sets["test"]
     _, y = test.tensors()
     fc, truth = to_xarray(pred, test), test.truth()
+    mse = weighted_mse_loss(weights)
     out = {}
     for k, var in enumerate(test.target_vars):
         out[var] = {"rmse": float(score.compute_weighted_rmse(fc[var], truth[var])),
                     "mae": float(score.compute_weighted_mae(fc[var], truth[var])),
                     "acc": float(score.compute_weighted_acc(fc[var], truth[var])),
-                    "mse_norm": float(((pred[:, k] - y[:, k]) ** 2 * weights[0]).mean())}
-    out["all"] = {"mse_norm": float(((pred - y) ** 2 * weights).mean())}
+                    "mse_norm": float(mse(pred[:, k:k + 1], y[:, k:k + 1]))}
+    out["all"] = {"mse_norm": float(mse(pred, y))}
     return out
 
 
@@ -101,7 +103,7 @@ def baselines(sets: dict, weights: torch.Tensor) -> dict:
     """Persistence (the input at t) and climatology (the training period's mean per grid point), same metrics."""
     test, train = sets["test"], sets["train"]
     x, y = test.tensors()
-    zero = [test.offsets.index(0) * len(test.input_vars) + test.input_vars.index(v) for v in test.target_vars]
+    zero = [test.input_channels.index(f"{v}@+0h") for v in test.target_vars]
     clim = train.tensors()[1].mean(0, keepdim=True).expand_as(y)
     return {"persistence": scores(x[:, zero], sets, weights), "climatology": scores(clim.clone(), sets, weights)}
 
@@ -110,16 +112,14 @@ def train_one(p: dict, sets: dict, method_name: str, seed: int) -> dict:
     """One cached (method, seed) run: train with early stopping, then score the test years."""
     w = lat_weights_tensor(sets["train"])
     task = weighted_mse_loss(w)
-    method = (make_method("RR", task=task, lam=p["rr_lambda"], mode=p["rr_mode"], reduction="mean",
-                          reverse_bn_update=p["rr_bn_update"])
-              if method_name == "RR" else make_method(method_name, task=task))
+    method = rr_method(p, task) if method_name == "RR" else make_method(method_name, task=task)
     xtr, ytr = sets["train"].tensors()
     xva, yva = sets["valid"].tensors()
     spe = max(1, len(xtr) // p["batch_size"])
     cfg = TrainConfig(steps=p["epochs"] * spe, lr=p["lr"], batch_size=p["batch_size"], eval_every=spe,
                       checkpoint_every=spe, seed=seed, device=p["device"], amp=p["amp"], compile=p["compile"],
                       progress=p["progress"], early_stop="valid_mse", patience=p["patience"])
-    synthetic = bool(sets["train"].attrs.get("synthetic"))
+    synthetic = is_synthetic(sets["train"])
     config = {k: p[k] for k in ("source", "train_years", "valid_years", "test_years", "variables", "offsets_h",
                                 "lead_h", "sample_every_h", "channels", "blocks", "dropout", "synthetic_days")}
     config.update(method.describe(), synthetic=synthetic, train=cfg.describe())
@@ -141,17 +141,16 @@ def train_one(p: dict, sets: dict, method_name: str, seed: int) -> dict:
     return runs.cached_run(f"weather_{p['source']}", config, train)
 
 
-def example_time(test: WeatherDataset, wanted: str) -> np.datetime64:
-    """The wanted valid time if the test set has it, else the test set's valid time nearest to it."""
+def example_index(test: WeatherDataset, wanted: str) -> int:
+    """The test sample whose valid time is the wanted one, or the nearest to it."""
     times = np.asarray(test.valid_times, dtype="datetime64[ns]")
-    target = np.datetime64(wanted, "ns")
-    return times[np.argmin(np.abs(times - target))]
+    return int(np.argmin(np.abs(times - np.datetime64(wanted, "ns"))))
 
 
 def example_fields(pred: torch.Tensor, test: WeatherDataset, wanted: str) -> dict:
     """Z500 (first target) at the example valid time: forecast and truth, normalised units."""
-    t = example_time(test, wanted)
-    i = int(np.where(np.asarray(test.valid_times, dtype="datetime64[ns]") == t)[0][0])
+    i = example_index(test, wanted)
+    t = np.asarray(test.valid_times, dtype="datetime64[ns]")[i]
     return {"time": str(t)[:16], "forecast": pred[i, 0].clone(), "truth": test.tensors()[1][i, 0].clone()}
 
 
@@ -160,7 +159,7 @@ def run(profile: str = "quick", **overrides: Any) -> dict:
     p = resolve_params(profile, **overrides)
     sets = load(p)
     w = lat_weights_tensor(sets["train"])
-    synthetic = bool(sets["train"].attrs.get("synthetic"))
+    synthetic = is_synthetic(sets["train"])
     source = ("SYNTHETIC look-alike of WeatherBench (racecar_core.data.weather_synth), NOT ERA5" if synthetic
               else "WeatherBench ERA5 5.625 deg")
     results = {(m, s): train_one(p, sets, m, s) for m in p["methods"] for s in p["seeds"]}

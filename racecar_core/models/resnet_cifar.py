@@ -22,10 +22,15 @@ def basic_block(cin: int, cout: int, stride: int) -> Residual:
     return Residual(branch, shortcut)
 
 
-def resnet_cifar(depth: int = 110, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Sequential:
-    """The CIFAR ResNet of depth ``6n+2`` (20, 32, 44, 56, 110, ...), Kaiming-normal initialised."""
+def check_depth(depth: int) -> None:
+    """A CIFAR ResNet has depth ``6n+2``; anything else is an error that says so."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"racecar: CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
+
+
+def resnet_cifar(depth: int = 110, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Sequential:
+    """The CIFAR ResNet of depth ``6n+2`` (20, 32, 44, 56, 110, ...), Kaiming-normal initialised."""
+    check_depth(depth)
     n = (depth - 2) // 6
     layers: list[nn.Module] = [_conv3x3(in_channels, width), nn.BatchNorm2d(width), nn.ReLU()]
     cin = width
