@@ -22,12 +22,13 @@ def _git(args: list[str], cwd: Path) -> str | None:
 
 
 def git_state(root: Path | None = None) -> tuple[str, bool | str]:
-    """Return (short commit hash, dirty flag) of ``root``; ("unknown", "unknown") without git."""
+    """Return (short commit hash, dirty flag) of ``root``; ("unknown", "unknown") without git. Changes under
+    ``figures/`` (what the notebooks write) do not count: the flag says whether the *code* differs from the commit."""
     root = Path(root) if root is not None else paths.ROOT
     commit = _git(["rev-parse", "--short", "HEAD"], root)
     if not commit:
         return "unknown", "unknown"
-    status = _git(["status", "--porcelain", "--untracked-files=no"], root)
+    status = _git(["status", "--porcelain", "--untracked-files=no", "--", ".", ":!figures"], root)
     return commit, ("unknown" if status is None else bool(status))
 
 

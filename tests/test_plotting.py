@@ -103,3 +103,26 @@ def test_image_grid(symmetric):
     with pytest.raises(ValueError):
         plotting.image_grid(ax, [np.zeros((2, 2)), np.zeros((3, 3))], ncols=2)
     plt.close(fig)
+
+
+def test_git_dirty_flag_ignores_figure_outputs(tmp_path):
+    import shutil
+    import subprocess
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    from racecar_core.provenance import git_state
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "a.png").write_text("1")
+    (tmp_path / "code.py").write_text("1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    assert git_state(tmp_path)[1] is False
+    (tmp_path / "figures" / "a.png").write_text("2")   # a regenerated figure: the code is still the commit's
+    assert git_state(tmp_path)[1] is False
+    (tmp_path / "code.py").write_text("2")
+    assert git_state(tmp_path)[1] is True
