@@ -6,16 +6,18 @@ PY      := $(VENV)/bin/python
 PROFILE ?= quick
 ONLY    ?=
 FORCE   ?=
+FROM    ?=
 
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env figures test lab bench bench-compile data-mnist data-peak data-cifar data-fashion-mnist data-weather clean help
+.PHONY: env figures test lab bench bench-compile data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1]"
 	@echo "make test | make bench | make bench-compile | make lab | make env | make clean"
 	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather"
+	@echo "make data-mnist-official | data-peak-official [FROM=<SVD-example folder or URL>]  (official SVD-test images)"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +41,7 @@ test: env data-fashion-mnist
 
 bench: env
 	$(PY) benchmarks/bench_methods.py
+	$(PY) benchmarks/bench_loop.py
 
 bench-compile: env
 	$(PY) benchmarks/bench_compile.py
@@ -51,6 +54,13 @@ data-mnist: env
 
 data-peak: env
 	$(PY) -m racecar_core.data.peak --seed 0
+
+# The official SVD-test images (tum-pbs/racecar SVD-example), sha256-verified, into data/racecar-official.
+data-mnist-official: env
+	$(PY) -m racecar_core.data.official mnist $(if $(FROM),--from '$(FROM)')
+
+data-peak-official: env
+	$(PY) -m racecar_core.data.official peak $(if $(FROM),--from '$(FROM)')
 
 data-cifar: env
 	$(PY) -m racecar_core.data.cifar cifar10

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from racecar_core.methods import Phase, StepInfo, make_method
 from racecar_core.models import peak_mlp, resnet_cifar, weather_resnet
-from racecar_core.train import compiled_loss
+from racecar_core.train import TrainConfig, compiled_loss, make_optimizer
 
 METHODS = ("Std", "RR", "Ort", "Pre")
 SETTINGS: dict[str, dict] = {
@@ -86,7 +86,7 @@ class Stepper:
         self.name, self.model, self.x, self.y = name, model, x, y
         self.phase: Phase = make_method(name, task=task, **SETTINGS[name]).phases(model, 1)[0]
         self.loss = compiled_loss(self.phase, compile)   # what TrainConfig(compile=...) runs
-        self.opt = torch.optim.Adam(self.phase.params, lr=lr)
+        self.opt = make_optimizer(TrainConfig(steps=1, lr=lr), self.phase.params)  # the loop's own Adam
         self.count = 0
 
     def forward_loss(self) -> Tensor:

@@ -132,7 +132,7 @@ class Method:
         return task if extra is None else task + extra, out, {"task": task.detach(), **logs}
 
     def phases(self, model: nn.Module, steps: int) -> list[Phase]:
-        """The training schedule for ``model``: a list of phases."""
+        """The training schedule for ``model``: a list of phases; the last one trains the task."""
         return [Phase("train", steps, list(model.parameters()), self._loss)]
 
     def describe(self) -> dict:
@@ -150,27 +150,34 @@ class RR(Method):
 
     ``reverse_bn_update=True`` reproduces the official code, whose reverse pass also updates the batch norms'
     moving averages; ``False`` keeps them for the forward pass alone (what deep networks need in eval mode).
+    ``pair_weights`` multiply the terms of the reconstruction pairs, bottom layer first (missing ones are 1): e.g.
+    ``[255**2]`` keeps the input term of a network fed pixels in [0, 1] at the size it has on raw 0..255 pixels,
+    while the terms of batch-normalised hidden layers, which do not depend on the input scale, keep weight 1.
     """
     name = "RR"
 
     def __init__(self, task: str | TaskLoss = "ce", lam: float = 1e-5, mode: reverse.Mode = "full",
-                 reduction: reverse.Reduction = "sum", reverse_bn_update: bool = True):
+                 reduction: reverse.Reduction = "sum", reverse_bn_update: bool = True,
+                 pair_weights: list[float] | None = None):
         super().__init__(task)
         if mode not in ("full", "local") or reduction not in ("sum", "mean"):
             raise ValueError(f"racecar: RR needs mode 'full' or 'local' and reduction 'sum' or 'mean', got "
                              f"{mode!r}, {reduction!r}")
         self.lam, self.mode, self.reduction = lam, mode, reduction
         self.reverse_bn_update = reverse_bn_update
+        self.pair_weights = list(pair_weights) if pair_weights else None
 
     def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
         trace = reverse.forward_trace(model, x)
         with contextlib.nullcontext() if self.reverse_bn_update else reverse.frozen_norm_statistics(model):
-            rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, self.mode), self.reduction)
+            rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, self.mode), self.reduction,
+                                              self.pair_weights)
         return trace.output, self.lam * rec, {"rr": rec.detach()}
 
     def describe(self) -> dict:
-        return {"method": self.name, "lam": self.lam, "mode": self.mode, "reduction": self.reduction,
-                "reverse_bn_update": self.reverse_bn_update}
+        d = {"method": self.name, "lam": self.lam, "mode": self.mode, "reduction": self.reduction,
+             "reverse_bn_update": self.reverse_bn_update}
+        return {**d, "pair_weights": self.pair_weights} if self.pair_weights else d
 
 
 class Ort(Method):

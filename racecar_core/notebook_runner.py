@@ -50,20 +50,21 @@ def select(notebooks: list[Path], only: str | None) -> list[Path]:
     return chosen
 
 
-def requirements(notebook: Path, profile: str | None = None) -> list[str]:
-    """Data sets a notebook declares in its metadata ``{"racecar": {"requires": [...]}}``.
+def requirements(notebook: Path, profile: str | None = None, key: str = "requires") -> list[str]:
+    """Data sets a notebook declares in its metadata ``{"racecar": {"requires": [...], "optional": [...]}}``.
 
-    ``requires`` may also map profiles to lists, with ``"default"`` for the others:
-    ``{"smoke": ["fashion_mnist"], "default": ["cifar10"]}``.
+    Without a ``requires`` data set the notebook is skipped; ``optional`` ones (used when present, like the official
+    SVD-test images) only make it re-run when they arrive. Either may also map profiles to lists, with ``"default"``
+    for the others: ``{"smoke": ["fashion_mnist"], "default": ["cifar10"]}``.
     """
     meta = json.loads(Path(notebook).read_text(encoding="utf-8")).get("metadata", {})
-    req = meta.get("racecar", {}).get("requires", [])
+    req = meta.get("racecar", {}).get(key, [])
     if isinstance(req, dict):
         req = req.get(profile, req.get("default", []))
     if isinstance(req, str):
         req = [req]
     if not isinstance(req, list) or not all(isinstance(r, str) for r in req):
-        raise ValueError(f"{notebook.name}: metadata racecar.requires must be a list of names")
+        raise ValueError(f"{notebook.name}: metadata racecar.{key} must be a list of names")
     return req
 
 
@@ -151,6 +152,7 @@ def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False) 
 
     try:
         data = check_data(requirements(notebook, profile))
+        optional = check_data(requirements(notebook, profile, "optional"))
     except Exception as exc:  # bad metadata or availability() crashing
         return outcome(f"FAILED: {_short_error(exc)}")
     missing = [msg for _, ok, msg in data if not ok]
@@ -160,7 +162,7 @@ def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False) 
     out_dir = Path(build_dir) / profile
     stamp_path = out_dir / f"{stem}.stamp"
     figdir = paths.figures_dir() / stem
-    digest = stamp_hash(notebook, profile, data)
+    digest = stamp_hash(notebook, profile, data + optional)  # fetching optional data (official images) re-runs it
     if (not force and stamp_path.is_file() and stamp_path.read_text().strip() == digest
             and (figdir / "results.json").is_file()):
         return outcome("up to date")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -301,8 +301,8 @@ def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None,
     return pairs[::-1] + inner
 
 
-def reconstruction_loss(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction = "sum") -> Tensor:
-    """``sum_m 0.5 * sum (d_m - d'_m)^2`` (``sum``, the official form) or ``sum_m mean (d_m - d'_m)^2`` (``mean``).
+def reconstruction_terms(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction = "sum") -> list[Tensor]:
+    """One term per pair: ``0.5 * sum (d_m - d'_m)^2`` (``sum``, the official form) or ``mean (d_m - d'_m)^2``.
 
     Computed in float32 at least: under bf16 autocast, ``d - d'`` of a good reconstruction is below bf16's precision.
     """
@@ -311,10 +311,20 @@ def reconstruction_loss(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction
         return d.to(dtype) - r.to(dtype)
 
     if reduction == "sum":
-        return sum(0.5 * diff(d, r).pow(2).sum() for d, r in pairs)
+        return [0.5 * diff(d, r).pow(2).sum() for d, r in pairs]
     if reduction == "mean":
-        return sum(diff(d, r).pow(2).mean() for d, r in pairs)
+        return [diff(d, r).pow(2).mean() for d, r in pairs]
     raise ValueError(f"racecar: unknown reduction {reduction!r}; use 'sum' or 'mean'")
+
+
+def reconstruction_loss(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction = "sum",
+                        weights: Sequence[float] | None = None) -> Tensor:
+    """``sum_m w_m * term_m`` over the pairs (see ``reconstruction_terms``); ``weights`` are per pair, bottom layer
+    first, and pairs beyond their length get weight 1 (``None``: all 1, the paper's single lambda)."""
+    terms = reconstruction_terms(pairs, reduction)
+    if weights:
+        terms = [t * (weights[i] if i < len(weights) else 1.0) for i, t in enumerate(terms)]
+    return sum(terms)
 
 
 def rr_loss(model: nn.Module, x: Tensor, mode: Mode = "full", reduction: Reduction = "sum") -> tuple[Tensor, Tensor]:
@@ -343,6 +353,23 @@ def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
             m.momentum = momentum
             if count is not None:
                 m.num_batches_tracked.copy_(count)
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside, batch norms normalise with the statistics of the batch they are given, as in training (TensorFlow's
+    ``is_training=1``), and leave their moving averages alone: how the official peak script evaluates its test batch.
+    The other layers keep their mode (call it on a model in eval mode: dropout stays off)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    modes = [m.training for m in norms]
+    for m in norms:
+        m.train()
+    try:
+        with frozen_norm_statistics(model):
+            yield
+    finally:
+        for m, mode in zip(norms, modes):
+            m.train(mode)
 
 
 def undo_prefix(trace: Trace, y: Tensor) -> Tensor:

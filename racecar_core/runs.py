@@ -1,27 +1,61 @@
-"""Run folders keyed by the hash of their config: a finished run is loaded, never trained twice.
+"""Run folders keyed by the hash of their config and of the code that trains them: a finished run is loaded, never
+trained twice, and never reused by code that could have computed it differently.
 
 ``runs/<experiment>/<hash>/`` holds ``config.json``, the loop's ``checkpoint.pt`` and logs while it trains, and
-``result.pt`` (+ ``result.json`` with its scalars) once it is done. All writes are atomic.
+``result.pt`` (+ ``result.json`` with its scalars) once it is done; the result records which commit and code trained
+it (``trained_by``). All writes are atomic, and a file lock makes a second process that asks for the same run wait
+for the first one's result instead of training it again.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from . import paths
 from .io import atomic_write, read_json, write_json
 
-CACHE_VERSION = 2  # bump when a change to the code makes old results wrong (2: SRIP schedule, RNG streams)
+CACHE_VERSION = 3  # bump when a change makes old results wrong beyond what the code fingerprint sees (data files)
+# Modules that only present results: a change to them cannot change a trained number, so it keeps the cache.
+PRESENTATION_MODULES = ("plotting.py", "notebook_runner.py", "provenance.py")
+
+
+def fingerprinted_files(root: Path | None = None) -> list[Path]:
+    """The library's source files that can change a run's numbers: every ``racecar_core/**/*.py`` except the
+    presentation modules and the figure modules ``experiments/*_figures.py``."""
+    pkg = Path(root) if root is not None else Path(__file__).resolve().parent
+    return sorted(p for p in pkg.rglob("*.py")
+                  if p.name not in PRESENTATION_MODULES and not p.name.endswith("_figures.py"))
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A digest of the source files that train and evaluate runs (``fingerprinted_files``) and the torch version."""
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"torch {torch.__version__}".encode())
+    for f in fingerprinted_files(pkg):
+        h.update(b"\0" + str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def config_hash(config: dict) -> str:
-    """A short stable hash of a JSON-able config."""
-    text = json.dumps({"cache_version": CACHE_VERSION, **config}, sort_keys=True, default=str)
+    """A short stable hash of a JSON-able config together with the code fingerprint."""
+    text = json.dumps({"cache_version": CACHE_VERSION, "code": code_fingerprint(), **config}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def trained_by() -> dict[str, Any]:
+    """Which code trains a run now: commit, whether the code differed from it, code fingerprint, torch version."""
+    from .provenance import git_state
+    commit, dirty = git_state()
+    return {"commit": commit, "git_dirty": dirty, "code_fingerprint": code_fingerprint(),
+            "torch_version": str(torch.__version__)}
 
 
 def run_dir(experiment: str, config: dict) -> Path:
@@ -47,17 +81,36 @@ def _scalars(obj: Any) -> Any:
     return None
 
 
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/.lock`` (blocking); without ``fcntl`` (Windows) no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def cached_run(experiment: str, config: dict, train: Callable[[Path], dict]) -> dict:
-    """Return the stored result of this config, or call ``train(run_dir)``, store its result and return it."""
+    """Return the stored result of this config and code, or call ``train(run_dir)``, store its result (with
+    ``trained_by``) and return it. Two processes asking for the same run: one trains, the other waits and loads."""
     d = run_dir(experiment, config)
     result_path = d / "result.pt"
-    if result_path.exists():
-        result = torch.load(result_path, weights_only=False)
-        result["cached"] = True
-        return result
-    result = train(d)
-    atomic_write(result_path, lambda t: torch.save(result, t))
-    write_json(d / "result.json", _scalars(result))
+    with _locked(d):
+        if result_path.exists():
+            result = torch.load(result_path, weights_only=False)
+            result["cached"] = True
+            return result
+        result = {**train(d), "trained_by": trained_by()}
+        atomic_write(result_path, lambda t: torch.save(result, t))
+        write_json(d / "result.json", _scalars(result))
     result["cached"] = False
     return result
 

@@ -76,23 +76,39 @@ class TensorBatches:
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         """The batch of global step ``step``."""
         epoch, i = divmod(step, self.steps_per_epoch)
-        if self._order is None or self._order[0] != epoch:
-            g = torch.Generator().manual_seed(stream_seed(self.seed, epoch, "order"))
-            perm = torch.randperm(len(self.x), generator=g) if self.batch_size < len(self.x) else torch.arange(len(self.x))
-            self._order = (epoch, perm)
-        idx = self._order[1][i * self.batch_size:(i + 1) * self.batch_size]
-        x, y = self.x[idx], self.y[idx]
+        if self.batch_size == len(self.x):  # full batch: the data themselves, in order (no copy)
+            x, y = self.x, self.y
+        else:
+            if self._order is None or self._order[0] != epoch:
+                g = torch.Generator().manual_seed(stream_seed(self.seed, epoch, "order"))
+                self._order = (epoch, torch.randperm(len(self.x), generator=g))
+            idx = self._order[1][i * self.batch_size:(i + 1) * self.batch_size]
+            x, y = self.x[idx], self.y[idx]
         if self.transform is not None:
             x = self.transform(x, torch.Generator().manual_seed(stream_seed(self.seed, step, "augment")))
         return x, y
 
 
-def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg`` for ``params``: Adam (its fused kernel where the parameters allow) or SGD."""
+    if cfg.optimizer == "adam":  # the fused kernel: one call per step instead of one per parameter
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_fusable(params))
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"racecar: unknown optimizer {cfg.optimizer!r}; use 'adam' or 'sgd'")
+
+
+def _fusable(params: list[nn.Parameter]) -> bool:
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
+def seed_step(seed: int, device: str) -> None:
+    """Seed the global generators (dropout and other global draws) of one step: the CPU one, and the GPU's when the
+    run is on one. ``torch.manual_seed`` would also queue a CUDA seeding call with a stack trace on a machine where
+    CUDA was never initialised, which costs more than a small network's whole step."""
+    torch.default_generator.manual_seed(seed)
+    if device.startswith("cuda"):
+        torch.cuda.manual_seed(seed)
 
 
 def learning_rate(cfg: TrainConfig, phase_step: int) -> float:
@@ -107,6 +123,12 @@ def compiled_loss(phase: Phase, backend: bool | str):
     if not backend:
         return phase.loss
     return torch.compile(phase.loss, backend="inductor" if backend is True else backend)
+
+
+def pretraining_steps(phases: list[Phase]) -> int:
+    """The steps before the last (task) phase: Pre's pretraining, 0 for one-phase methods. A record at global step
+    ``s`` lies ``s - pretraining_steps(phases)`` steps into the task."""
+    return sum(p.steps for p in phases[:-1])
 
 
 def _locate(phases: list[Phase], step: int) -> tuple[int, int]:
@@ -152,10 +174,12 @@ def check_input_shape(model: nn.Module, x: Tensor) -> None:
 def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig, run_dir: str | Path | None = None,
         evaluate: Callable[[nn.Module, int], dict] | None = None,
         snapshot: Callable[[nn.Module, int], dict] | None = None, log_every: int = 1) -> dict[str, Any]:
-    """Train ``model`` with ``method``; returns ``{"log", "evals", "snapshots", "steps", "wall_time"}``.
+    """Train ``model`` with ``method``; returns ``{"log", "evals", "snapshots", "steps", "task_offset", ...}``.
 
     ``evaluate(model, step)`` returns scalar metrics and ``snapshot(model, step)`` returns tensors to keep; both run
-    every ``cfg.eval_every`` steps (and at the end) with the model in eval mode. With a ``run_dir`` the loop
+    every ``cfg.eval_every`` steps (and at the end) with the model in eval mode, and their records carry the global
+    ``step`` and the ``task_step`` (steps into the task phase: ``step - task_offset``, negative during Pre's
+    pretraining), so that methods are compared after the same number of task steps. With a ``run_dir`` the loop
     checkpoints every ``cfg.checkpoint_every`` steps and resumes from ``run_dir/checkpoint.pt`` if present.
     """
     model.to(cfg.device)
@@ -164,6 +188,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     use_amp = cfg.amp and cfg.device.startswith("cuda")
     phases = method.phases(model, cfg.steps)
     total = sum(p.steps for p in phases)
+    task_offset = pretraining_steps(phases)
     run_dir = Path(run_dir) if run_dir is not None else None
     state: dict[str, Any] = {"step": 0, "log": [], "evals": [], "snapshots": [], "wall_time": 0.0,
                              "best": None, "stopped_early": False}
@@ -176,7 +201,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         state = saved["state"]
         if saved["optimizer"] is not None:  # the optimiser of the phase that was running when it was saved
             opt_phase = saved["opt_phase"]
-            opt = _optimizer(cfg, phases[opt_phase].params)
+            opt = make_optimizer(cfg, phases[opt_phase].params)
             opt.load_state_dict(saved["optimizer"])
 
     def checkpoint() -> None:
@@ -191,7 +216,8 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         model.eval()
         with torch.no_grad():
             if evaluate is not None:
-                state["evals"].append({"step": step, **{k: float(v) for k, v in evaluate(model, step).items()}})
+                state["evals"].append({"step": step, "task_step": step - task_offset,
+                                       **{k: float(v) for k, v in evaluate(model, step).items()}})
                 if cfg.early_stop is not None and _locate(phases, step)[0] == len(phases) - 1:  # not in pretraining
                     value = state["evals"][-1][cfg.early_stop]
                     if state["best"] is None or value < state["best"]["value"]:
@@ -201,7 +227,8 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
                         state["stopped_early"] = True
             if snapshot is not None:
                 snap = snapshot(model, step)
-                state["snapshots"].append({"step": step, **{k: v.detach().cpu() for k, v in snap.items()}})
+                state["snapshots"].append({"step": step, "task_step": step - task_offset,
+                                           **{k: v.detach().cpu() for k, v in snap.items()}})
 
     check_input_shape(model, data.batch(0)[0][:2].to(cfg.device))
     if state["step"] == 0 and not state["evals"]:
@@ -213,13 +240,13 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         k, pstep = _locate(phases, step)
         phase = phases[k]
         if k != opt_phase:
-            opt, opt_phase = _optimizer(cfg, phase.params), k
+            opt, opt_phase = make_optimizer(cfg, phase.params), k
         for g in opt.param_groups:
             g["lr"] = learning_rate(cfg, pstep) * phase.lr_scale
         model.train()
         for m in phase.frozen:
             m.eval()
-        torch.manual_seed(stream_seed(cfg.seed, step, "step"))          # dropout and other global draws
+        seed_step(stream_seed(cfg.seed, step, "step"), cfg.device)      # dropout and other global draws
         gen = torch.Generator().manual_seed(stream_seed(cfg.seed, step, "method"))  # e.g. SRIP start vectors
         x, y = data.batch(pstep)
         x, y = x.to(cfg.device), y.to(cfg.device)
@@ -251,5 +278,5 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     if state["best"] is not None:  # early stopping: hand back the best weights seen
         model.load_state_dict(state["best"]["model"])
     return {"log": state["log"], "evals": state["evals"], "snapshots": state["snapshots"],
-            "steps": state["step"], "wall_time": state["wall_time"], "config": asdict(cfg),
+            "steps": state["step"], "task_offset": task_offset, "wall_time": state["wall_time"], "config": asdict(cfg),
             "best_step": state["best"]["step"] if state["best"] else None, "stopped_early": state["stopped_early"]}

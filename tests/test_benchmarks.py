@@ -24,3 +24,13 @@ def test_bench_compile_compares_eager_and_compiled():
     assert set(r["speedup"]) == {"Std", "RR"} and set(r["rr_over_std"]) == {"eager", "compiled"}
     assert all(v > 0 for v in r["time_ms"].values())
     assert "small CNN: RR eager/compiled step time" in bench_compile.report([r])
+
+
+def test_bench_loop_times_whole_runs_against_the_bare_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_DATA_DIR", str(tmp_path))
+    bench_loop = pytest.importorskip("bench_loop")
+    r = bench_loop.benchmark(steps=100, rounds=1)
+    assert set(r["ms"]) == {"Std", "RR"} and all(v > 0 for ms in r["ms"].values() for v in ms.values())
+    assert set(r["loop_over_bare"]) == {"Std", "RR"} and r["rr_over_std_loop"] > 0
+    text = bench_loop.report(r)
+    assert "peak run: RR/Std loop step time" in text and "official TF script" in text

@@ -143,6 +143,58 @@ def test_distractors_alike_across_classes():
     assert abs(com[0][0] - com[1][0]) < 1.5 and abs(com[0][1] - com[1][1]) < 1.5  # same placement on average
 
 
+def test_image_statistics_of_blob_only_images():
+    imgs = np.stack([peak.blob_image(c) for c in (0, 0, 1, 1)])
+    st = peak.image_statistics(torch.from_numpy(imgs.astype(np.float32))[:, None])  # [N,1,H,W] tensor
+    np.testing.assert_equal(st, peak.image_statistics(imgs, labels=[0, 0, 1, 1]))  # [N,H,W] array, given labels
+    blob = peak.BLOB.astype(np.float64)
+    assert st["n_images"] == 4 and st["max"] == 255
+    assert st["mean_intensity"] == pytest.approx(blob.sum() / 784)
+    assert st["coverage_on"] == pytest.approx((blob > 127).sum() / 784) and st["on_pixels"] == (blob > 127).sum()
+    assert st["coverage_nonzero"] == pytest.approx(36 / 784)
+    for key in ("distractor_mass", "distractor_on_pixels", "own_box_excess", "other_box_mass", "own_blob_contact",
+                "border_touch", "distractor_extent", "distractor_pairwise_cos"):
+        assert st[key] == pytest.approx(0, abs=1e-9), key
+    for key in ("run_length", "stroke_width", "distractor_radius", "distractor_dist_own_blob"):
+        assert np.isnan(st[key]), key  # no distractor
+    assert st["blob_profile_0"] == pytest.approx(1) and st["blob_profile_1"] == pytest.approx(1)
+    assert st["blob_energy_fraction"] == pytest.approx(1)
+    # two orthogonal images with equal energy, twice each: half the energy in the top direction, all in the top two
+    assert st["spectrum_top1"] == pytest.approx(0.5) and st["spectrum_top2"] == pytest.approx(1)
+    assert st["cos_within_class"] == pytest.approx(1) and st["cos_between_class"] == pytest.approx(0, abs=1e-12)
+    assert st["mean_pairwise_cos"] == pytest.approx(1 / 3)  # each image: one of its three partners is identical
+
+
+def test_image_statistics_of_a_bar():
+    img = peak.blob_image(1).astype(np.float64)
+    img[14:16, 4:24] = 255  # a hard 2 x 20 bar, away from both blob boxes
+    st = peak.image_statistics(img[None])
+    assert st["blob_profile_1"] == pytest.approx(1) and np.isnan(st["blob_profile_0"])
+    assert st["distractor_mass"] == pytest.approx(40) and st["distractor_on_pixels"] == 40
+    assert st["distractor_extent"] == 20 and st["border_touch"] == 0 and st["own_blob_contact"] == 0
+    assert st["run_length"] == pytest.approx((20 + 2) / 2)
+    assert st["stroke_width"] == pytest.approx(2 * 20 / np.hypot(2, 20))  # ~ the bar's width
+    assert st["distractor_dist_own_blob"] == pytest.approx(np.hypot(21.5 - 14.5, 21.5 - 13.5))
+    assert st["distractor_radius"] == pytest.approx(np.sqrt((20 ** 2 - 1) / 12 + 0.25))
+    assert np.isnan(st["mean_pairwise_cos"])  # one image: no pairs
+    img[25:28, 11:14] = 255  # a square at the bottom edge: now the distractor reaches the border
+    assert peak.image_statistics(img[None])["border_touch"] == 1
+
+
+# image_statistics of the 100 official training PNGs, measured once (tests never read the official files)
+OFFICIAL_PEAK_STATS = {"mean_intensity": 33.33, "coverage_on": 0.1282, "coverage_faint": 0.2440,
+                       "spectrum_top1": 0.3940, "spectrum_top2": 0.5333, "spectrum_top5": 0.6099,
+                       "spectrum_top10": 0.6921, "mean_pairwise_cos": 0.3775}
+
+
+def test_replica_statistics_close_to_official(peak_set):
+    st = peak.image_statistics(peak_set.x_train, peak_set.y_train)
+    for key, official in OFFICIAL_PEAK_STATS.items():
+        # seed-to-seed spread of the replica: about 4 % (intensity, coverage), 1-2 % (spectrum, cosine)
+        tol = 0.08 if key.startswith(("mean_int", "coverage")) else 0.04
+        assert st[key] == pytest.approx(official, rel=tol), key
+
+
 def test_peak_folder_round_trip(tmp_path, peak_set):
     folder = write_peak_folder(peak_set, tmp_path / "peak")
     assert sorted(p.name for p in (folder / "0").glob("*.png"))[:2] == ["0.png", "1.png"]

@@ -133,3 +133,20 @@ def test_requirements_may_depend_on_the_profile(tmp_path):
     assert nr.requirements(path, "smoke") == ["fashion_mnist"]
     assert nr.requirements(path, "quick") == ["cifar10"]
     assert nr.requirements(path) == ["cifar10"]
+
+
+def test_optional_data_never_skips_but_its_arrival_reruns(env, monkeypatch):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(WRITE_OUTPUTS.format(stem="02_opt"))]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["racecar"] = {"requires": ["peak"], "optional": ["peak_official"]}
+    path = env.nbdir / "02_opt.ipynb"
+    nbformat.write(nb, str(path))
+    assert nr.requirements(path, "smoke", "optional") == ["peak_official"]
+    assert nr.run_one(path, "smoke", env.build).status == "ran"  # peak_official is absent: runs all the same
+    assert nr.run_one(path, "smoke", env.build).status == "up to date"
+    fake = sys.modules["racecar_core.data"]
+    monkeypatch.setattr(fake, "availability", lambda name: (True, f"{name}: available"))  # the official images arrive
+    assert nr.run_one(path, "smoke", env.build).status == "ran"

@@ -36,3 +36,79 @@ def test_tiny_run_end_to_end_and_cached(tmp_path, monkeypatch):
     assert ("corrected", "RR") in table.index
     again = svd_test.run("mnist", "smoke", **kw)
     assert all(r["cached"] for r in again["runs"].values())
+
+
+def test_pre_is_analysed_after_the_same_task_steps_as_the_others(tmp_path, monkeypatch):
+    import torch
+    from racecar_core import svd
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    out = svd_test.run("mnist", "smoke", steps=20, analysis_step=20, eval_every=10, pre_steps=15,
+                       methods=["Std", "Pre"], variants=["official"], data="replica")
+    pre = out["runs"][("official", "Pre", 0)]
+    assert pre["analysis"]["task_step"] == 20 and pre["recon_steps"][0] == -15 and pre["recon_steps"][-1] == 20
+    # the analysed weights are the fine-tuned ones: those of the final checkpoint (15 pretraining + 20 task steps)
+    ckpt = next(p for p in tmp_path.glob("svd_mnist/*/checkpoint.pt")
+                if torch.load(p, weights_only=False)["state"]["step"] == 35)
+    final = torch.load(ckpt, weights_only=False)["model"]["1.weight"]
+    _, s, _ = svd.svd(final, "cpu")
+    assert torch.allclose(s, pre["S"])
+    at = next(e for e in pre["evals"] if e["task_step"] == 20)
+    assert at["step"] == 35 and pre["analysis"]["test_acc"] == at["test_acc"]
+
+
+def test_corrected_rr_keeps_every_term_at_its_official_size():
+    """The corrected variant's inputs are 255 times smaller: its input term is weighted by 255^2 (raw pixel units),
+    while the batch-normalised hidden term does not depend on the input scale and keeps the published lambda."""
+    import torch
+    from racecar_core import reverse
+    from racecar_core.data import make_peak
+    from racecar_core.models import peak_mlp
+    data, params = make_peak(10, 1, 0, cache=False), svd_test.resolve_params("peak", "quick")
+    weighted = {}
+    for v in ("official", "corrected"):
+        scale, task, official_bn = svd_test._variant(params, v)
+        rr = svd_test._method("RR", params, task, scale, official_bn)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            trace = reverse.forward_trace(peak_mlp(), data.x_train * scale)
+            terms = reverse.reconstruction_terms(reverse.reverse_pass(trace, "full"), "sum")
+        w = rr.pair_weights or []
+        weighted[v] = [float(rr.lam * t * (w[i] if i < len(w) else 1.0)) for i, t in enumerate(terms)]
+    (off_in, off_hid), (cor_in, cor_hid) = weighted["official"], weighted["corrected"]
+    assert abs(cor_hid / off_hid - 1) < 0.05  # was 65,025 times heavier with lambda x 255^2 on every term
+    assert 0.25 < cor_in / off_in < 4  # the input term compares the same images in the same (raw) units
+
+
+def test_official_variant_evaluates_with_batch_statistics():
+    import torch
+    from racecar_core import reverse
+    from racecar_core.models import peak_mlp
+    torch.manual_seed(0)
+    net = peak_mlp()
+    x = torch.rand(12, 1, 28, 28) * 255
+    net.train()
+    net(torch.rand(50, 1, 28, 28) * 10)  # moving averages far from x's statistics
+    net.eval()
+    running = [b.running_mean.clone() for b in net if isinstance(b, torch.nn.BatchNorm1d)]
+    with reverse.batch_statistics(net):
+        inside = net(x)
+        reverse.reconstruct_input(net, x)
+    net.train()
+    with reverse.frozen_norm_statistics(net):
+        train_mode = net(x)
+    net.eval()
+    assert torch.allclose(inside, train_mode)  # the evaluated batch's own statistics, as TF's is_training=1
+    assert not torch.allclose(inside, net(x))  # not the moving averages of eval mode
+    after = [b.running_mean for b in net if isinstance(b, torch.nn.BatchNorm1d)]
+    assert all(torch.equal(a, b) for a, b in zip(running, after))  # evaluation leaves them alone
+    assert not any(m.training for m in net)  # and the modes are restored
+
+
+def test_data_choice_is_checked_and_auto_falls_back_to_the_replica(data_dir):
+    with pytest.raises(ValueError, match="unknown data"):
+        svd_test.resolve_params("peak", "smoke", data="offical")
+    assert svd_test.resolve_data("peak", "auto") == "replica"  # an empty data folder: no official images
+    from racecar_core.data import MissingDataError
+    with pytest.raises(MissingDataError, match="make data-peak-official"):
+        svd_test.load_data(svd_test.resolve_params("peak", "smoke", data="official", n_train_per_class=50))
+    assert "replica" in svd_test.data_label({"data": "replica", "dataset": "peak"})

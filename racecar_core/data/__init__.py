@@ -62,6 +62,9 @@ AVAILABILITY_CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
     "fashion_mnist": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("fashion_mnist"),
     # real WeatherBench files of the default profile under <data_dir>/weatherbench (synthetic ones do not count)
     "weatherbench": lambda: __import__("racecar_core.data.weatherbench", fromlist=["_"]).check_available(),
+    # the official SVD-test images (tum-pbs/racecar SVD-example), all present with the right sha256
+    "mnist_official": lambda: __import__("racecar_core.data.official", fromlist=["_"]).check_available("mnist"),
+    "peak_official": lambda: __import__("racecar_core.data.official", fromlist=["_"]).check_available("peak"),
 }
 
 
@@ -81,6 +84,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these are loaded la
     from racecar_core.data.cifar import channel_stats, load_classification, split_validation, subset  # noqa: F401
     from racecar_core.data.weather_dataset import WeatherDataset, to_xarray  # noqa: F401
     from racecar_core.data.weatherbench import Normalizer, is_synthetic, open_weatherbench  # noqa: F401
+    from racecar_core.data.official import (fetch_official, has_official, load_official_mnist,  # noqa: F401
+                                            load_official_peak)
 
 _LAZY = {
     "load_mnist": "mnist", "mnist_imageset": "mnist", "select_per_class": "mnist",
@@ -88,6 +93,8 @@ _LAZY = {
     "load_classification": "cifar", "channel_stats": "cifar", "subset": "cifar", "split_validation": "cifar",
     "open_weatherbench": "weatherbench", "WeatherDataset": "weather_dataset", "Normalizer": "weatherbench",
     "to_xarray": "weather_dataset", "is_synthetic": "weatherbench", "write_synthetic_weatherbench": "weather_synth",
+    "load_official_mnist": "official", "load_official_peak": "official", "fetch_official": "official",
+    "has_official": "official",
 }
 
 
@@ -105,7 +112,11 @@ __all__ = [
     "ImageSet",
     "MissingDataError",
     "availability",
+    "fetch_official",
+    "has_official",
     "load_mnist",
+    "load_official_mnist",
+    "load_official_peak",
     "load_peak_folder",
     "make_peak",
     "mnist_imageset",

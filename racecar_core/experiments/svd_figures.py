@@ -73,7 +73,7 @@ def reconstruction_strip(out: dict, variant: str, seed: int, n_frames: int = 8) 
             tiles.extend(rec[i, img, 0] for i in pick)
         image_grid(axes[row, 0], tiles, ncols=len(pick) + 1)
         axes[row, 0].set_ylabel(m, color=METHOD_COLORS[m], fontsize=9, fontweight="bold")
-    axes[0, 0].set_title("test image | reverse pass d1' at steps " + ", ".join(str(steps[i]) for i in pick),
+    axes[0, 0].set_title("test image | reverse pass d1' at task steps " + ", ".join(str(steps[i]) for i in pick),
                          fontsize=7, loc="left")
     fig.suptitle(f"Reverse-pass reconstructions over training, {VARIANT_TITLES[variant]}, seed {seed}", fontsize=8)
     return fig
@@ -104,7 +104,7 @@ def training_curves(out: dict) -> Figure:
                 steps, mean, std = cur[(v, m)]
                 ax.plot(steps, mean, color=METHOD_COLORS[m], label=m)
                 ax.fill_between(steps, mean - std, mean + std, color=METHOD_COLORS[m], alpha=0.2, lw=0)
-            ax.set_xlabel("step (Pre: including its pretraining steps)")
+            ax.set_xlabel("task step (Pre's pretraining at negative steps)")
             ax.set_ylabel(key.replace("_", " "))
             ax.set_title(VARIANT_TITLES[v])
     axes[0, 0].legend()

@@ -1,0 +1,79 @@
+"""The run cache: keyed on the code as well as the config, says who trained a run, trains a run once across processes."""
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import torch
+
+from racecar_core import runs
+from racecar_core.io import read_json
+
+
+def _train_counting(run_dir):
+    with open(run_dir.parent / "calls.txt", "a") as f:
+        f.write(f"{run_dir.name}\n")
+    time.sleep(1.0)  # long enough for the other process to ask for the same run meanwhile
+    return {"value": torch.arange(3.0)}
+
+
+def _ask(runs_dir: str, out: "mp.Queue") -> None:
+    import os
+    os.environ["RACECAR_RUNS_DIR"] = runs_dir
+    r = runs.cached_run("exp", {"lr": 1e-3}, _train_counting)
+    out.put((r["cached"], r["value"].tolist()))
+
+
+def test_a_change_to_the_code_is_a_different_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    calls = []
+
+    def train(run_dir):
+        calls.append(run_dir)
+        return {"acc": 0.5}
+
+    cfg = {"lr": 1e-3}
+    runs.cached_run("exp", cfg, train)
+    assert runs.cached_run("exp", cfg, train)["cached"] and len(calls) == 1
+    monkeypatch.setattr(runs, "code_fingerprint", lambda: "edited-reverse-py")
+    fresh = runs.cached_run("exp", cfg, train)
+    assert not fresh["cached"] and len(calls) == 2 and calls[0] != calls[1]
+
+
+def test_the_fingerprint_follows_the_training_code_not_the_plots(tmp_path):
+    files = {p.relative_to(Path(runs.__file__).parent).as_posix() for p in runs.fingerprinted_files()}
+    assert {"reverse.py", "methods.py", "train.py", "experiments/svd_test.py", "data/peak.py"} <= files
+    assert not files & {"plotting.py", "notebook_runner.py", "experiments/svd_figures.py"}
+    fake = tmp_path / "pkg"
+    (fake / "experiments").mkdir(parents=True)
+    for name in ("reverse.py", "plotting.py", "experiments/svd_figures.py"):
+        (fake / name).write_text("x = 1\n")
+    assert [p.name for p in runs.fingerprinted_files(fake)] == ["reverse.py"]
+    assert len(runs.code_fingerprint()) == 16
+
+
+def test_a_result_says_which_commit_and_code_trained_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    r = runs.cached_run("exp", {"a": 1}, lambda d: {"acc": 1.0})
+    by = r["trained_by"]
+    assert by["code_fingerprint"] == runs.code_fingerprint() and by["torch_version"] == torch.__version__
+    assert by["commit"] != "" and "git_dirty" in by
+    again = runs.cached_run("exp", {"a": 1}, lambda d: {"acc": 2.0})
+    assert again["cached"] and again["trained_by"] == by and again["acc"] == 1.0
+    stored = read_json(next(tmp_path.glob("exp/*/result.json")))
+    assert stored["trained_by"]["code_fingerprint"] == by["code_fingerprint"]
+
+
+def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_ask, args=(str(tmp_path), q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(c for c, _ in got) == [False, True]  # one trained, the other waited and loaded its result
+    assert all(v == [0.0, 1.0, 2.0] for _, v in got)
+    assert len((tmp_path / "exp" / "calls.txt").read_text().split()) == 1
+    assert len(list((tmp_path / "exp").glob("*/result.pt"))) == 1
