@@ -112,3 +112,27 @@ def test_data_choice_is_checked_and_auto_falls_back_to_the_replica(data_dir):
     with pytest.raises(MissingDataError, match="make data-peak-official"):
         svd_test.load_data(svd_test.resolve_params("peak", "smoke", data="official", n_train_per_class=50))
     assert "replica" in svd_test.data_label({"data": "replica", "dataset": "peak"})
+
+
+def test_reconstruction_figures_show_every_method_at_the_same_task_steps():
+    import matplotlib.pyplot as plt
+    import torch
+    from racecar_core.experiments import svd_figures
+
+    def fake(steps):  # each snapshot marks its task step by which pixel is lit (negative steps: row 20)
+        recs = torch.zeros(len(steps), 2, 1, 28, 28)
+        for k, s in enumerate(steps):
+            recs[k, :, 0, 5 if s >= 0 else 20, abs(s) // 10 + 1] = 1.0
+        return {"recon_steps": list(steps), "reconstructions": recs, "shown_images": torch.zeros(2, 1, 28, 28)}
+
+    out = {"params": {"methods": ["Std", "Pre"]},
+           "runs": {("official", "Std", 0): fake([0, 10, 20]), ("official", "Pre", 0): fake([-20, -10, 0, 10, 20])}}
+    frames = svd_figures.reconstruction_frames(out, "official", 0)
+    assert len(frames) == 3  # task steps 0, 10, 20: Pre's pretraining snapshots are not frames
+    for f in frames:
+        std, pre = f[:4 * 30, :4 * 30], f[:4 * 30, 4 * 30:4 * 60]  # first test image, one tile per method
+        assert (std == pre).all() and std.max() > 0
+    assert len({f.tobytes() for f in frames}) == 3
+    fig = svd_figures.reconstruction_strip(out, "official", 0, n_frames=3)
+    assert "task steps 0, 10, 20" in fig.axes[0].get_title(loc="left")
+    plt.close(fig)

@@ -56,37 +56,47 @@ def best_singular_vectors(out: dict, variant: str, seed: int) -> Figure:
     return fig
 
 
+def _task_frames(runs: list[dict]) -> list[int]:
+    """The task steps at which every run has a reconstruction (Pre's pretraining snapshots are left out)."""
+    common = set.intersection(*(set(r["recon_steps"]) for r in runs))
+    return sorted(s for s in common if s >= 0)
+
+
+def _at(r: dict, step: int):
+    """The reconstructions of run ``r`` at task step ``step``: [images, 1, 28, 28]."""
+    return r["reconstructions"][r["recon_steps"].index(step)]
+
+
 def reconstruction_strip(out: dict, variant: str, seed: int, n_frames: int = 8) -> Figure:
-    """Reverse-pass reconstructions d1' of two test images over training: rows method x image, columns steps."""
+    """Reverse-pass reconstructions d1' of two test images over training: rows method x image, columns task steps
+    (the same for every method; Pre's pretraining is not shown)."""
     methods = _methods(out)
-    r0 = out["runs"][(variant, methods[0], seed)]
-    steps = r0["recon_steps"]
-    pick = np.unique(np.linspace(0, len(steps) - 1, n_frames).round().astype(int))
-    fig, axes = plt.subplots(len(methods), 1, figsize=(0.62 * (len(pick) + 1) + 0.6, 1.25 * len(methods) + 0.3),
+    runs = [out["runs"][(variant, m, seed)] for m in methods]
+    frames = _task_frames(runs)
+    steps = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, n_frames).round().astype(int))]
+    fig, axes = plt.subplots(len(methods), 1, figsize=(0.62 * (len(steps) + 1) + 0.6, 1.25 * len(methods) + 0.3),
                              squeeze=False)
-    for row, m in enumerate(methods):
-        r = out["runs"][(variant, m, seed)]
-        rec = r["reconstructions"]
+    for row, (m, r) in enumerate(zip(methods, runs)):
         tiles = []
-        for img in range(rec.shape[1]):
+        for img in range(r["shown_images"].shape[0]):
             tiles.append(r["shown_images"][img, 0])
-            tiles.extend(rec[i, img, 0] for i in pick)
-        image_grid(axes[row, 0], tiles, ncols=len(pick) + 1)
+            tiles.extend(_at(r, s)[img, 0] for s in steps)
+        image_grid(axes[row, 0], tiles, ncols=len(steps) + 1)
         axes[row, 0].set_ylabel(m, color=METHOD_COLORS[m], fontsize=9, fontweight="bold")
-    axes[0, 0].set_title("test image | reverse pass d1' at task steps " + ", ".join(str(steps[i]) for i in pick),
+    axes[0, 0].set_title("test image | reverse pass d1' at task steps " + ", ".join(str(s) for s in steps),
                          fontsize=7, loc="left")
     fig.suptitle(f"Reverse-pass reconstructions over training, {VARIANT_TITLES[variant]}, seed {seed}", fontsize=8)
     return fig
 
 
 def reconstruction_frames(out: dict, variant: str, seed: int) -> list[np.ndarray]:
-    """GIF frames: per snapshot, the methods side by side (columns) for each test image (rows), upscaled 4x."""
-    methods = _methods(out)
-    recs = [out["runs"][(variant, m, seed)]["reconstructions"] for m in methods]
+    """GIF frames: per task step, the methods side by side (columns) for each test image (rows), upscaled 4x."""
+    runs = [out["runs"][(variant, m, seed)] for m in _methods(out)]
     frames = []
-    for t in range(recs[0].shape[0]):
-        rows = [np.concatenate([np.pad(to_uint8(r[t, i, 0].numpy()), 1) for r in recs], axis=1)
-                for i in range(recs[0].shape[1])]
+    for step in _task_frames(runs):
+        recs = [_at(r, step) for r in runs]
+        rows = [np.concatenate([np.pad(to_uint8(rec[i, 0].numpy()), 1) for rec in recs], axis=1)
+                for i in range(recs[0].shape[0])]
         frames.append(np.kron(np.concatenate(rows, axis=0), np.ones((4, 4), dtype=np.uint8)))
     return frames
 
