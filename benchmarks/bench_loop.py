@@ -54,10 +54,9 @@ def bare_steps(rounds: int) -> dict[str, float]:
     """Median seconds of one bare training step of each method on the peak MLP (official variant, RR lambda 1e-6)."""
     data = make_peak(50, 5, 0)
     torch.manual_seed(0)
-    steppers = {m: Stepper(m, peak_mlp(), "ce_official", data.x_train, data.y_train) for m in METHODS}
-    steppers["RR"].phase = svd_test._method("RR", svd_test.resolve_params("peak"), "ce_official", 1.0, True) \
-        .phases(steppers["RR"].model, 1)[0]
-    steppers["RR"].loss = steppers["RR"].phase.loss
+    params = svd_test.resolve_params("peak")
+    steppers = {m: Stepper(m, peak_mlp(), "ce_official", data.x_train, data.y_train,
+                           method=svd_test._method(m, params, "ce_official", 1.0, True)) for m in METHODS}
     times = interleaved_times(steppers, torch.device("cpu"), rounds, warmup=10)
     return {k: statistics.median(v) for k, v in times.items()}
 

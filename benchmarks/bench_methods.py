@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from racecar_core.methods import Phase, StepInfo, make_method
+from racecar_core.methods import Method, Phase, StepInfo, make_method
 from racecar_core.models import peak_mlp, resnet_cifar, weather_resnet
 from racecar_core.train import TrainConfig, compiled_loss, make_optimizer
 
@@ -82,9 +82,10 @@ class Stepper:
     """One method's training step on its own copy of the model, as ``racecar_core.train.fit`` does it."""
 
     def __init__(self, name: str, model: nn.Module, task: str, x: Tensor, y: Tensor, lr: float = 1e-4,
-                 compile: bool | str = False):
+                 compile: bool | str = False, method: Method | None = None):
         self.name, self.model, self.x, self.y = name, model, x, y
-        self.phase: Phase = make_method(name, task=task, **SETTINGS[name]).phases(model, 1)[0]
+        method = method or make_method(name, task=task, **SETTINGS[name])  # default: the benchmark's settings
+        self.phase: Phase = method.phases(model, 1)[0]
         self.loss = compiled_loss(self.phase, compile)   # what TrainConfig(compile=...) runs
         self.opt = make_optimizer(TrainConfig(steps=1, lr=lr), self.phase.params)  # the loop's own Adam
         self.count = 0
