@@ -1,7 +1,7 @@
 """Cost per step of a whole SVD-test run, the training loop's own work included (``make bench``).
 
 One peak run of the paper (784 -> 128 -> 2 MLP, BN + ReLU, full batch of 100 official-variant images, evaluation and
-a reverse-pass snapshot every 100 steps, checkpoints) is trained through ``racecar_core.experiments.svd_test``
+a reverse-pass snapshot every 100 steps, checkpoints) is trained through ``racecar_core.experiments.svd``
 for Std and RR, interleaved (Std, RR, Std, RR, ...), each in a fresh run folder. Reported per method, median over
 the rounds:
 
@@ -26,7 +26,8 @@ import time
 import torch
 
 from racecar_core.data import make_peak
-from racecar_core.experiments import svd_test
+from racecar_core.experiments import svd
+from racecar_core.experiments.grid import RunSpec
 from racecar_core.models import peak_mlp
 
 from bench_methods import Stepper, interleaved_times
@@ -42,21 +43,21 @@ def run_once(method: str, steps: int, seed: int) -> tuple[float, float]:
         os.environ["RACECAR_RUNS_DIR"] = d
         try:
             t0 = time.perf_counter()
-            out = svd_test.run("peak", "quick", steps=steps, analysis_step=steps, methods=[method],
-                               variants=["official"], seeds=[seed], data="replica")
+            result = svd.run("peak", "quick", report=None, steps=steps, analysis_step=steps, methods=[method],
+                             variants=["official"], seeds=[seed], data="replica")
             total = time.perf_counter() - t0
         finally:
             os.environ.pop("RACECAR_RUNS_DIR") if saved is None else os.environ.__setitem__("RACECAR_RUNS_DIR", saved)
-    return out["runs"][("official", method, seed)]["wall_time"] / steps, total / steps
+    return result.one(method, seed, "official").wall_time / steps, total / steps
 
 
 def bare_steps(rounds: int) -> dict[str, float]:
     """Median seconds of one bare training step of each method on the peak MLP (official variant, RR lambda 1e-6)."""
     data = make_peak(50, 5, 0)
     torch.manual_seed(0)
-    params = svd_test.resolve_params("peak")
+    params = svd.resolve_params("peak")
     steppers = {m: Stepper(m, peak_mlp(), "ce_official", data.x_train, data.y_train,
-                           method=svd_test._method(m, params, "ce_official", 1.0, True)) for m in METHODS}
+                           method=svd.method_for(RunSpec("svd_peak", m, 0, "official", params))) for m in METHODS}
     times = interleaved_times(steppers, torch.device("cpu"), rounds, warmup=10)
     return {k: statistics.median(v) for k, v in times.items()}
 

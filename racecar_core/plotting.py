@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from . import __version__
-from .io import _jsonable, atomic_write, write_json
+from .files import _jsonable, atomic_write, write_json
 
 METHOD_COLORS: dict[str, str] = {
     "Std": "#ED7D31",  # orange
@@ -217,3 +217,36 @@ def save_gif(frames: Sequence[Any], path: str | Path, duration_ms: int = 100) ->
                        duration=int(duration_ms), loop=0)
 
     return atomic_write(path, _w)
+
+
+SMOKE_LABEL = "smoke profile: a pipeline check, not a paper result"
+
+
+class FigureFolder:
+    """Where one notebook writes: ``figures/<name>/``, every file with the provenance of ``result`` and the label
+    that says what its data are (``result.label``, plus a note in the smoke profile)."""
+
+    def __init__(self, name: str, result: Any):
+        from . import paths
+        from .provenance import provenance
+        self.path = paths.figures_dir() / name
+        self.prov = provenance(result.profile, result.params, result.source)
+        labels = [result.label, SMOKE_LABEL if result.profile == "smoke" else None]
+        self.label = "; ".join(s for s in labels if s) or None
+
+    def save(self, fig: Figure, name: str, show: bool = True) -> list[Path]:
+        """Save ``fig`` as ``<name>.png`` and ``.pdf`` (labelled, with provenance); show it in the notebook."""
+        written = save_figure(fig, name, self.path, self.prov, label=self.label)
+        if show:
+            plt.show()
+        else:
+            plt.close(fig)
+        return written
+
+    def gif(self, frames: Sequence[Any], name: str, duration_ms: int = 120) -> Path:
+        """Save animation frames as ``<name>.gif``."""
+        return save_gif(frames, self.path / f"{name}.gif", duration_ms=duration_ms)
+
+    def write_results(self, results: dict) -> Path:
+        """Write ``results.json`` with the provenance."""
+        return write_results(self.path, results, self.prov)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import paths
-from .io import atomic_write, read_json, write_json
+from .files import atomic_write, read_json, write_json
 
 CACHE_VERSION = 3  # bump when a change makes old results wrong beyond what the code fingerprint sees (data files)
 # Modules that only present results: a change to them cannot change a trained number, so it keeps the cache.

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .io import atomic_write, write_json
+from .files import atomic_write, write_json
 from .methods import Method, Phase, StepInfo
 
 

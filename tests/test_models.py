@@ -37,22 +37,3 @@ def test_weather_resnet_paper_size_and_reverse():
     out, rec = reverse.rr_loss(net, x, "full", "mean")
     assert out.shape == (2, 3, 32, 64) and float(rec.detach()) > 0
     assert len(reverse.reverse_pass(reverse.forward_trace(net, x), "local")) == 1 + 2 * 2 + 1
-
-
-def test_cifar_experiment_parameters_are_checked():
-    from racecar_core.experiments import cifar
-    p = cifar.resolve_params("paper", device="cpu")
-    assert (p["depth"], p["epochs"], p["batch_size"], p["lr"], p["milestones"]) == (110, 164, 128, 0.1, [82, 123])
-    assert p["warmup_steps"] == 400 and len(p["seeds"]) == 5
-    with pytest.raises(ValueError, match="6n\\+2"):
-        cifar.resolve_params("quick", depth=30)
-    with pytest.raises(ValueError, match="unknown dataset"):
-        cifar.resolve_params("quick", dataset="imagenet")
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['lamda'\]"):
-        cifar.resolve_params("quick", lamda=1.0)
-    with pytest.raises(ValueError, match="unknown device"):
-        cifar.resolve_params("quick", device="gpu")
-    if not torch.cuda.is_available():
-        assert cifar.resolve_params("quick")["device"] == "cpu"   # "auto"
-        with pytest.raises(ValueError, match="no CUDA GPU"):
-            cifar.resolve_params("quick", device="cuda")

@@ -2,7 +2,6 @@
 import tomllib
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,11 +31,16 @@ def test_readme_example_runs():
     assert float(namespace["rec"].detach()) > 0 and namespace["out"].shape == (32, 10)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
-def test_notebooks_are_valid_and_committed_without_outputs(path):
-    import nbformat
-    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
-    nbformat.validate(nb)  # ids included: new cells need one
-    assert all("id" in c for c in nb.cells)
-    assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code")
-    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+def test_every_test_file_is_named_after_what_it_tests():
+    """``tests/test_<module>.py`` tests ``racecar_core/<module>.py`` (``/`` written ``_``: ``test_data_peak.py``,
+    ``test_experiments_svd.py``), possibly with a suffix (``test_experiments_svd_claims.py``); a few test the
+    project around the library (notebooks, packaging, benchmarks, scripts)."""
+    pkg = ROOT / "racecar_core"
+    modules = {"_".join(p.relative_to(pkg).with_suffix("").parts).removesuffix("___init__").removesuffix("__init__")
+               for p in pkg.rglob("*.py")}
+    modules.discard("")
+    around = {"notebooks", "packaging", "benchmarks", "scripts"}
+    for test in (ROOT / "tests").glob("test_*.py"):
+        stem = test.stem.removeprefix("test_")
+        owner = [m for m in modules | around if stem == m or stem.startswith(m + "_")]
+        assert owner, f"{test.name}: no racecar_core module {stem.replace('_', '/')}.py; name it after what it tests"

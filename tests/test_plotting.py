@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -13,7 +15,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from racecar_core import plotting  # noqa: E402
-from racecar_core.io import read_json  # noqa: E402
+from racecar_core.files import read_json  # noqa: E402
 from racecar_core.provenance import provenance  # noqa: E402
 
 PROV_KEYS = {"git_commit", "git_dirty", "timestamp_utc", "racecar_core_version", "torch_version",
@@ -25,17 +27,42 @@ def prov():
     return provenance("smoke", {"lr": 1e-3, "seeds": np.arange(2)}, data_source="synthetic", note="x")
 
 
-def test_provenance_keys(prov):
+def test_provenance_records_the_true_state(prov):
+    import datetime as dt
+    import platform
+    import subprocess
     assert PROV_KEYS <= set(prov)
-    assert prov["profile"] == "smoke" and prov["data_source"] == "synthetic" and prov["note"] == "x"
-    assert prov["device"] == "cpu" or isinstance(prov["device"], str)
-    with pytest.raises(ValueError):
+    root = Path(plotting.__file__).resolve().parent.parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    assert len(prov["git_commit"]) >= 7 and head.startswith(prov["git_commit"])
+    assert prov["python_version"] == platform.python_version()
+    stamp = dt.datetime.fromisoformat(prov["timestamp_utc"])
+    assert abs((dt.datetime.now(dt.timezone.utc) - stamp).total_seconds()) < 120
+    assert json.loads(json.dumps(prov, default=str))["params"]["lr"] == 1e-3
+    assert (prov["profile"], prov["data_source"], prov["note"]) == ("smoke", "synthetic", "x")
+    with pytest.raises(ValueError, match="clash"):
         provenance("smoke", {}, device="clash")
 
 
-def test_palette():
-    assert set(plotting.METHOD_ORDER) == set(plotting.METHOD_COLORS)
-    assert plotting.METHOD_COLORS["RR"] == "#70AD47"
+def _lab(color: str) -> np.ndarray:
+    """CIE L*a*b* (D65) of a matplotlib colour."""
+    from matplotlib.colors import to_rgb
+    rgb = np.array(to_rgb(color))
+    lin = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ lin
+    f = np.cbrt(np.maximum(xyz / np.array([0.95047, 1.0, 1.08883]), (6 / 29) ** 3))
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_every_method_has_a_distinct_colour_and_the_style_uses_them():
+    from racecar_core.methods import METHODS
+    assert set(plotting.METHOD_ORDER) == set(plotting.METHOD_COLORS) == set(METHODS)
+    labs = [_lab(plotting.METHOD_COLORS[m]) for m in plotting.METHOD_ORDER]
+    closest = min(np.linalg.norm(a - b) for i, a in enumerate(labs) for b in labs[i + 1:])
+    assert closest > 40  # CIE76 delta E: clearly different colours, not shades of one
+    plotting.use_style()
+    cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]]
+    assert [c.upper() for c in cycle] == [plotting.METHOD_COLORS[m].upper() for m in plotting.METHOD_ORDER]
 
 
 def test_save_figure_roundtrip_and_label(tmp_path, monkeypatch, prov):
@@ -126,3 +153,21 @@ def test_git_dirty_flag_ignores_figure_outputs(tmp_path):
     assert git_state(tmp_path)[1] is False
     (tmp_path / "code.py").write_text("2")
     assert git_state(tmp_path)[1] is True
+
+
+def test_figure_folder_labels_every_figure_with_its_data_and_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_FIGURES_DIR", str(tmp_path))
+    result = SimpleNamespace(profile="smoke", params={"seeds": [0]}, source="fake digits", label="NOT THE PAPER'S DATA")
+    figures = plotting.FigureFolder("99_test", result)
+    assert figures.label == f"NOT THE PAPER'S DATA; {plotting.SMOKE_LABEL}"
+    fig, ax = plt.subplots()
+    png, pdf = figures.save(fig, "panel", show=False)
+    assert png == tmp_path / "99_test" / "panel.png" and pdf.exists()
+    prov = plotting.read_png_provenance(png)
+    assert (prov["profile"], prov["data_source"], prov["params"]) == ("smoke", "fake digits", {"seeds": [0]})
+    assert figures.label in [t.get_text() for t in fig.texts]
+    written = read_json(figures.write_results({"x": 1.0}))
+    assert written["x"] == 1.0 and written["provenance"]["data_source"] == "fake digits"
+    quick = plotting.FigureFolder("99_test", SimpleNamespace(profile="quick", params={}, source="s", label=None))
+    assert quick.label is None
+

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from racecar_core import runs
-from racecar_core.io import read_json
+from racecar_core.files import read_json
 
 
 def _train_counting(run_dir):
@@ -41,7 +41,7 @@ def test_a_change_to_the_code_is_a_different_run(tmp_path, monkeypatch):
 
 def test_the_fingerprint_follows_the_training_code_not_the_plots(tmp_path):
     files = {p.relative_to(Path(runs.__file__).parent).as_posix() for p in runs.fingerprinted_files()}
-    assert {"reverse.py", "methods.py", "train.py", "experiments/svd_test.py", "data/peak.py"} <= files
+    assert {"reverse.py", "methods.py", "train.py", "experiments/svd.py", "experiments/grid.py", "data/peak.py"} <= files
     assert not files & {"plotting.py", "notebook_runner.py", "experiments/svd_figures.py"}
     fake = tmp_path / "pkg"
     (fake / "experiments").mkdir(parents=True)

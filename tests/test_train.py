@@ -142,18 +142,6 @@ def test_random_streams_are_distinct_and_fixed():
     assert stream_seed(1, 0, "method") == stream_seed(1, 0, "method") != stream_seed(0, 7919, "method")
 
 
-def test_weather_parameters_are_checked():
-    from racecar_core.experiments import weather
-    p = weather.resolve_params("paper", device="cpu")
-    assert (p["train_years"][0], p["train_years"][-1], p["valid_years"], p["test_years"]) == (1979, 2015, [2016],
-                                                                                            [2017, 2018])
-    assert (p["lead_h"], p["blocks"], p["channels"], p["lr"], p["batch_size"]) == (72, 19, 128, 5e-5, 32)
-    with pytest.raises(ValueError, match="source"):
-        weather.resolve_params("smoke", source="era6")
-    with pytest.raises(ValueError, match="unknown parameter"):
-        weather.resolve_params("smoke", leadtime=3)
-
-
 def test_config_describe_leaves_out_progress_and_an_unused_compile():
     cfg = TrainConfig(steps=3)
     assert "progress" not in cfg.describe() and "compile" not in cfg.describe()

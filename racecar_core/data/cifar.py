@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from racecar_core.data import ImageSet, MissingDataError
 from racecar_core.data.augment import channel_stats  # re-exported: stats of a training set
-from racecar_core.data.mnist import RAW_FILES, first_line, with_download_timeout
-from racecar_core.io import atomic_write
+from racecar_core.data.download import first_line, with_download_timeout
+from racecar_core.data.mnist import RAW_FILES
+from racecar_core.files import atomic_write
 from racecar_core.paths import data_dir
 
 NAMES = ("cifar10", "cifar100", "fashion_mnist")

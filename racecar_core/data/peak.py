@@ -39,7 +39,7 @@ import torch
 
 from racecar_core.data import ImageSet, MissingDataError
 from racecar_core.data.peak_shapes import random_shape
-from racecar_core.io import atomic_write, read_json, write_json
+from racecar_core.files import atomic_write, read_json, write_json
 from racecar_core.paths import data_dir
 
 SIZE = 28  # image side in pixels

@@ -19,7 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from racecar_core.data.weatherbench import RESOLUTION, constants_path, var_path, var_spec
-from racecar_core.io import atomic_write
+from racecar_core.files import atomic_write
 
 SYNTHETIC_TAG = "racecar_core.data.weather_synth (NOT ERA5)"
 GENERATOR_VERSION = 1

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from racecar_core.data import MissingDataError
-from racecar_core.io import read_json, write_json
+from racecar_core.files import read_json, write_json
 from racecar_core.paths import data_dir
 
 RESOLUTION = "5.625deg"

@@ -1,6 +1,6 @@
 """CIFAR-10 with ResNet-110: Std vs Ort vs RR (the paper's Fig. 1c), and its smaller offline relatives.
 
-``run(profile, **overrides)`` trains every (method, seed) as one cached run with the He et al. recipe (SGD 0.1,
+``run(profile, **overrides)`` trains every (method, seed) as one cached run (``grid.run_grid``) with the He et al. recipe (SGD 0.1,
 momentum 0.9, wd 1e-4, batch 128, lr / 10 at epochs 82 and 123 of 164, warm-up 0.01 for 400 iterations for
 ResNet-110, pad-4 crop + flip). The data set lives on the device and is augmented there in batches.
 Ort uses the SRIP authors' form and epoch schedule; RR the full reverse pass with per-element (mean) reduction, and
@@ -9,29 +9,29 @@ them, as the official TF code does, breaks the eval-mode network at this depth (
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .. import runs
 from ..data import channel_stats, load_classification, split_validation, subset
 from ..data.augment import make_transform
-from ..methods import make_method
 from ..data.cifar import NAMES
 from ..models import resnet_cifar
 from ..models.resnet_cifar import check_depth
 from ..train import TensorBatches, TrainConfig, fit
-from .common import apply_profile, rr_method
+from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
 
 PAPER_ACCURACY = {"Std": 0.921, "Ort": 0.925, "RR": 0.928}   # Fig. 1c, CIFAR-10, ResNet-110
 _BASE = dict(dataset="cifar10", depth=110, methods=["Std", "Ort", "RR"], seeds=[0, 1, 2, 3, 4], epochs=164,
              batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, milestones=[82, 123], warmup_steps=400,
-             warmup_lr=0.01, augment=True, rr_lambda=1e-2, rr_mode="full", rr_bn_update=False, ort_weight=1e-2,
-             pre_epochs=1, pre_lr_scale=0.01,
-             n_train=None, n_test=None, validation=0, device="auto", amp=True, channels_last=True, compile=False,
-             progress=True)
+             warmup_lr=0.01, augment=True, rr_lambda=1e-2, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
+             ort_weight=1e-2, ort_form="srip", ort_schedule=True, pre_epochs=1, pre_reduction="mean",
+             pre_lr_scale=0.01, n_train=None, n_test=None, validation=0, device="auto", amp=True, channels_last=True,
+             torch_compile=False, progress=True)
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": _BASE,
     # a shallower net and fewer epochs: a laptop GPU (or a patient CPU) shows the trend
@@ -43,24 +43,22 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
-    """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
-    params = apply_profile(PROFILES, profile, overrides, "the CIFAR experiment")
+def _check(params: dict) -> dict:
     check_depth(params["depth"])
     if params["dataset"] not in NAMES:
         raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use one of {', '.join(NAMES)}")
-    return {"profile": profile, **params}
+    return params
 
 
-def _method(name: str, p: dict, steps_per_epoch: int):
-    if name == "RR":
-        return rr_method(p, "ce")
-    if name == "Ort":
-        return make_method("Ort", task="ce", weight=p["ort_weight"], form="srip", schedule=True)
-    if name == "Pre":
-        return make_method("Pre", task="ce", pre_steps=p["pre_epochs"] * steps_per_epoch, reduction="mean",
-                           pre_lr_scale=p["pre_lr_scale"])
-    return make_method(name, task="ce")
+def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+    """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
+    from .grid import resolve_params as resolve
+    return resolve(EXPERIMENT, profile, overrides)
+
+
+def run(profile: str = "quick", report: Callable[[str], None] | None = print, **overrides: Any) -> ExperimentResult:
+    """Train (or load) every (method, seed) and return the typed results."""
+    return run_grid(EXPERIMENT, profile, overrides, report)
 
 
 def load(p: dict):
@@ -83,26 +81,29 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, transform
     return correct / len(x)
 
 
-def prepare(p: dict, data) -> dict:
-    """What every run on ``data`` shares, done once: its fingerprint, the tensors on the device, the transforms."""
+def _load(p: dict) -> LoadedData:
+    """The data, and what every run on them shares, done once: fingerprint, tensors on the device, transforms."""
+    data = load(p)
     dev = p["device"]
     mean, std = channel_stats(data.x_train)
-    return {"fingerprint": data.fingerprint(), "train_tf": make_transform(mean, std, p["augment"], dev),
-            "test_tf": make_transform(mean, std, False, dev), "xtr": data.x_train.to(dev), "ytr": data.y_train.to(dev),
-            "xte": data.x_test.to(dev), "yte": data.y_test.to(dev)}
+    prep = {"data": data, "fingerprint": data.fingerprint(), "train_tf": make_transform(mean, std, p["augment"], dev),
+            "test_tf": make_transform(mean, std, False, dev), "xtr": data.x_train.to(dev),
+            "ytr": data.y_train.to(dev), "xte": data.x_test.to(dev), "yte": data.y_test.to(dev)}
+    return LoadedData(prep, data.source)
 
 
-def train_one(p: dict, data, method_name: str, seed: int, prep: dict) -> dict:
-    """One cached (method, seed) run; returns per-epoch test accuracy and the final numbers."""
+def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
+    """One (method, seed) run: per-epoch test accuracy and the final numbers."""
+    p, seed, data = spec.params, spec.seed, prep["data"]
     dev = p["device"]
     n_classes = int(data.y_train.max()) + 1
     spe = len(data.x_train) // min(p["batch_size"], len(data.x_train))
-    method = _method(method_name, p, spe)
+    method = build_method(spec.method, p, "ce", steps_per_epoch=spe)
     cfg = TrainConfig(steps=p["epochs"] * spe, lr=p["lr"], optimizer="sgd", batch_size=p["batch_size"],
                       momentum=p["momentum"], weight_decay=p["weight_decay"],
                       milestones=[e * spe for e in p["milestones"]], warmup_steps=p["warmup_steps"],
                       warmup_lr=p["warmup_lr"], eval_every=spe, checkpoint_every=spe, seed=seed, device=dev,
-                      amp=p["amp"], channels_last=p["channels_last"], compile=p["compile"],
+                      amp=p["amp"], channels_last=p["channels_last"], compile=p["torch_compile"],
                       progress=p["progress"])
     config = {"dataset": p["dataset"], "data": prep["fingerprint"], "n_train": len(data.x_train),
               "n_test": len(data.x_test), "depth": p["depth"], "augment": p["augment"], **method.describe(),
@@ -112,34 +113,37 @@ def train_one(p: dict, data, method_name: str, seed: int, prep: dict) -> dict:
     def evaluate(model: torch.nn.Module, step: int) -> dict:
         return {"test_acc": accuracy(model, xte, yte, test_tf), "epoch": step / spe}
 
-    def train(run_dir) -> dict:
+    def train(run_dir: Path) -> dict:
         torch.manual_seed(seed)
         model = resnet_cifar(p["depth"], n_classes, in_channels=data.x_train.shape[1])
         hist = fit(model, method, TensorBatches(xtr, ytr, p["batch_size"], seed, train_tf), cfg, run_dir, evaluate,
                    log_every=max(1, spe // 10))
         accs = [e["test_acc"] for e in hist["evals"]]
-        return {"config": config, "source": data.source, "evals": hist["evals"], "log": hist["log"],
-                "wall_time": hist["wall_time"],
-                "final_acc": accs[-1], "best_acc": max(accs), "epochs": p["epochs"]}
+        return {"config": config, "evals": hist["evals"], "log": hist["log"], "wall_time": hist["wall_time"],
+                "metrics": {"final_acc": accs[-1], "best_acc": max(accs), "epochs": p["epochs"]}, "arrays": {}}
 
-    return runs.cached_run(f"cifar_{p['dataset']}", config, train)
+    return config, train
 
 
-def run(profile: str = "quick", **overrides: Any) -> dict:
-    """Train (or load) every (method, seed) and return the params, data source and the runs."""
-    p = resolve_params(profile, **overrides)
-    data = load(p)
-    prep = prepare(p, data)
-    results = {(m, s): train_one(p, data, m, s, prep) for m in p["methods"] for s in p["seeds"]}
-    return {"params": p, "source": data.source, "runs": results}
+EXPERIMENT = Experiment(name="cifar", profiles=PROFILES, load=_load, train=_train,
+                        folder=lambda p: f"cifar_{p['dataset']}", resolve=_check)
 
 
 SWEEP_LAMBDAS = (1e-3, 1e-2, 1e-1)
 SWEEP_MODES = ("full", "local")
 
 
+@dataclass
+class Sweep:
+    """RR's lambda and mode, chosen on training images held out of training."""
+
+    table: pd.DataFrame        # per setting: method, mode, lambda, val_mean, val_std, seeds, note (divergence)
+    best: dict[str, Any]       # {"rr_mode", "rr_lambda"}: the best RR setting
+    validation: int            # how many training images were held out
+
+
 def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, validation: int = 5000,
-          **overrides: Any) -> dict:
+          report: Callable[[str], None] | None = print, **overrides: Any) -> Sweep:
     """Choose RR's lambda and mode on a held-out split of the training set (45k/5k on CIFAR), never the test set.
 
     Trains RR for every (mode, lambda) and Std once, on ``validation`` training images held out (``n_test``, if
@@ -152,7 +156,7 @@ def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, vali
 
     def validate(**setting: Any) -> dict:
         try:
-            row = summary(run(profile, **{**base, **setting})).loc[setting["methods"][0]]
+            row = summary(run(profile, report, **{**base, **setting})).loc[setting["methods"][0]]
         except FloatingPointError as e:  # a setting that diverges is a result of the sweep (not cached)
             return {"val_mean": float("nan"), "val_std": float("nan"), "seeds": 0, "note": str(e).split(";")[0]}
         return {"val_mean": float(row["mean"]), "val_std": float(row["std"]), "seeds": int(row["seeds"]), "note": ""}
@@ -166,20 +170,45 @@ def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, vali
     best = table.loc[table["val_mean"].idxmax()]
     table = pd.concat([table, pd.DataFrame([{"method": "Std", "mode": "", "lambda": 0.0,
                                              **validate(methods=["Std"])}])], ignore_index=True)
-    return {"table": table, "best": {"rr_mode": str(best["mode"]), "rr_lambda": float(best["lambda"])},
-            "validation": validation}
+    return Sweep(table, {"rr_mode": str(best["mode"]), "rr_lambda": float(best["lambda"])}, validation)
 
 
-def summary(out: dict) -> pd.DataFrame:
+def summary(result: ExperimentResult) -> pd.DataFrame:
     """Per method: mean, std and best final test accuracy over seeds, seeds, epochs, mean wall time per run and per
-    epoch (Pre's epochs include its pretraining)."""
+    epoch (Pre's epochs include its pretraining), and the paper's value."""
     rows = []
-    for m in out["params"]["methods"]:
-        rs = [r for (mm, _), r in out["runs"].items() if mm == m]
-        acc = np.array([r["final_acc"] for r in rs])
+    for m in result.methods:
+        rs = result.select(m)
+        acc = np.array([r.metrics["final_acc"] for r in rs])
         rows.append({"method": m, "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0,
-                     "best": acc.max(), "seeds": len(rs), "epochs": rs[0]["epochs"],
-                     "wall_time_s": float(np.mean([r["wall_time"] for r in rs])),
-                     "epoch_time_s": float(np.mean([r["wall_time"] / r["evals"][-1]["epoch"] for r in rs])),
+                     "best": acc.max(), "seeds": len(rs), "epochs": rs[0].metrics["epochs"],
+                     "wall_time_s": float(np.mean([r.wall_time for r in rs])),
+                     "epoch_time_s": float(np.mean([r.wall_time / r.evals[-1]["epoch"] for r in rs])),
                      "paper": PAPER_ACCURACY.get(m, float("nan"))})
     return pd.DataFrame(rows).set_index("method")
+
+
+def claim(result: ExperimentResult) -> dict:
+    """The paper's ordering Std < Ort < RR (means over seeds), and RR's gap to Std in units of the largest standard
+    deviation over seeds (with a few seeds, a gap under about one is not evidence either way)."""
+    table = summary(result)
+    means = table["mean"].to_dict()
+    holds = all(m in means for m in ("Std", "Ort", "RR")) and means["Std"] < means["Ort"] < means["RR"]
+    spread = float(max(table["std"].max(), 1e-12))
+    gap = (means.get("RR", float("nan")) - means.get("Std", float("nan"))) / spread
+    return {"order_std_ort_rr_holds": bool(holds), "rr_minus_std_in_std_units": gap}
+
+
+def results(result: ExperimentResult, sweep_out: Sweep | None = None) -> dict:
+    """What the notebook writes to ``results.json``: the summary, every run's curve and numbers, the paper's values,
+    the claim, and the sweep when it ran."""
+    return {
+        "table": summary(result).reset_index().to_dict(orient="records"),
+        "per_run": {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time,
+                                 "epoch_time_s": r.wall_time / r.evals[-1]["epoch"],
+                                 "curve": [e["test_acc"] for e in r.evals]} for r in result.runs},
+        "paper": PAPER_ACCURACY,
+        **claim(result),
+        "sweep": None if sweep_out is None else {"table": sweep_out.table.to_dict(orient="records"),
+                                                 "best": sweep_out.best, "validation": sweep_out.validation},
+    }

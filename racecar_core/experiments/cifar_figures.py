@@ -6,11 +6,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..plotting import METHOD_COLORS
+from .cifar import Sweep
+from .grid import ExperimentResult
 
 
-def accuracy_bars(out: dict, table) -> Figure:
+def accuracy_bars(result: ExperimentResult, table) -> Figure:
     """Final test accuracy per method, mean +- std over seeds, with the paper's Fig. 1c values marked."""
-    p = out["params"]
+    p = result.params
     methods = list(table.index)
     fig, ax = plt.subplots(figsize=(1.1 * len(methods) + 1.2, 2.8))
     x = np.arange(len(methods))
@@ -30,26 +32,23 @@ def accuracy_bars(out: dict, table) -> Figure:
     return fig
 
 
-def accuracy_curves(out: dict) -> Figure:
+def accuracy_curves(result: ExperimentResult) -> Figure:
     """Test accuracy per epoch, mean +- std over seeds, per method."""
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
-    for m in out["params"]["methods"]:
-        evs = [r["evals"] for (mm, _), r in out["runs"].items() if mm == m]
-        steps = np.array([e["epoch"] for e in evs[0]])
-        acc = np.array([[e["test_acc"] for e in ev] for ev in evs])
-        ax.plot(steps, acc.mean(0), color=METHOD_COLORS[m], label=m)
-        ax.fill_between(steps, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), color=METHOD_COLORS[m],
-                        alpha=0.2, lw=0)
+    for m in result.methods:
+        epochs, mean, std = result.curve("test_acc", m, x="epoch")
+        ax.plot(epochs, mean, color=METHOD_COLORS[m], label=m)
+        ax.fill_between(epochs, mean - std, mean + std, color=METHOD_COLORS[m], alpha=0.2, lw=0)
     ax.set_xlabel("epoch (Pre: including its pretraining epochs)")
     ax.set_ylabel("test accuracy")
     ax.legend()
     return fig
 
 
-def sweep_plot(sweep_out: dict, params: dict) -> Figure:
+def sweep_plot(sweep_out: Sweep, params: dict) -> Figure:
     """RR's validation accuracy against lambda per reverse-pass mode (mean +- std over seeds), Std as a band;
     settings whose loss diverged are marked at the bottom."""
-    table = sweep_out["table"]
+    table = sweep_out.table
     fig, ax = plt.subplots(figsize=(4.6, 2.8))
     std = table[table["method"] == "Std"].iloc[0]
     ax.axhline(std["val_mean"], color=METHOD_COLORS["Std"], lw=1, label="Std")
@@ -67,11 +66,11 @@ def sweep_plot(sweep_out: dict, params: dict) -> Figure:
         if len(bad):
             ax.scatter(bad["lambda"], [bottom] * len(bad), marker="x" if mode == "full" else "+", color="k",
                        zorder=3, label=f"RR, {mode}: diverged")
-    best = sweep_out["best"]
+    best = sweep_out.best
     ax.set_xscale("log")
     ax.set_xlabel("lambda")
     ax.set_ylabel("validation accuracy")
-    ax.set_title(f"RR sweep: {params['dataset']}, ResNet-{params['depth']}, {sweep_out['validation']} held-out "
+    ax.set_title(f"RR sweep: {params['dataset']}, ResNet-{params['depth']}, {sweep_out.validation} held-out "
                  f"training images;\nchosen: {best['rr_mode']}, lambda {best['rr_lambda']:g}", fontsize=8)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     return fig

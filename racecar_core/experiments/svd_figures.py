@@ -6,28 +6,40 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..plotting import METHOD_COLORS, METHOD_ORDER, image_grid, to_uint8
+from .grid import ExperimentResult, RunResult
 
 VARIANT_TITLES = {"official": "official run (raw pixels, double softmax)",
                   "corrected": "corrected (inputs in [0,1], CE on logits)"}
 
 
-def _methods(out: dict) -> list[str]:
-    return [m for m in METHOD_ORDER if m in out["params"]["methods"]]
+def data_strip(result: ExperimentResult, n_train: int = 20, n_test: int = 10) -> Figure:
+    """The first training images and the test images the runs used, in one row."""
+    data = result.data
+    imgs = list(data.x_train[:n_train, 0]) + list(data.x_test[:n_test, 0])
+    fig, ax = plt.subplots(figsize=(7, 1.2))
+    image_grid(ax, imgs, ncols=len(imgs))
+    ax.set_title(f"training images (first {min(n_train, len(data.x_train))}) | test images "
+                 f"({min(n_test, len(data.x_test))})", fontsize=7)
+    return fig
 
 
-def singular_vectors(out: dict, variant: str, seed: int, n: int = 10) -> Figure:
+def _methods(result: ExperimentResult) -> list[str]:
+    return [m for m in METHOD_ORDER if m in result.methods]
+
+
+def singular_vectors(result: ExperimentResult, variant: str, seed: int, n: int = 10) -> Figure:
     """Leading right singular vectors of the first layer, one row per method, the training images on the left."""
-    methods = _methods(out)
-    data = out["data"]
-    n_show = min(n, out["runs"][(variant, methods[0], seed)]["Vh"].shape[0])
+    methods = _methods(result)
+    data = result.data
+    n_show = min(n, result.one(methods[0], seed, variant).arrays["Vh"].shape[0])
     train_show = [data.x_train[data.y_train == c][0, 0] for c in (0, 1)]
     fig, axes = plt.subplots(len(methods), 2, figsize=(1.0 + 0.62 * n_show, 0.75 * len(methods) + 0.4),
                              gridspec_kw={"width_ratios": [2, n_show]}, squeeze=False)
     for row, m in enumerate(methods):
-        r = out["runs"][(variant, m, seed)]
+        r = result.one(m, seed, variant)
         image_grid(axes[row, 0], train_show, ncols=2)
-        image_grid(axes[row, 1], [v.reshape(28, 28) for v in r["Vh"][:n_show]], ncols=n_show)
-        a = r["analysis"]
+        image_grid(axes[row, 1], [v.reshape(28, 28) for v in r.arrays["Vh"][:n_show]], ncols=n_show)
+        a = r.metrics
         axes[row, 0].set_ylabel(m, color=METHOD_COLORS[m], fontsize=9, fontweight="bold")
         axes[row, 1].set_title(f"{m}: leading max|cos| to a training image {a['lead_max_cos']:.2f}, "
                                f"energy in data span {a['lead_span_energy']:.2f} "
@@ -37,18 +49,18 @@ def singular_vectors(out: dict, variant: str, seed: int, n: int = 10) -> Figure:
     return fig
 
 
-def best_singular_vectors(out: dict, variant: str, seed: int) -> Figure:
+def best_singular_vectors(result: ExperimentResult, variant: str, seed: int) -> Figure:
     """Per method, the k singular vectors (of all) most similar to a training image, labelled with their rank."""
-    methods = _methods(out)
-    k = out["runs"][(variant, methods[0], seed)]["analysis"]["k"]
+    methods = _methods(result)
+    k = result.one(methods[0], seed, variant).metrics["k"]
     fig, axes = plt.subplots(len(methods), 1, figsize=(0.62 * k + 0.6, 0.8 * len(methods) + 0.4), squeeze=False)
     for row, m in enumerate(methods):
-        r = out["runs"][(variant, m, seed)]
-        ranks = r["analysis"]["best_k_ranks"]
-        image_grid(axes[row, 0], [r["Vh"][i - 1].reshape(28, 28) for i in ranks], ncols=k)
+        r = result.one(m, seed, variant)
+        ranks = r.metrics["best_k_ranks"]
+        image_grid(axes[row, 0], [r.arrays["Vh"][i - 1].reshape(28, 28) for i in ranks], ncols=k)
         axes[row, 0].set_ylabel(m, color=METHOD_COLORS[m], fontsize=9, fontweight="bold")
-        s = r["S"]
-        axes[row, 0].set_title(f"{m}: best {k} by max|cos| ({r['analysis']['best_k_max_cos']:.2f}); rank (s/s_max): "
+        s = r.arrays["S"]
+        axes[row, 0].set_title(f"{m}: best {k} by max|cos| ({r.metrics['best_k_max_cos']:.2f}); rank (s/s_max): "
                                + ", ".join(f"{i} ({float(s[i - 1] / s[0]):.2f})" for i in ranks),
                                fontsize=6.5, loc="left")
     fig.suptitle(f"The singular vectors most like the training data, {VARIANT_TITLES[variant]}, seed {seed}",
@@ -56,30 +68,30 @@ def best_singular_vectors(out: dict, variant: str, seed: int) -> Figure:
     return fig
 
 
-def _task_frames(runs: list[dict]) -> list[int]:
+def _task_frames(runs: list[RunResult]) -> list[int]:
     """The task steps at which every run has a reconstruction (Pre's pretraining snapshots are left out)."""
-    common = set.intersection(*(set(r["recon_steps"]) for r in runs))
+    common = set.intersection(*(set(r.arrays["recon_steps"]) for r in runs))
     return sorted(s for s in common if s >= 0)
 
 
-def _at(r: dict, step: int):
+def _at(r: RunResult, step: int):
     """The reconstructions of run ``r`` at task step ``step``: [images, 1, 28, 28]."""
-    return r["reconstructions"][r["recon_steps"].index(step)]
+    return r.arrays["reconstructions"][r.arrays["recon_steps"].index(step)]
 
 
-def reconstruction_strip(out: dict, variant: str, seed: int, n_frames: int = 8) -> Figure:
+def reconstruction_strip(result: ExperimentResult, variant: str, seed: int, n_frames: int = 8) -> Figure:
     """Reverse-pass reconstructions d1' of two test images over training: rows method x image, columns task steps
     (the same for every method; Pre's pretraining is not shown)."""
-    methods = _methods(out)
-    runs = [out["runs"][(variant, m, seed)] for m in methods]
+    methods = _methods(result)
+    runs = [result.one(m, seed, variant) for m in methods]
     frames = _task_frames(runs)
     steps = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, n_frames).round().astype(int))]
     fig, axes = plt.subplots(len(methods), 1, figsize=(0.62 * (len(steps) + 1) + 0.6, 1.25 * len(methods) + 0.3),
                              squeeze=False)
     for row, (m, r) in enumerate(zip(methods, runs)):
         tiles = []
-        for img in range(r["shown_images"].shape[0]):
-            tiles.append(r["shown_images"][img, 0])
+        for img in range(r.arrays["shown_images"].shape[0]):
+            tiles.append(r.arrays["shown_images"][img, 0])
             tiles.extend(_at(r, s)[img, 0] for s in steps)
         image_grid(axes[row, 0], tiles, ncols=len(steps) + 1)
         axes[row, 0].set_ylabel(m, color=METHOD_COLORS[m], fontsize=9, fontweight="bold")
@@ -89,9 +101,9 @@ def reconstruction_strip(out: dict, variant: str, seed: int, n_frames: int = 8) 
     return fig
 
 
-def reconstruction_frames(out: dict, variant: str, seed: int) -> list[np.ndarray]:
+def reconstruction_frames(result: ExperimentResult, variant: str, seed: int) -> list[np.ndarray]:
     """GIF frames: per task step, the methods side by side (columns) for each test image (rows), upscaled 4x."""
-    runs = [out["runs"][(variant, m, seed)] for m in _methods(out)]
+    runs = [result.one(m, seed, variant) for m in _methods(result)]
     frames = []
     for step in _task_frames(runs):
         recs = [_at(r, step) for r in runs]
@@ -101,17 +113,15 @@ def reconstruction_frames(out: dict, variant: str, seed: int) -> list[np.ndarray
     return frames
 
 
-def training_curves(out: dict) -> Figure:
+def training_curves(result: ExperimentResult) -> Figure:
     """Test accuracy and test task loss over training, mean +- std over seeds, one column per variant."""
-    from .svd_test import curves
-    variants = out["params"]["variants"]
+    variants = result.variants
     fig, axes = plt.subplots(2, len(variants), figsize=(3.2 * len(variants), 4.0), squeeze=False)
     for key, row in (("test_acc", 0), ("test_task_loss", 1)):
-        cur = curves(out, key)
         for col, v in enumerate(variants):
             ax = axes[row, col]
-            for m in _methods(out):
-                steps, mean, std = cur[(v, m)]
+            for m in _methods(result):
+                steps, mean, std = result.curve(key, m, v)
                 ax.plot(steps, mean, color=METHOD_COLORS[m], label=m)
                 ax.fill_between(steps, mean - std, mean + std, color=METHOD_COLORS[m], alpha=0.2, lw=0)
             ax.set_xlabel("task step (Pre's pretraining at negative steps)")
@@ -121,14 +131,14 @@ def training_curves(out: dict) -> Figure:
     return fig
 
 
-def spectra(out: dict) -> Figure:
+def spectra(result: ExperimentResult) -> Figure:
     """Singular values of layer 1 (mean over seeds, normalised by the largest), one panel per variant."""
-    variants = out["params"]["variants"]
+    variants = result.variants
     fig, axes = plt.subplots(1, len(variants), figsize=(3.2 * len(variants), 2.4), squeeze=False)
     for col, v in enumerate(variants):
         ax = axes[0, col]
-        for m in _methods(out):
-            s = np.stack([r["S"].numpy() for (vv, mm, _), r in out["runs"].items() if vv == v and mm == m])
+        for m in _methods(result):
+            s = np.stack([r.arrays["S"].numpy() for r in result.select(m, v)])
             s = (s / s[:, :1]).mean(0)
             ax.semilogy(np.arange(1, len(s) + 1), s, marker="o", ms=2, color=METHOD_COLORS[m], label=m)
         ax.set_xlabel("index")

@@ -8,27 +8,28 @@ same loader; every result then says so.
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
-from .. import paths, runs, score
+from .. import paths, score
 from ..data import WeatherDataset, to_xarray, write_synthetic_weatherbench
 from ..data.weatherbench import default_root, is_synthetic
-from ..methods import make_method
 from ..models import weather_resnet
 from ..train import TensorBatches, TrainConfig, fit
-from .common import apply_profile, rr_method
+from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
 
 PAPER = {"Std": 0.0123, "RR": 0.0106}   # Fig. 1d: latitude-weighted error, normalised units
 PAPER_EXAMPLE_TIME = "2019-08-09T22:00"
 _BASE = dict(source="weatherbench", train_years=list(range(1979, 2016)), valid_years=[2016], test_years=[2017, 2018],
              variables=["z500", "t850", "t2m"], offsets_h=[0, -6, -12], lead_h=72, sample_every_h=6,
              channels=128, blocks=19, dropout=0.1, methods=["Std", "RR"], seeds=[0, 1, 2], epochs=100,
-             batch_size=32, lr=5e-5, rr_lambda=1e-3, rr_mode="full", rr_bn_update=False, patience=5,
-             example_time=PAPER_EXAMPLE_TIME,
-             synthetic_days=None, device="auto", amp=False, compile=False, progress=True)
+             batch_size=32, lr=5e-5, rr_lambda=1e-3, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
+             ort_weight=1e-2, ort_form="srip", pre_epochs=1, patience=5, example_time=PAPER_EXAMPLE_TIME,
+             synthetic_days=None, device="auto", amp=False, torch_compile=False, progress=True)
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": _BASE,
     "quick": dict(_BASE, train_years=list(range(2010, 2016)), sample_every_h=12, channels=32, blocks=3, epochs=10,
@@ -39,12 +40,21 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
-    """The profile's parameters with ``overrides`` applied; unknown names are an error."""
-    p = apply_profile(PROFILES, profile, overrides, "the weather experiment")
+def _check(p: dict) -> dict:
     if p["source"] not in ("weatherbench", "synthetic"):
         raise ValueError(f"racecar: source must be 'weatherbench' or 'synthetic', got {p['source']!r}")
-    return {"profile": profile, **p}
+    return p
+
+
+def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+    """The profile's parameters with ``overrides`` applied; unknown names are an error."""
+    from .grid import resolve_params as resolve
+    return resolve(EXPERIMENT, profile, overrides)
+
+
+def run(profile: str = "quick", report: Callable[[str], None] | None = print, **overrides: Any) -> ExperimentResult:
+    """Train (or load) every (method, seed); the result's ``extras`` hold persistence's and climatology's scores."""
+    return run_grid(EXPERIMENT, profile, overrides, report)
 
 
 def data_root(p: dict):
@@ -108,16 +118,17 @@ def baselines(sets: dict, weights: torch.Tensor) -> dict:
     return {"persistence": scores(x[:, zero], sets, weights), "climatology": scores(clim.clone(), sets, weights)}
 
 
-def train_one(p: dict, sets: dict, method_name: str, seed: int) -> dict:
-    """One cached (method, seed) run: train with early stopping, then score the test years."""
+def _train(spec: RunSpec, sets: dict) -> tuple[dict, Callable[[Path], dict]]:
+    """One (method, seed) run: train with early stopping, then score the test years."""
+    p, seed = spec.params, spec.seed
     w = lat_weights_tensor(sets["train"])
     task = weighted_mse_loss(w)
-    method = rr_method(p, task) if method_name == "RR" else make_method(method_name, task=task)
     xtr, ytr = sets["train"].tensors()
     xva, yva = sets["valid"].tensors()
     spe = max(1, len(xtr) // p["batch_size"])
+    method = build_method(spec.method, p, task, steps_per_epoch=spe)
     cfg = TrainConfig(steps=p["epochs"] * spe, lr=p["lr"], batch_size=p["batch_size"], eval_every=spe,
-                      checkpoint_every=spe, seed=seed, device=p["device"], amp=p["amp"], compile=p["compile"],
+                      checkpoint_every=spe, seed=seed, device=p["device"], amp=p["amp"], compile=p["torch_compile"],
                       progress=p["progress"], early_stop="valid_mse", patience=p["patience"])
     synthetic = is_synthetic(sets["train"])
     config = {k: p[k] for k in ("source", "train_years", "valid_years", "test_years", "variables", "offsets_h",
@@ -128,17 +139,18 @@ def train_one(p: dict, sets: dict, method_name: str, seed: int) -> dict:
     def evaluate(model: torch.nn.Module, step: int) -> dict:
         return {"valid_mse": float(task(predict(model, xva, p["device"]), yva))}
 
-    def train(run_dir) -> dict:
+    def train(run_dir: Path) -> dict:
         torch.manual_seed(seed)
         model = weather_resnet(xtr.shape[1], ytr.shape[1], p["channels"], p["blocks"], p["dropout"])
         hist = fit(model, method, TensorBatches(xtr, ytr, p["batch_size"], seed), cfg, run_dir, evaluate,
                    log_every=max(1, spe // 10))
         pred = predict(model, sets["test"].tensors()[0], p["device"])
         return {"config": config, "evals": hist["evals"], "log": hist["log"], "wall_time": hist["wall_time"],
-                "best_step": hist["best_step"], "stopped_early": hist["stopped_early"],
-                "scores": scores(pred, sets, w), "example": example_fields(pred, sets["test"], p["example_time"])}
+                "metrics": {"scores": scores(pred, sets, w), "best_step": hist["best_step"],
+                            "stopped_early": hist["stopped_early"]},
+                "arrays": {"example": example_fields(pred, sets["test"], p["example_time"])}}
 
-    return runs.cached_run(f"weather_{p['source']}", config, train)
+    return config, train
 
 
 def example_index(test: WeatherDataset, wanted: str) -> int:
@@ -154,37 +166,68 @@ def example_fields(pred: torch.Tensor, test: WeatherDataset, wanted: str) -> dic
     return {"time": str(t)[:16], "forecast": pred[i, 0].clone(), "truth": test.tensors()[1][i, 0].clone()}
 
 
-def run(profile: str = "quick", **overrides: Any) -> dict:
-    """Train (or load) every (method, seed); return params, data description, runs and the baselines."""
-    p = resolve_params(profile, **overrides)
+def _load(p: dict) -> LoadedData:
     sets = load(p)
-    w = lat_weights_tensor(sets["train"])
-    synthetic = is_synthetic(sets["train"])
-    source = ("SYNTHETIC look-alike of WeatherBench (racecar_core.data.weather_synth), NOT ERA5" if synthetic
-              else "WeatherBench ERA5 5.625 deg")
-    results = {(m, s): train_one(p, sets, m, s) for m in p["methods"] for s in p["seeds"]}
-    return {"params": p, "source": source, "synthetic": synthetic, "runs": results, "baselines": baselines(sets, w),
-            "sizes": {k: len(v) for k, v in sets.items()}, "lat": sets["test"].lat.values,
-            "lon": sets["test"].lon.values}
+    if is_synthetic(sets["train"]):
+        return LoadedData(sets, "SYNTHETIC look-alike of WeatherBench (racecar_core.data.weather_synth), NOT ERA5",
+                          "SYNTHETIC DATA (not ERA5): a pipeline check")
+    return LoadedData(sets, "WeatherBench ERA5 5.625 deg")
 
 
-def summary(out: dict) -> dict:
+EXPERIMENT = Experiment(name="weather", profiles=PROFILES, load=_load, train=_train,
+                        folder=lambda p: f"weather_{p['source']}", resolve=_check,
+                        extras=lambda p, sets: {"baselines": baselines(sets, lat_weights_tensor(sets["train"]))})
+
+
+def synthetic(result: ExperimentResult) -> bool:
+    """Whether the result was trained on the synthetic look-alike archive."""
+    return is_synthetic(result.data["train"])
+
+
+def sizes(result: ExperimentResult) -> dict[str, int]:
+    """Samples per split."""
+    return {k: len(v) for k, v in result.data.items()}
+
+
+def summary(result: ExperimentResult) -> dict:
     """Per method (mean and std over seeds) and baseline: every score of every variable."""
     res: dict[str, dict] = {}
-    for m in out["params"]["methods"]:
-        per_seed = [r["scores"] for (mm, _), r in out["runs"].items() if mm == m]
+    for m in result.methods:
+        per_seed = [r.metrics["scores"] for r in result.select(m)]
         res[m] = {var: {k: {"mean": float(np.mean([s[var][k] for s in per_seed])),
                             "std": float(np.std([s[var][k] for s in per_seed]))} for k in per_seed[0][var]}
                   for var in per_seed[0]}
-    for name, sc in out["baselines"].items():
+    for name, sc in result.extras["baselines"].items():
         res[name] = {var: {k: {"mean": v, "std": 0.0} for k, v in d.items()} for var, d in sc.items()}
     return res
 
 
-def to_frame(summary_: dict):
+def to_frame(summary_: dict) -> pd.DataFrame:
     """The summary as a table: rows (method, variable), columns the scores (means)."""
-    import pandas as pd
     rows = [{"method": m, "variable": var, **{k: d["mean"] for k, d in sc.items()}}
             for m, per in summary_.items() for var, sc in per.items()]
     return pd.DataFrame(rows).set_index(["method", "variable"])
 
+
+def claim(result: ExperimentResult) -> dict:
+    """RR against Std on the normalised latitude-weighted MSE (means over seeds): both values, the relative gain,
+    the paper's (13.7 %), and whether RR is better here (None unless both ran)."""
+    table = summary(result)
+    mse = {m: table[m]["all"]["mse_norm"]["mean"] for m in result.methods}
+    if "Std" not in mse or "RR" not in mse:
+        return {"rr_mse": mse.get("RR"), "std_mse": mse.get("Std"), "rr_gain_percent": None,
+                "paper_gain_percent": 100 * (PAPER["Std"] - PAPER["RR"]) / PAPER["Std"], "rr_better": None}
+    return {"rr_mse": mse["RR"], "std_mse": mse["Std"], "rr_gain_percent": 100 * (mse["Std"] - mse["RR"]) / mse["Std"],
+            "paper_gain_percent": 100 * (PAPER["Std"] - PAPER["RR"]) / PAPER["Std"], "rr_better": mse["RR"] < mse["Std"]}
+
+
+def results(result: ExperimentResult) -> dict:
+    """What the notebook writes to ``results.json``: the summary, split sizes, whether synthetic, the paper's values,
+    every run's scores and example error, and the claim."""
+    return {"summary": summary(result), "sizes": sizes(result), "synthetic": synthetic(result), "paper": PAPER,
+            "per_run": {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time,
+                                     "example_time": r.arrays["example"]["time"],
+                                     "example_mae": float((r.arrays["example"]["forecast"]
+                                                           - r.arrays["example"]["truth"]).abs().mean())}
+                        for r in result.runs},
+            "claim": claim(result)}

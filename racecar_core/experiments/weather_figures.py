@@ -6,21 +6,21 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..plotting import METHOD_COLORS
+from .grid import ExperimentResult
 from .weather import PAPER
 
 
-def paper_panel(out: dict, summary: dict, seed: int | None = None) -> Figure:
+def paper_panel(result: ExperimentResult, summary: dict, seed: int | None = None) -> Figure:
     """Z500 reference field at the example time, |error| maps of each method with their MAE, and bars of the
     normalised latitude-weighted MSE (mean +- std over seeds; persistence and climatology in grey, the paper's
     values as dashes)."""
-    p = out["params"]
-    seed = p["seeds"][0] if seed is None else seed
-    methods = p["methods"]
-    lat, lon = out["lat"], out["lon"]
+    seed = result.seeds[0] if seed is None else seed
+    methods = result.methods
+    lat, lon = result.data["test"].lat.values, result.data["test"].lon.values
     ext = [lon[0], lon[-1], lat[0], lat[-1]]
     fig = plt.figure(figsize=(8.0, 1.5 * (len(methods) + 1) + 0.4))
     grid = fig.add_gridspec(len(methods) + 1, 2, width_ratios=[2.2, 1])
-    ex = {m: out["runs"][(m, seed)]["example"] for m in methods}
+    ex = {m: result.one(m, seed).arrays["example"] for m in methods}
     truth = ex[methods[0]]["truth"].numpy()
     ax = fig.add_subplot(grid[0, 0])
     im = ax.imshow(truth, origin="lower", extent=ext, aspect="auto", cmap="viridis")
@@ -49,15 +49,16 @@ def paper_panel(out: dict, summary: dict, seed: int | None = None) -> Figure:
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("latitude-weighted MSE (normalised)")
     ax.legend()
-    fig.suptitle(f"72 h forecasts, {out['source']}", fontsize=8)
+    fig.suptitle(f"{result.params['lead_h']} h forecasts, {result.source}", fontsize=8)
     return fig
 
 
-def validation_curves(out: dict) -> Figure:
+def validation_curves(result: ExperimentResult) -> Figure:
     """Validation loss per epoch of every run (early stopping picks the minimum)."""
     fig, ax = plt.subplots(figsize=(4.0, 2.6))
-    for (m, s), r in out["runs"].items():
-        ax.plot([e["valid_mse"] for e in r["evals"]], color=METHOD_COLORS[m], label=f"{m} seed {s}")
+    for r in result.runs:
+        ax.plot([e["valid_mse"] for e in r.evals], color=METHOD_COLORS[r.spec.method],
+                label=f"{r.spec.method} seed {r.spec.seed}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation latitude-weighted MSE")
     ax.set_yscale("log")

@@ -3,9 +3,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from racecar_core.experiments import cifar
-from test_cifar_data import _write_idx_gz
+from test_data_cifar import _write_idx_gz
 
 TINY = dict(dataset="fashion_mnist", depth=8, epochs=1, batch_size=20, seeds=[0], device="cpu", progress=False,
             amp=False, channels_last=False, n_train=60, n_test=20)
@@ -26,17 +27,17 @@ def tiny_fashion(data_dir, no_network, tmp_path, monkeypatch):
 
 def test_sweep_chooses_on_the_validation_split_and_survives_divergence(tiny_fashion):
     out = cifar.sweep("smoke", lambdas=(1e-3, 1e30), modes=("full",), validation=20, **TINY)
-    table = out["table"]
-    assert list(table["method"]) == ["RR", "RR", "Std"] and out["validation"] == 20
+    table = out.table
+    assert list(table["method"]) == ["RR", "RR", "Std"] and out.validation == 20
     ok, diverged = table.iloc[0], table.iloc[1]
     assert 0 <= ok["val_mean"] <= 1 and ok["seeds"] == 1 and ok["note"] == ""
     assert math.isnan(diverged["val_mean"]) and "RR loss is" in diverged["note"] and "at step" in diverged["note"]
-    assert out["best"] == {"rr_mode": "full", "rr_lambda": 1e-3}
+    assert out.best == {"rr_mode": "full", "rr_lambda": 1e-3}
     # the sweep's runs were scored on 20 held-out training images, never on the test set
     again = cifar.run("smoke", **TINY, methods=["RR"], rr_lambda=1e-3, rr_mode="full", validation=20)
-    (run,) = again["runs"].values()
-    assert run["cached"] and run["config"]["n_test"] == 20 and "held out of train" in run["source"]
-    assert run["config"]["n_train"] == 60
+    (run,) = again.runs
+    assert run.cached and run.config["n_test"] == 20 and "held out of train" in again.source
+    assert run.config["n_train"] == 60
     with pytest.raises(FloatingPointError, match="every RR setting"):
         cifar.sweep("smoke", lambdas=(1e30,), modes=("full",), validation=20, **TINY)
 
@@ -51,3 +52,21 @@ def test_sweep_figure_marks_the_diverged_setting(tiny_fashion):
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert sorted(labels) == ["RR, full", "RR, full: diverged", "Std"] and ax.get_xscale() == "log"
     assert "chosen: full, lambda 0.001" in ax.get_title()
+
+
+def test_cifar_experiment_parameters_are_checked():
+    p = cifar.resolve_params("paper", device="cpu")
+    assert (p["depth"], p["epochs"], p["batch_size"], p["lr"], p["milestones"]) == (110, 164, 128, 0.1, [82, 123])
+    assert p["warmup_steps"] == 400 and len(p["seeds"]) == 5
+    with pytest.raises(ValueError, match="6n\\+2"):
+        cifar.resolve_params("quick", depth=30)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        cifar.resolve_params("quick", dataset="imagenet")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['lamda'\]"):
+        cifar.resolve_params("quick", lamda=1.0)
+    with pytest.raises(ValueError, match="unknown device"):
+        cifar.resolve_params("quick", device="gpu")
+    if not torch.cuda.is_available():
+        assert cifar.resolve_params("quick")["device"] == "cpu"   # "auto"
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            cifar.resolve_params("quick", device="cuda")

@@ -1,6 +1,6 @@
 """The SVD tests of the paper (Fig. 3): MNIST (784 -> 10 linear) and peak (784 -> 128 -> 2, BN + ReLU).
 
-``run(dataset, profile, **overrides)`` trains Std / Ort / RR / Pre over several seeds in two variants:
+``run(dataset, profile, **overrides)`` trains (through ``grid.run_grid``) Std / Ort / RR / Pre over several seeds in two variants:
 
 - *official*: what the official TensorFlow scripts do: raw pixels 0..255, the double-softmax cross-entropy, the
   published lambdas, a reverse pass that also updates the batch norms' moving averages, and evaluation with every
@@ -13,60 +13,84 @@
 Every method is analysed after the same number of *task* steps (Pre: after its pretraining). The data are the
 official PNGs when present (``make data-peak-official`` / ``make data-mnist-official``) or else racecar_core's
 replica (the generated peak set; a 0 and a 1 from MNIST): ``data="auto" | "official" | "replica"``. Each
-(variant, method, seed) is one cached run; the result carries the training curves, the reverse-pass reconstructions
-of one test image per class over training, and the SVD analysis of the first layer.
+(variant, method, seed) is one cached run; its ``RunResult`` carries the training curves (``evals``), the SVD
+analysis of the first layer (``metrics``) and, in ``arrays``, the singular vectors and values and the reverse-pass
+reconstructions of one test image per class over training.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 import torch
 
-from .. import reverse, runs, svd
+from .. import reverse
+from .. import svd as svd_analysis
 from ..data import ImageSet, make_peak, mnist_imageset, select_per_class
-from ..methods import make_method
 from ..models import mnist_linear, peak_mlp
 from ..train import TensorBatches, TrainConfig, fit, pretraining_steps
-from .common import apply_profile
+from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
 
-_COMMON = dict(variants=["official", "corrected"], methods=["Std", "Ort", "RR", "Pre"], lr=1e-4, ort=0.1,
-               batch_size=None, data="auto", data_seed=0, device="cpu", progress=False)
+DATASETS = ("mnist", "peak")
+_COMMON = dict(variants=["official", "corrected"], methods=["Std", "Ort", "RR", "Pre"], lr=1e-4, batch_size=None,
+               rr_mode="full", rr_reduction="sum", ort_weight=0.1, ort_form="official", data="auto", data_seed=0,
+               device="cpu", progress=False)
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # The official settings run in seconds to minutes on a CPU, so `quick` uses them (with 5 seeds). The analysed
     # step is the official one: kernel_SVD.py reads model_0009 (MNIST) / model_0049 (peak), saved at step 900 / 4900.
     "mnist": {
-        "paper": dict(_COMMON, seeds=[0, 1, 2, 3, 4], steps=1000, analysis_step=900, rr=1e-5, pre_steps=500,
-                      eval_every=50, k=2),
-        "smoke": dict(_COMMON, seeds=[0], steps=40, analysis_step=40, rr=1e-5, pre_steps=20, eval_every=10, k=2),
+        "paper": dict(_COMMON, dataset="mnist", seeds=[0, 1, 2, 3, 4], steps=1000, analysis_step=900, rr_lambda=1e-5,
+                      pre_steps=500, eval_every=50, k=2),
+        "smoke": dict(_COMMON, dataset="mnist", seeds=[0], steps=40, analysis_step=40, rr_lambda=1e-5, pre_steps=20,
+                      eval_every=10, k=2),
     },
     "peak": {
-        "paper": dict(_COMMON, seeds=[0, 1, 2, 3, 4], steps=5000, analysis_step=4900, rr=1e-6, pre_steps=1000,
-                      eval_every=100, k=10, n_train_per_class=50, n_test_per_class=5),
-        "smoke": dict(_COMMON, seeds=[0], steps=40, analysis_step=40, rr=1e-6, pre_steps=20, eval_every=10, k=10,
-                      n_train_per_class=10, n_test_per_class=5, variants=["official"]),
+        "paper": dict(_COMMON, dataset="peak", seeds=[0, 1, 2, 3, 4], steps=5000, analysis_step=4900, rr_lambda=1e-6,
+                      pre_steps=1000, eval_every=100, k=10, n_train_per_class=50, n_test_per_class=5),
+        "smoke": dict(_COMMON, dataset="peak", seeds=[0], steps=40, analysis_step=40, rr_lambda=1e-6, pre_steps=20,
+                      eval_every=10, k=10, n_train_per_class=10, n_test_per_class=5, variants=["official"]),
     },
 }
 for _d in PROFILES.values():
     _d["quick"] = copy.deepcopy(_d["paper"])
 PIXEL_SCALE = 255.0
 DATA_CHOICES = ("auto", "official", "replica")
+VARIANTS = ("official", "corrected")
 
 
-def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> dict[str, Any]:
-    """The profile's parameters with ``overrides`` applied; unknown names are an error."""
-    if dataset not in PROFILES:
-        raise ValueError(f"racecar: unknown SVD-test data set {dataset!r}; choose one of {list(PROFILES)}")
-    params = apply_profile(PROFILES[dataset], profile, overrides, f"the {dataset} SVD test")
+def _check(params: dict) -> dict:
     if params["analysis_step"] % params["eval_every"] or params["analysis_step"] > params["steps"]:
         raise ValueError(f"racecar: analysis_step ({params['analysis_step']}) must be a multiple of eval_every "
                          f"({params['eval_every']}) and at most steps ({params['steps']})")
     if params["data"] not in DATA_CHOICES:
         raise ValueError(f"racecar: unknown data {params['data']!r} for the SVD test; use one of {DATA_CHOICES}")
-    return {"dataset": dataset, "profile": profile, **params}
+    bad = [v for v in params["variants"] if v not in VARIANTS]
+    if bad:
+        raise ValueError(f"racecar: unknown variant(s) {bad}; use 'official' and/or 'corrected'")
+    return {**params, "data": resolve_data(params["dataset"], params["data"])}
+
+
+def experiment(dataset: str) -> Experiment:
+    """The SVD test on ``dataset`` ("mnist" or "peak") as an ``Experiment`` for the grid runner."""
+    if dataset not in PROFILES:
+        raise ValueError(f"racecar: unknown SVD-test data set {dataset!r}; choose one of {list(PROFILES)}")
+    return Experiment(name=f"svd_{dataset}", profiles=PROFILES[dataset], load=_load, train=_train,
+                      folder=lambda params: f"svd_{params['dataset']}", resolve=_check)
+
+
+def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+    """The profile's parameters with ``overrides`` applied; unknown names are an error."""
+    from .grid import resolve_params as resolve
+    return resolve(experiment(dataset), profile, overrides)
+
+
+def run(dataset: str, profile: str = "quick", report: Callable[[str], None] | None = print,
+        **overrides: Any) -> ExperimentResult:
+    """Train (or load) every (variant, method, seed) of the test on ``dataset`` and return the typed results."""
+    return run_grid(experiment(dataset), profile, overrides, report)
 
 
 def _official(dataset: str) -> ImageSet:
@@ -128,26 +152,27 @@ def data_label(params: dict) -> str:
     return "MNIST digits (not the official SVD-test images)"
 
 
-def _variant(params: dict, variant: str) -> tuple[float, str, bool]:
-    """Input scale, task loss, and whether the official behaviour of batch norm is reproduced (the reverse pass
-    updates the moving averages; evaluation uses batch statistics)."""
+def _load(params: dict) -> LoadedData:
+    data = load_data(params)
+    return LoadedData(data, data.source, data_label(params))
+
+
+def variant_settings(variant: str) -> dict[str, Any]:
+    """What a variant fixes: input scale, task loss, whether batch norm behaves as in the official code (the
+    reverse pass updates the moving averages; evaluation uses batch statistics), and RR's pair weights (the
+    corrected variant measures the input term in raw pixel units; the batch-normalised hidden terms, which do not
+    depend on the input scale, keep weight 1)."""
     if variant == "official":
-        return 1.0, "ce_official", True
-    if variant == "corrected":
-        return 1.0 / PIXEL_SCALE, "ce", False
-    raise ValueError(f"racecar: unknown variant {variant!r}; use 'official' or 'corrected'")
+        return {"scale": 1.0, "task": "ce_official", "official_bn": True}
+    scale = 1.0 / PIXEL_SCALE
+    return {"scale": scale, "task": "ce", "official_bn": False, "rr_pair_weights": [1.0 / scale ** 2]}
 
 
-def _method(name: str, params: dict, task: str, scale: float, official_bn: bool):
-    # RR: the input term (pair 1) is weighted by 1/scale^2, i.e. measured in raw pixel units; the hidden terms of
-    # the batch-normalised layers do not depend on the input scale and keep weight 1
-    rr = dict(lam=params["rr"], mode="full", reduction="sum", reverse_bn_update=official_bn,
-              pair_weights=None if scale == 1.0 else [1.0 / scale ** 2])
-    kwargs = {"RR": rr, "Ort": dict(weight=params["ort"], form="official"),
-              "Pre": dict(pre_steps=params["pre_steps"]), "Std": {}}
-    if name not in kwargs:
-        raise ValueError(f"racecar: unknown method {name!r}; choose from {list(kwargs)}")
-    return make_method(name, task=task, **kwargs[name])
+def method_for(spec: RunSpec):
+    """The run's method: the experiment's parameters with what its variant fixes."""
+    v = variant_settings(spec.variant)
+    return build_method(spec.method, spec.params, v["task"], rr_bn_update=v["official_bn"],
+                        rr_pair_weights=v.get("rr_pair_weights"))
 
 
 def _relative_error(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -155,15 +180,17 @@ def _relative_error(model: torch.nn.Module, x: torch.Tensor) -> float:
     return float((rec - x).norm() / x.norm())
 
 
-def train_one(params: dict, data: ImageSet, variant: str, method_name: str, seed: int) -> dict:
-    """One cached run: train, then analyse the first layer after ``analysis_step`` task steps."""
-    scale, task, official_bn = _variant(params, variant)
-    method = _method(method_name, params, task, scale, official_bn)
+def _train(spec: RunSpec, data: ImageSet) -> tuple[dict, Callable[[Path], dict]]:
+    """One run: train, then analyse the first layer after ``analysis_step`` task steps."""
+    params, seed = spec.params, spec.seed
+    v = variant_settings(spec.variant)
+    scale, official_bn = v["scale"], v["official_bn"]
+    method = method_for(spec)
     cfg = TrainConfig(steps=params["steps"], lr=params["lr"], batch_size=params["batch_size"],
                       eval_every=params["eval_every"], checkpoint_every=max(params["eval_every"], 1000), seed=seed,
                       device=params["device"], progress=params["progress"])
-    config = {"dataset": params["dataset"], "variant": variant, "scale": scale, "task": task, **method.describe(),
-              "train": cfg.describe(), "data": data.fingerprint(),
+    config = {"dataset": params["dataset"], "variant": spec.variant, "scale": scale, "task": v["task"],
+              **method.describe(), "train": cfg.describe(), "data": data.fingerprint(),
               "data_seed": params["data_seed"], "n_train": len(data.x_train), "analysis_step": params["analysis_step"],
               "n_test_per_class": params.get("n_test_per_class")}
     xtr, xte = data.x_train * scale, data.x_test * scale
@@ -179,7 +206,7 @@ def train_one(params: dict, data: ImageSet, variant: str, method_name: str, seed
                     "train_acc": (model(xtr).argmax(1) == data.y_train).double().mean(),
                     "rel_err_train": _relative_error(model, xtr), "rel_err_test": _relative_error(model, xte)}
 
-    def train(run_dir) -> dict:
+    def train(run_dir: Path) -> dict:
         torch.manual_seed(seed)
         model = (mnist_linear() if params["dataset"] == "mnist" else peak_mlp())
         analysis = params["analysis_step"] + pretraining_steps(method.phases(model, params["steps"]))
@@ -194,34 +221,24 @@ def train_one(params: dict, data: ImageSet, variant: str, method_name: str, seed
         hist = fit(model, method, TensorBatches(xtr, data.y_train, params["batch_size"], seed), cfg, run_dir,
                    evaluate, snapshot)
         w = next(s["weight"] for s in hist["snapshots"] if "weight" in s)
-        _, s_vals, vh = svd.svd(w, "cpu")
+        _, s_vals, vh = svd_analysis.svd(w, "cpu")
         at = next(e for e in hist["evals"] if e["step"] == analysis)
-        report = svd.similarity_report(vh, s_vals, data.x_train, params["k"])
-        return {"config": config, "source": data.source, "log": hist["log"], "evals": hist["evals"],
-                "wall_time": hist["wall_time"], "recon_steps": [s["task_step"] for s in hist["snapshots"]],
-                "reconstructions": torch.stack([s["reconstruction"] for s in hist["snapshots"]]),
-                "shown_images": data.x_test[shown], "Vh": vh, "S": s_vals,
-                "analysis": {**report, "task_step": params["analysis_step"],
-                             **{k: at[k] for k in ("test_acc", "train_acc", "rel_err_train", "rel_err_test")}}}
+        report = svd_analysis.similarity_report(vh, s_vals, data.x_train, params["k"])
+        return {"config": config, "log": hist["log"], "evals": hist["evals"], "wall_time": hist["wall_time"],
+                "metrics": {**report, "task_step": params["analysis_step"],
+                            **{k: at[k] for k in ("test_acc", "train_acc", "rel_err_train", "rel_err_test")}},
+                "arrays": {"Vh": vh, "S": s_vals, "shown_images": data.x_test[shown],
+                           "recon_steps": [s["task_step"] for s in hist["snapshots"]],
+                           "reconstructions": torch.stack([s["reconstruction"] for s in hist["snapshots"]])}}
 
-    return runs.cached_run(f"svd_{params['dataset']}", config, train)
-
-
-def run(dataset: str, profile: str = "quick", **overrides: Any) -> dict:
-    """Train every (variant, method, seed) of the test (cached) and return params, data and all run results."""
-    params = resolve_params(dataset, profile, **overrides)
-    params["data"] = resolve_data(dataset, params["data"])
-    data = load_data(params)
-    results = {(v, m, s): train_one(params, data, v, m, s)
-               for v in params["variants"] for m in params["methods"] for s in params["seeds"]}
-    return {"params": params, "data": data, "runs": results}
+    return config, train
 
 
 COMPARE_COLUMNS = ["test_acc", "rel_err_test", "lead_span_energy", "lead_max_cos", "best_k_max_cos"]
 
 
 def compare_data(dataset: str, profile: str = "quick", methods: tuple[str, ...] = ("Std", "RR"),
-                 variant: str = "official", **overrides: Any) -> dict:
+                 variant: str = "official", report: Callable[[str], None] | None = print, **overrides: Any) -> dict:
     """The same runs on the official images and on the replica, side by side (the official ones only when on disk).
 
     Returns ``{"table": DataFrame (data, method) x mean/std of COMPARE_COLUMNS, "images": DataFrame of image
@@ -231,11 +248,11 @@ def compare_data(dataset: str, profile: str = "quick", methods: tuple[str, ...] 
     sources = ["official", "replica"] if official.has_official(dataset) else ["replica"]
     tables, images = {}, {}
     for source in sources:
-        out = run(dataset, profile, methods=list(methods), variants=[variant], data=source, **overrides)
-        tables[source] = summary_table(out).loc[variant][COMPARE_COLUMNS]
+        result = run(dataset, profile, report, methods=list(methods), variants=[variant], data=source, **overrides)
+        tables[source] = summary_table(result).loc[variant][COMPARE_COLUMNS]
         if dataset == "peak":
             from ..data.peak import image_statistics
-            images[source] = image_statistics(out["data"].x_train, out["data"].y_train)
+            images[source] = image_statistics(result.data.x_train, result.data.y_train)
     return {"table": pd.concat(tables, names=["data"]), "images": pd.DataFrame(images) if images else None,
             "missing": None if "official" in sources else f"make data-{dataset}-official"}
 
@@ -254,60 +271,49 @@ TABLE_COLUMNS = ["test_acc", "lead_max_cos", "best_k_max_cos", "lead_span_energy
                  "rel_err_train", "rel_err_test", "effective_rank", "top_k_energy", "condition_number"]
 
 
-def summary_table(out: dict) -> pd.DataFrame:
+def summary_table(result: ExperimentResult) -> pd.DataFrame:
     """Mean and std over seeds of the analysis metrics, one row per (variant, method)."""
-    rows = []
-    for (v, m, s), r in out["runs"].items():
-        rows.append({"variant": v, "method": m, "seed": s, **{c: r["analysis"][c] for c in TABLE_COLUMNS}})
-    df = pd.DataFrame(rows)
-    agg = df.groupby(["variant", "method"], sort=False)[TABLE_COLUMNS].agg(["mean", "std"])
-    return agg
+    rows = [{"variant": r.spec.variant, "method": r.spec.method, **{c: r.metrics[c] for c in TABLE_COLUMNS}}
+            for r in result.runs]
+    return pd.DataFrame(rows).groupby(["variant", "method"], sort=False)[TABLE_COLUMNS].agg(["mean", "std"])
 
 
-def best_k_ranks(out: dict) -> dict:
-    """For each (variant, method), the ranks of the best-k singular vectors per seed."""
-    res: dict[str, dict[str, list]] = {}
-    for (v, m, s), r in out["runs"].items():
-        res.setdefault(v, {}).setdefault(m, []).append(r["analysis"]["best_k_ranks"])
-    return res
-
-
-def curves(out: dict, key: str) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Eval curve ``key`` per (variant, method): task steps (Pre's pretraining negative), mean and std over seeds."""
-    acc: dict[tuple[str, str], list] = {}
-    for (v, m, s), r in out["runs"].items():
-        acc.setdefault((v, m), []).append(r["evals"])
-    res = {}
-    for vm, evs in acc.items():
-        steps = np.array([e["task_step"] for e in evs[0]])
-        vals = np.array([[e[key] for e in ev] for ev in evs])
-        res[vm] = (steps, vals.mean(0), vals.std(0))
-    return res
+def best_k_ranks(result: ExperimentResult) -> dict[str, dict[str, list]]:
+    """For each variant and method, the ranks of the best-k singular vectors per seed."""
+    return {v: {m: [r.metrics["best_k_ranks"] for r in result.select(m, v)] for m in result.methods}
+            for v in result.variants}
 
 
 CLAIM_COLUMNS = ("lead_max_cos", "lead_span_energy", "best_k_max_cos")
 
 
-def claim(table: pd.DataFrame, params: dict) -> dict:
+def claim(result: ExperimentResult) -> dict:
     """Per variant and similarity measure: the methods' means over seeds and whether RR's is above both Std's and
     Ort's (None when RR or both baselines were not run): the paper's claim, computed."""
+    table = summary_table(result)
     verdict: dict[str, dict] = {}
-    for v in params["variants"]:
+    for v in result.variants:
         verdict[v] = {}
         for column in CLAIM_COLUMNS:
-            score = {m: float(table.loc[(v, m), (column, "mean")]) for m in params["methods"]}
+            score = {m: float(table.loc[(v, m), (column, "mean")]) for m in result.methods}
             others = [m for m in ("Std", "Ort") if m in score]
             holds = bool(all(score["RR"] > score[m] for m in others)) if "RR" in score and others else None
             verdict[v][column] = {"means": score, "rr_above_std_and_ort": holds}
     return verdict
 
 
-def results(out: dict, table: pd.DataFrame) -> dict:
-    """The numbers a notebook writes to ``results.json``: the table (mean, std) and every run's analysis."""
-    return {
+def results(result: ExperimentResult, comparison: dict | None = None) -> dict:
+    """What the notebook writes to ``results.json``: the table (mean, std), every run's analysis, the best-k ranks,
+    the claim, LPIPS's status, which images, and the official-vs-replica comparison when it ran."""
+    table = summary_table(result)
+    out = {
         "table": {f"{v}/{m}": {c: {"mean": table.loc[(v, m), (c, "mean")], "std": table.loc[(v, m), (c, "std")]}
                                for c in TABLE_COLUMNS} for v, m in table.index},
-        "per_run": {f"{v}/{m}/seed{s}": {**r["analysis"], "wall_time_s": r["wall_time"],
-                                         "trained_by": r.get("trained_by")}
-                    for (v, m, s), r in out["runs"].items()},
+        "per_run": {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time, "trained_by": r.trained_by}
+                    for r in result.runs},
+        "best_k_ranks": best_k_ranks(result), "claim": claim(result), "lpips": svd_analysis.lpips_status(),
+        "data": result.params["data"],
     }
+    if comparison is not None:
+        out["official_vs_replica"] = comparison_results(comparison)
+    return out

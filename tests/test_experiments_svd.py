@@ -1,59 +1,65 @@
 """The SVD-test experiment: parameters, errors, and a tiny end-to-end run on real (offline) MNIST digits."""
 import pytest
 
-from racecar_core.experiments import svd_test
+from racecar_core.experiments import svd
+from racecar_core.experiments.grid import RunSpec
 
 
 def test_profiles_resolve_and_quick_is_the_official_setting():
-    p = svd_test.resolve_params("peak", "quick")
-    assert (p["steps"], p["rr"], p["ort"], p["lr"], p["batch_size"]) == (5000, 1e-6, 0.1, 1e-4, None)
-    m = svd_test.resolve_params("mnist", "paper")
-    assert (m["steps"], m["analysis_step"], m["rr"]) == (1000, 900, 1e-5)
-    assert len(svd_test.resolve_params("mnist", "quick")["seeds"]) == 5
+    p = svd.resolve_params("peak", "quick")
+    assert (p["steps"], p["rr_lambda"], p["ort_weight"], p["lr"], p["batch_size"]) == (5000, 1e-6, 0.1, 1e-4, None)
+    m = svd.resolve_params("mnist", "paper")
+    assert (m["steps"], m["analysis_step"], m["rr_lambda"]) == (1000, 900, 1e-5)
+    assert len(svd.resolve_params("mnist", "quick")["seeds"]) == 5
 
 
 def test_unknown_parameter_profile_and_dataset_are_clear_errors():
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['stepz'\].*known"):
-        svd_test.resolve_params("mnist", "smoke", stepz=3)
+        svd.resolve_params("mnist", "smoke", stepz=3)
     with pytest.raises(ValueError, match="unknown profile"):
-        svd_test.resolve_params("mnist", "huge")
+        svd.resolve_params("mnist", "huge")
     with pytest.raises(ValueError, match="unknown SVD-test data set"):
-        svd_test.resolve_params("cifar", "smoke")
+        svd.resolve_params("cifar", "smoke")
     with pytest.raises(ValueError, match="analysis_step"):
-        svd_test.resolve_params("mnist", "smoke", analysis_step=15)
+        svd.resolve_params("mnist", "smoke", analysis_step=15)
+    with pytest.raises(ValueError, match="unknown variant"):
+        svd.resolve_params("mnist", "smoke", variants="oficial")
 
 
 def test_tiny_run_end_to_end_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
     kw = dict(steps=20, analysis_step=20, eval_every=10, pre_steps=5, methods=["Std", "RR", "Pre"],
               variants=["corrected"])
-    out = svd_test.run("mnist", "smoke", **kw)
-    assert len(out["runs"]) == 3 and not any(r["cached"] for r in out["runs"].values())
-    r = out["runs"][("corrected", "RR", 0)]
-    assert r["Vh"].shape == (10, 784) and r["reconstructions"].shape == (3, 2, 1, 28, 28)
-    assert 0 <= r["analysis"]["lead_span_energy"] <= 1
-    table = svd_test.summary_table(out)
+    result = svd.run("mnist", "smoke", **kw)
+    assert [r.spec.key for r in result.runs] == ["corrected/Std/seed0", "corrected/RR/seed0", "corrected/Pre/seed0"]
+    assert result.trained_now == 3
+    r = result.one("RR", 0, "corrected")
+    assert r.arrays["Vh"].shape == (10, 784) and r.arrays["reconstructions"].shape == (3, 2, 1, 28, 28)
+    assert 0 <= r.metrics["lead_span_energy"] <= 1
+    table = svd.summary_table(result)
     assert ("corrected", "RR") in table.index
-    again = svd_test.run("mnist", "smoke", **kw)
-    assert all(r["cached"] for r in again["runs"].values())
+    again = svd.run("mnist", "smoke", **kw)
+    assert again.trained_now == 0 and all(r.cached for r in again.runs)
+    assert [r.metrics for r in again.runs] == [r.metrics for r in result.runs]
 
 
 def test_pre_is_analysed_after_the_same_task_steps_as_the_others(tmp_path, monkeypatch):
     import torch
-    from racecar_core import svd
+    from racecar_core import svd as svd_analysis
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
-    out = svd_test.run("mnist", "smoke", steps=20, analysis_step=20, eval_every=10, pre_steps=15,
-                       methods=["Std", "Pre"], variants=["official"], data="replica")
-    pre = out["runs"][("official", "Pre", 0)]
-    assert pre["analysis"]["task_step"] == 20 and pre["recon_steps"][0] == -15 and pre["recon_steps"][-1] == 20
+    result = svd.run("mnist", "smoke", steps=20, analysis_step=20, eval_every=10, pre_steps=15,
+                     methods=["Std", "Pre"], variants=["official"], data="replica")
+    pre = result.one("Pre", 0, "official")
+    steps = pre.arrays["recon_steps"]
+    assert pre.metrics["task_step"] == 20 and steps[0] == -15 and steps[-1] == 20
     # the analysed weights are the fine-tuned ones: those of the final checkpoint (15 pretraining + 20 task steps)
     ckpt = next(p for p in tmp_path.glob("svd_mnist/*/checkpoint.pt")
                 if torch.load(p, weights_only=False)["state"]["step"] == 35)
     final = torch.load(ckpt, weights_only=False)["model"]["1.weight"]
-    _, s, _ = svd.svd(final, "cpu")
-    assert torch.allclose(s, pre["S"])
-    at = next(e for e in pre["evals"] if e["task_step"] == 20)
-    assert at["step"] == 35 and pre["analysis"]["test_acc"] == at["test_acc"]
+    _, s, _ = svd_analysis.svd(final, "cpu")
+    assert torch.allclose(s, pre.arrays["S"])
+    at = next(e for e in pre.evals if e["task_step"] == 20)
+    assert at["step"] == 35 and pre.metrics["test_acc"] == at["test_acc"]
 
 
 def test_corrected_rr_keeps_every_term_at_its_official_size():
@@ -63,11 +69,11 @@ def test_corrected_rr_keeps_every_term_at_its_official_size():
     from racecar_core import reverse
     from racecar_core.data import make_peak
     from racecar_core.models import peak_mlp
-    data, params = make_peak(10, 1, 0, cache=False), svd_test.resolve_params("peak", "quick")
+    data, params = make_peak(10, 1, 0, cache=False), svd.resolve_params("peak", "quick")
     weighted = {}
     for v in ("official", "corrected"):
-        scale, task, official_bn = svd_test._variant(params, v)
-        rr = svd_test._method("RR", params, task, scale, official_bn)
+        scale = svd.variant_settings(v)["scale"]
+        rr = svd.method_for(RunSpec("svd_peak", "RR", 0, v, params))
         torch.manual_seed(0)
         with torch.no_grad():
             trace = reverse.forward_trace(peak_mlp(), data.x_train * scale)
@@ -106,12 +112,13 @@ def test_official_variant_evaluates_with_batch_statistics():
 
 def test_data_choice_is_checked_and_auto_falls_back_to_the_replica(data_dir):
     with pytest.raises(ValueError, match="unknown data"):
-        svd_test.resolve_params("peak", "smoke", data="offical")
-    assert svd_test.resolve_data("peak", "auto") == "replica"  # an empty data folder: no official images
+        svd.resolve_params("peak", "smoke", data="offical")
+    assert svd.resolve_data("peak", "auto") == "replica"  # an empty data folder: no official images
+    assert svd.resolve_params("peak", "smoke")["data"] == "replica"  # resolved: the results say which images
     from racecar_core.data import MissingDataError
     with pytest.raises(MissingDataError, match="make data-peak-official"):
-        svd_test.load_data(svd_test.resolve_params("peak", "smoke", data="official", n_train_per_class=50))
-    assert "replica" in svd_test.data_label({"data": "replica", "dataset": "peak"})
+        svd.load_data(svd.resolve_params("peak", "smoke", data="official", n_train_per_class=50))
+    assert "replica" in svd.data_label({"data": "replica", "dataset": "peak"})
 
 
 def test_reconstruction_figures_show_every_method_at_the_same_task_steps():
@@ -119,20 +126,24 @@ def test_reconstruction_figures_show_every_method_at_the_same_task_steps():
     import torch
     from racecar_core.experiments import svd_figures
 
-    def fake(steps):  # each snapshot marks its task step by which pixel is lit (negative steps: row 20)
+    from racecar_core.experiments.grid import ExperimentResult, RunResult
+
+    def fake(method, steps):  # each snapshot marks its task step by which pixel is lit (negative steps: row 20)
         recs = torch.zeros(len(steps), 2, 1, 28, 28)
         for k, s in enumerate(steps):
             recs[k, :, 0, 5 if s >= 0 else 20, abs(s) // 10 + 1] = 1.0
-        return {"recon_steps": list(steps), "reconstructions": recs, "shown_images": torch.zeros(2, 1, 28, 28)}
+        return RunResult(RunSpec("svd_mnist", method, 0, "official"), {}, [], [], 0.0, {},
+                         {"recon_steps": list(steps), "reconstructions": recs,
+                          "shown_images": torch.zeros(2, 1, 28, 28)}, {}, False)
 
-    out = {"params": {"methods": ["Std", "Pre"]},
-           "runs": {("official", "Std", 0): fake([0, 10, 20]), ("official", "Pre", 0): fake([-20, -10, 0, 10, 20])}}
-    frames = svd_figures.reconstruction_frames(out, "official", 0)
+    result = ExperimentResult("svd_mnist", "smoke", {"methods": ["Std", "Pre"], "seeds": [0]}, "fake", None, None,
+                              [fake("Std", [0, 10, 20]), fake("Pre", [-20, -10, 0, 10, 20])])
+    frames = svd_figures.reconstruction_frames(result, "official", 0)
     assert len(frames) == 3  # task steps 0, 10, 20: Pre's pretraining snapshots are not frames
     for f in frames:
         std, pre = f[:4 * 30, :4 * 30], f[:4 * 30, 4 * 30:4 * 60]  # first test image, one tile per method
         assert (std == pre).all() and std.max() > 0
     assert len({f.tobytes() for f in frames}) == 3
-    fig = svd_figures.reconstruction_strip(out, "official", 0, n_frames=3)
+    fig = svd_figures.reconstruction_strip(result, "official", 0, n_frames=3)
     assert "task steps 0, 10, 20" in fig.axes[0].get_title(loc="left")
     plt.close(fig)

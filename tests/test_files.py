@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from racecar_core.io import atomic_write, read_json, write_json
+from racecar_core.files import atomic_write, read_json, write_json
 
 
 def test_failed_write_leaves_nothing(tmp_path):

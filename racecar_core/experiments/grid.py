@@ -1,0 +1,232 @@
+"""The skeleton every experiment shares: parameters from a profile, a grid of runs, one cached run each, typed results.
+
+An experiment module defines its profiles, how to load its data and how to train one run, and hands them to
+``Experiment``; ``run_grid`` does the rest:
+
+    params  = resolve_params(exp, profile, overrides)  # the profile, overridden; unknown names are errors
+    data    = exp.load(params)                         # once, shared by every run
+    for spec in grid(exp, params):                     # variant x method x seed
+        stored = runs.cached_run(...)                  # trained, or loaded when this code trained it before
+    -> ExperimentResult(params, data, [RunResult, ...])
+
+``build_method`` turns the same parameter names (``rr_lambda``, ``ort_weight``, ...) into a method in every
+experiment.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import runs
+from ..methods import Method, make_method
+
+# The methods' parameters, with the same names and defaults in every experiment; a profile overrides what it needs.
+METHOD_DEFAULTS: dict[str, Any] = dict(
+    rr_lambda=1e-3, rr_mode="full", rr_reduction="mean", rr_bn_update=False, rr_pair_weights=None,
+    ort_weight=1e-2, ort_form="srip", ort_schedule=False,
+    pre_steps=None, pre_epochs=1, pre_reduction="sum", pre_lr_scale=1.0,
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a grid: which experiment, variant, method and seed, and the experiment's resolved parameters."""
+
+    experiment: str                  # the run cache's folder, e.g. "svd_peak", "cifar_fashion_mnist"
+    method: str
+    seed: int
+    variant: str | None = None       # only experiments with variants (the SVD tests: "official", "corrected")
+    params: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        """``"official/RR/seed0"`` (or ``"RR/seed0"``): the run's name in tables and ``results.json``."""
+        return "/".join(([self.variant] if self.variant else []) + [self.method, f"seed{self.seed}"])
+
+
+@dataclass
+class RunResult:
+    """What one trained (or cached) run hands back."""
+
+    spec: RunSpec
+    config: dict          # what the run cache is keyed by (with the code fingerprint)
+    evals: list[dict]     # one record per evaluation: step, task_step, the experiment's measures
+    log: list[dict]       # the training loop's loss log
+    wall_time: float      # seconds of training (of the run that trained it, when loaded from the cache)
+    metrics: dict         # the run's final numbers (JSON-able): accuracies, SVD analysis, forecast scores
+    arrays: dict          # tensors for the figures: singular vectors, reconstructions, example fields
+    trained_by: dict      # commit, dirty flag, code fingerprint and torch version of the code that trained it
+    cached: bool          # loaded from the run cache rather than trained now
+
+    @classmethod
+    def from_stored(cls, spec: RunSpec, stored: dict) -> "RunResult":
+        """The result of ``runs.cached_run`` as a ``RunResult``."""
+        keys = ("config", "evals", "log", "wall_time", "metrics", "arrays", "trained_by", "cached")
+        return cls(spec, **{k: stored[k] for k in keys})
+
+
+@dataclass
+class ExperimentResult:
+    """Every run of one grid, with the parameters and data that made them."""
+
+    experiment: str                        # e.g. "svd_peak"
+    profile: str
+    params: dict                           # resolved: the profile with the overrides
+    source: str                            # where the data came from, in words
+    label: str | None                      # what every figure must say about the data (synthetic, replica, ...)
+    data: Any                              # the loaded data every run shared (an ImageSet, the weather splits, ...)
+    runs: list[RunResult]
+    extras: dict = field(default_factory=dict)  # experiment-wide numbers that belong to no run (weather baselines)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.params["methods"])
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.params["seeds"])
+
+    @property
+    def variants(self) -> list[str | None]:
+        return list(self.params.get("variants") or [None])
+
+    def select(self, method: str | None = None, variant: str | None = None,
+               seed: int | None = None) -> list[RunResult]:
+        """The runs that match every given field, in grid order."""
+        return [r for r in self.runs if (method is None or r.spec.method == method)
+                and (variant is None or r.spec.variant == variant) and (seed is None or r.spec.seed == seed)]
+
+    def one(self, method: str, seed: int, variant: str | None = None) -> RunResult:
+        """The run of this method, seed (and variant); a clear error when the grid has none."""
+        found = self.select(method, variant, seed)
+        if len(found) != 1:
+            raise KeyError(f"racecar: {self.experiment} has no run {RunSpec('', method, seed, variant).key}; "
+                           f"runs: {[r.spec.key for r in self.runs]}")
+        return found[0]
+
+    def curve(self, key: str, method: str, variant: str | None = None,
+              x: str = "task_step") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Eval measure ``key`` of a method (and variant) over ``x``: x values, mean and std over seeds."""
+        evals = [r.evals for r in self.select(method, variant)]
+        xs = np.array([e[x] for e in evals[0]])
+        vals = np.array([[float(e[key]) for e in ev] for ev in evals])
+        return xs, vals.mean(0), vals.std(0)
+
+    @property
+    def trained_now(self) -> int:
+        """How many runs were trained by this call (the others came from the run cache)."""
+        return sum(not r.cached for r in self.runs)
+
+
+@dataclass
+class LoadedData:
+    """What an experiment's ``load`` hands back."""
+
+    value: Any                 # the data every run shares
+    source: str                # where they came from, in words
+    label: str | None = None   # what every figure must say about them (e.g. "SYNTHETIC DATA (not ERA5)")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What makes an experiment its own; ``run_grid`` runs it.
+
+    ``load(params) -> LoadedData``; ``train(spec, data) -> (config, fit)``: the run's cache key and the function that
+    trains it in a run folder and returns ``{"config", "evals", "log", "wall_time", "metrics", "arrays"}``;
+    ``folder(params)``: the run cache's folder name; ``resolve(params) -> params`` checks values (and may resolve
+    choices like ``data="auto"``); ``extras(params, data)``: experiment-wide numbers beside the runs.
+    """
+
+    name: str
+    profiles: dict[str, dict[str, Any]]
+    load: Callable[[dict], LoadedData]
+    train: Callable[[RunSpec, Any], tuple[dict, Callable[[Path], dict]]]
+    folder: Callable[[dict], str]
+    resolve: Callable[[dict], dict] = lambda params: params
+    extras: Callable[[dict, Any], dict] | None = None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when there is a GPU, else ``cpu``; asking for a GPU that is not there is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"racecar: device {device!r} asked for, but torch sees no CUDA GPU here; use device='auto' "
+                         "(GPU when present) or 'cpu'")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise ValueError(f"racecar: unknown device {device!r}; use 'auto', 'cpu' or 'cuda' (or 'cuda:1', ...)")
+    return device
+
+
+def resolve_params(exp: Experiment, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the profile with the non-None ``overrides`` applied: unknown names are errors, a scalar where the
+    profile has a list becomes a one-element list (``seeds=3`` -> ``[3]``), the device is resolved, and the
+    experiment checks the values (``exp.resolve``)."""
+    if profile not in exp.profiles:
+        raise ValueError(f"racecar: unknown profile {profile!r} for {exp.name}; choose one of {list(exp.profiles)}")
+    params = copy.deepcopy(exp.profiles[profile])
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(k for k in given if k not in params)
+    if unknown:
+        raise ValueError(f"racecar: unknown parameter(s) {unknown} for {exp.name}; known: {sorted(params)}")
+    for k, v in given.items():
+        if isinstance(params[k], list) and not isinstance(v, (list, tuple)):
+            v = [v]
+        params[k] = list(v) if isinstance(v, tuple) else v
+    if "device" in params:
+        params["device"] = resolve_device(params["device"])
+    return {"profile": profile, **exp.resolve(params)}
+
+
+def grid(exp: Experiment, params: dict) -> list[RunSpec]:
+    """Every run of the grid, variants outermost, then methods, then seeds."""
+    folder = exp.folder(params)
+    return [RunSpec(folder, m, int(s), v, params)
+            for v in params.get("variants") or [None] for m in params["methods"] for s in params["seeds"]]
+
+
+def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
+             report: Callable[[str], None] | None = print) -> ExperimentResult:
+    """Resolve the parameters, load the data, train or load every run of the grid (one line per run to
+    ``report``), and return the typed results."""
+    params = resolve_params(exp, profile, overrides)
+    loaded = exp.load(params)
+    specs = grid(exp, params)
+    results = []
+    for i, spec in enumerate(specs, 1):
+        t0 = time.perf_counter()
+        config, fit = exp.train(spec, loaded.value)
+        stored = runs.cached_run(spec.experiment, config, fit)
+        results.append(RunResult.from_stored(spec, stored))
+        if report is not None:
+            how = "loaded from the run cache" if stored["cached"] else "trained"
+            report(f"[{exp.name}] run {i}/{len(specs)} {spec.key}: {how} ({time.perf_counter() - t0:.1f} s)")
+    extras = exp.extras(params, loaded.value) if exp.extras else {}
+    return ExperimentResult(exp.name, profile, params, loaded.source, loaded.label, loaded.value, results, extras)
+
+
+def build_method(name: str, params: dict, task: Any, steps_per_epoch: int = 1, **fixed: Any) -> Method:
+    """The method ``name`` from an experiment's parameters, with the same names in every experiment.
+
+    RR: ``rr_lambda``, ``rr_mode``, ``rr_reduction``, ``rr_bn_update``, ``rr_pair_weights``; Ort: ``ort_weight``,
+    ``ort_form``, ``ort_schedule``; Pre: ``pre_steps`` per layer (or ``pre_epochs`` x ``steps_per_epoch`` when
+    ``pre_steps`` is None), ``pre_reduction``, ``pre_lr_scale``. Missing names take ``METHOD_DEFAULTS``; ``fixed``
+    overrides both (what a variant fixes, e.g. the SVD test's batch-norm behaviour).
+    """
+    p = {**METHOD_DEFAULTS, **params, **fixed}
+    if name == "RR":
+        return make_method("RR", task=task, lam=p["rr_lambda"], mode=p["rr_mode"], reduction=p["rr_reduction"],
+                           reverse_bn_update=p["rr_bn_update"], pair_weights=p["rr_pair_weights"])
+    if name == "Ort":
+        return make_method("Ort", task=task, weight=p["ort_weight"], form=p["ort_form"], schedule=p["ort_schedule"])
+    if name == "Pre":
+        pre_steps = p["pre_steps"] if p["pre_steps"] is not None else p["pre_epochs"] * steps_per_epoch
+        return make_method("Pre", task=task, pre_steps=pre_steps, reduction=p["pre_reduction"],
+                           pre_lr_scale=p["pre_lr_scale"])
+    return make_method(name, task=task)

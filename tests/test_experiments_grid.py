@@ -1,0 +1,79 @@
+"""racecar_core.experiments.grid: parameters, the grid, the cached runs, typed results, the one method factory."""
+import pytest
+
+from racecar_core.experiments import cifar, grid, svd, weather
+from racecar_core.experiments.grid import Experiment, LoadedData, RunSpec, build_method, run_grid
+
+PROFILES = {"tiny": dict(methods=["Std", "RR"], seeds=[0, 1], variants=["a", "b"], k=2.0, device="cpu"),
+            "other": dict(methods=["Std"], seeds=[0], variants=["a"], k=1.0, device="cpu")}
+
+
+def _train(spec: RunSpec, data: float):
+    config = {"method": spec.method, "seed": spec.seed, "variant": spec.variant, "k": spec.params["k"]}
+
+    def fit(run_dir):
+        value = data * spec.params["k"] + spec.seed + (spec.method == "RR")
+        evals = [{"step": s, "task_step": s, "acc": value * s} for s in (0, 1, 2)]
+        return {"config": config, "evals": evals, "log": [], "wall_time": 0.5, "metrics": {"value": value},
+                "arrays": {}}
+    return config, fit
+
+
+TOY = Experiment(name="toy", profiles=PROFILES, load=lambda p: LoadedData(10.0, "ten", "TOY DATA"), train=_train,
+                 folder=lambda p: "toy")
+
+
+def test_parameters_are_resolved_and_checked():
+    p = grid.resolve_params(TOY, "tiny", {"seeds": 3, "methods": ("RR",), "k": None})
+    assert p["seeds"] == [3] and p["methods"] == ["RR"] and p["k"] == 2.0 and p["profile"] == "tiny"
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['kk'\] for toy; known: .*'k'"):
+        grid.resolve_params(TOY, "tiny", {"kk": 1})
+    with pytest.raises(ValueError, match="unknown profile 'huge' for toy; choose one of \\['tiny', 'other'\\]"):
+        grid.resolve_params(TOY, "huge", {})
+    assert PROFILES["tiny"]["seeds"] == [0, 1]  # the profile itself is never changed
+
+
+def test_the_grid_runs_every_run_once_and_reports_each(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    lines: list[str] = []
+    result = run_grid(TOY, "tiny", {}, lines.append)
+    assert [r.spec.key for r in result.runs] == [f"{v}/{m}/seed{s}" for v in "ab" for m in ("Std", "RR")
+                                                 for s in (0, 1)]
+    assert len(lines) == 8 and all("trained" in x for x in lines) and lines[0].startswith("[toy] run 1/8 a/Std/seed0")
+    assert result.trained_now == 8 and result.source == "ten" and result.label == "TOY DATA" and result.data == 10.0
+    assert result.one("RR", 1, "b").metrics["value"] == 22.0 and len(result.select(method="RR")) == 4
+    x, mean, std = result.curve("acc", "RR", "a")
+    assert list(x) == [0, 1, 2] and list(mean) == [0.0, 21.5, 43.0] and list(std) == [0.0, 0.5, 1.0]
+    with pytest.raises(KeyError, match="toy has no run c/RR/seed0; runs: \\['a/Std/seed0'"):
+        result.one("RR", 0, "c")
+    lines.clear()
+    again = run_grid(TOY, "tiny", {"k": 2.0}, lines.append)
+    assert again.trained_now == 0 and all("loaded from the run cache" in x for x in lines)
+    assert [r.metrics for r in again.runs] == [r.metrics for r in result.runs]
+    assert run_grid(TOY, "tiny", {"k": 3.0}, None).trained_now == 8  # another parameter: other runs
+
+
+def test_one_method_factory_for_every_experiment():
+    p = {"rr_lambda": 0.5, "ort_weight": 0.25, "pre_steps": None, "pre_epochs": 2}
+    rr = build_method("RR", p, "ce")
+    assert (rr.lam, rr.mode, rr.reduction, rr.reverse_bn_update) == (0.5, "full", "mean", False)
+    fixed = build_method("RR", p, "ce", rr_bn_update=True, rr_pair_weights=[4.0])
+    assert fixed.reverse_bn_update and fixed.pair_weights == [4.0]
+    ort = build_method("Ort", {**p, "ort_schedule": True}, "ce")
+    assert (ort.weight, ort.form, ort.schedule) == (0.25, "srip", True)
+    assert build_method("Pre", p, "ce", steps_per_epoch=7).pre_steps == 14
+    assert build_method("Pre", {**p, "pre_steps": 5}, "ce", steps_per_epoch=7).pre_steps == 5
+    assert build_method("Std", p, "ce").describe()["method"] == "Std"
+    with pytest.raises(ValueError, match="unknown method 'SVD'"):
+        build_method("SVD", p, "ce")
+
+
+@pytest.mark.parametrize("exp", [svd.experiment("mnist"), svd.experiment("peak"), cifar.EXPERIMENT,
+                                 weather.EXPERIMENT], ids=lambda e: e.name)
+def test_every_experiment_uses_the_same_names_for_the_same_settings(exp):
+    names = set(grid.METHOD_DEFAULTS) | {"methods", "seeds", "variants", "device", "progress", "torch_compile"}
+    for profile, params in exp.profiles.items():
+        method_keys = {k for k in params if k.startswith(("rr", "ort", "pre_"))}
+        assert method_keys <= names, (profile, method_keys - names)
+        assert isinstance(params["methods"], list) and isinstance(params["seeds"], list)
+        assert "compile" not in params and "rr" not in params and "ort" not in params

@@ -1,0 +1,30 @@
+"""racecar_core.experiments.weather: parameters, and a smoke run on the synthetic archive (labelled as such)."""
+import pytest
+
+from racecar_core.experiments import weather
+
+
+def test_weather_parameters_are_checked():
+    p = weather.resolve_params("paper", device="cpu")
+    assert (p["train_years"][0], p["train_years"][-1], p["valid_years"], p["test_years"]) == (1979, 2015, [2016],
+                                                                                            [2017, 2018])
+    assert (p["lead_h"], p["blocks"], p["channels"], p["lr"], p["batch_size"]) == (72, 19, 128, 5e-5, 32)
+    with pytest.raises(ValueError, match="source"):
+        weather.resolve_params("smoke", source="era6")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        weather.resolve_params("smoke", leadtime=3)
+
+
+def test_smoke_run_is_labelled_synthetic_and_scores_the_baselines(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
+    result = weather.run("smoke", report=None, epochs=1, methods=["Std", "RR"])
+    assert weather.synthetic(result) and "NOT ERA5" in result.source and "SYNTHETIC" in result.label
+    assert [r.spec.key for r in result.runs] == ["Std/seed0", "RR/seed0"]
+    summary = weather.summary(result)
+    assert set(summary) == {"Std", "RR", "persistence", "climatology"}
+    verdict = weather.claim(result)
+    assert verdict["rr_better"] == (verdict["rr_mse"] < verdict["std_mse"])
+    assert verdict["rr_mse"] == summary["RR"]["all"]["mse_norm"]["mean"]
+    out = weather.results(result)
+    assert out["per_run"]["RR/seed0"]["scores"] == result.one("RR", 0).metrics["scores"]
+    assert out["synthetic"] is True and out["sizes"] == weather.sizes(result)

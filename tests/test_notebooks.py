@@ -1,0 +1,81 @@
+"""The notebooks: valid, committed without outputs, of one shape, with the library's parameter names.
+
+(Running them is the job of nbval in ``make test``; these check what a run would not notice.)
+"""
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from racecar_core.experiments import cifar, svd, weather
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# notebook -> (experiment module, its profiles), and the parameters a notebook may have beyond the experiment's
+EXPERIMENT_OF = {"01_svd_mnist": (svd, svd.PROFILES["mnist"]), "02_svd_peak": (svd, svd.PROFILES["peak"]),
+                 "03_cifar_resnet110": (cifar, cifar.PROFILES), "04_weatherbench": (weather, weather.PROFILES)}
+NOTEBOOK_ONLY = {"profile", "output", "sweep", "sweep_lambdas", "sweep_seeds"}
+
+
+def _code_cells(path: Path) -> list[str]:
+    nb = json.loads(path.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def _parameters(path: Path) -> dict:
+    """The parameters cell's assignments, name -> value."""
+    nb = json.loads(path.read_text())
+    (cell,) = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    tree = ast.parse("".join(cell["source"]))
+    return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets}
+
+
+def test_every_numbered_notebook_is_known_here():
+    assert [p.stem for p in NOTEBOOKS] == sorted(EXPERIMENT_OF)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_valid_and_committed_without_outputs(path):
+    import nbformat
+    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    nbformat.validate(nb)  # ids included: new cells need one
+    assert all("id" in c for c in nb.cells)
+    assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_carry_the_library_names(path):
+    module, profiles = EXPERIMENT_OF[path.stem]
+    params = _parameters(path)
+    known = set().union(*profiles.values())
+    assert set(params) - NOTEBOOK_ONLY <= known, f"not parameters of {module.__name__}: {set(params) - known}"
+    assert params["output"] == path.stem and params["profile"] is None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_shape_parameters_run_figures_claim_results(path):
+    module = EXPERIMENT_OF[path.stem][0].__name__.rsplit(".", 1)[1]
+    cells = _code_cells(path)
+    setup, last = cells[1], cells[-1]
+    assert f"result = {module}.run(" in setup and "figures = FigureFolder(output, result)" in setup
+    assert f"{module}.claim(result)" in last and f"figures.write_results({module}.results(result" in last
+    code = "\n".join(cells)
+    assert not re.search(r"\[\(|\[\"runs\"\]|\bout\[", code), "results are typed: no indexing by tuple keys"
+    assert "save_figure(" not in code and "provenance(" not in code  # one way to write: FigureFolder
+
+
+def test_the_two_svd_notebooks_share_every_code_cell():
+    mnist, peak = (_code_cells(ROOT / "notebooks" / f"{n}.ipynb") for n in ("01_svd_mnist", "02_svd_peak"))
+    assert mnist[1:] == peak[1:]  # all but the parameters cell
+    pm, pp = (_parameters(ROOT / "notebooks" / f"{n}.ipynb") for n in ("01_svd_mnist", "02_svd_peak"))
+    assert set(pm) == set(pp) and (pm["dataset"], pp["dataset"]) == ("mnist", "peak")
+
+
+def test_figure_modules_take_typed_results():
+    for f in (ROOT / "racecar_core" / "experiments").glob("*_figures.py"):
+        text = f.read_text()
+        assert not re.search(r"\[\"runs\"\]|\bout\[|out: dict", text), f.name
