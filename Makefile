@@ -7,6 +7,8 @@ PROFILE ?= quick
 ONLY    ?=
 FORCE   ?=
 FROM    ?=
+CHANNELS ?=
+YEARS   ?=
 
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -65,9 +67,10 @@ data-peak-official: env
 data-cifar: env
 	$(PY) -m racecar_core.data.cifar cifar10
 
-# WeatherBench 5.625 deg (Z500, T850, T2M, constants): several GB, resumable; prints the sizes first.
+# WeatherBench 2's ERA5 at 5.625 deg (default Z500, T850, T2M + orography, land-sea mask, 1979-2018: ~1.4 GB),
+# resumable and checksummed; CHANNELS="z500 t850 u250" and YEARS=2010-2018 choose another subset.
 data-weather: env
-	$(PY) scripts/download_weatherbench.py --root data/weatherbench
+	$(PY) -m racecar_core.data.weatherbench2 $(if $(CHANNELS),--channels $(CHANNELS)) $(if $(YEARS),--years $(YEARS))
 
 # Real Fashion-MNIST, installable offline from Debian (the CIFAR notebook's smoke profile and CI use it).
 data-fashion-mnist:

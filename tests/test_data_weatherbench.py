@@ -1,12 +1,7 @@
-"""Tests for the WeatherBench loader, the synthetic generator and the download script (all offline)."""
+"""Tests for the WeatherBench-1 layout loader, its synthetic generator, the normaliser and the dataset (offline)."""
 from __future__ import annotations
 
-import importlib.util
-import io
 import shutil
-import urllib.error
-import zipfile
-from email.message import Message
 from pathlib import Path
 
 import netCDF4
@@ -146,7 +141,7 @@ def test_missing_year_names_file_and_command(synth_root):
     with pytest.raises(MissingDataError) as err:
         open_weatherbench(synth_root, ("t2m",), (2016, 2018))
     assert "2m_temperature_2018_5.625deg.nc" in str(err.value) and "make data-weather" in str(err.value)
-    assert "download_weatherbench.py" in str(err.value)
+    assert "python -m racecar_core.data.weatherbench2 --channels t2m --years 2016 2018" in str(err.value)
 
 
 def test_nan_and_grid_mismatch_are_errors(root_copy):
@@ -204,108 +199,3 @@ def test_synthetic_task_is_learnable(synth_root):
     linear, persistence, climatology = rmse(pred), rmse(xv[:, :3].numpy()), rmse(yt.numpy().mean(0, keepdims=True))
     assert np.all(linear < persistence) and np.all(linear < climatology)
     assert linear[0] < 0.9 * climatology[0] and linear[0] < 0.75 * persistence[0]
-
-
-# ---------------------------------------------------------------- download script
-
-
-def _script():
-    path = Path(__file__).resolve().parent.parent / "scripts" / "download_weatherbench.py"
-    spec = importlib.util.spec_from_file_location("download_weatherbench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-class FakeServer:
-    """An opener serving fixed bytes per URL, honouring Range, optionally breaking off after ``fail_after`` bytes."""
-
-    def __init__(self, files: dict[str, bytes], fail_after: int | None = None):
-        self.files, self.fail_after, self.requests = files, fail_after, []
-
-    def __call__(self, req, timeout=None):
-        self.requests.append((req.get_method(), dict(req.header_items())))
-        body = self.files[req.full_url]
-        start = int(req.get_header("Range", "bytes=0-")[6:].rstrip("-"))
-        if start >= len(body) and start:
-            raise urllib.error.HTTPError(req.full_url, 416, "range", Message(), None)
-        headers = Message()
-        headers["Content-Length"] = str(len(body) - start)
-        if start:
-            headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
-        chunk = body[start:] if req.get_method() == "GET" else b""
-        fail = None
-        if req.get_method() == "GET":
-            fail, self.fail_after = self.fail_after, None
-        return _Resp(chunk, headers, 206 if start else 200, fail)
-
-
-class _Resp(io.BytesIO):
-    def __init__(self, data: bytes, headers: Message, status: int, fail_after: int | None):
-        super().__init__(data)
-        self.headers, self.status, self._fail = headers, status, fail_after
-
-    def getcode(self) -> int:
-        return self.status
-
-    def read(self, n: int = -1) -> bytes:
-        if self._fail is not None and self.tell() >= self._fail:
-            raise ConnectionResetError("connection dropped (test)")
-        return super().read(n if self._fail is None or n < 0 else min(n, self._fail - self.tell()) or n)
-
-
-URL = "https://example.test/archive.zip"
-
-
-def test_download_url():
-    dl = _script()
-    assert dl.build_url("geopotential_500") == ("https://dataserv.ub.tum.de/s/m1524895/download?path=%2F5.625deg"
-                                                "%2Fgeopotential_500&files=geopotential_500_5.625deg.zip")
-    assert dl.build_url("constants").endswith("path=%2F5.625deg%2Fconstants&files=constants_5.625deg.nc")
-
-
-def test_download_resumes_and_checks_size(tmp_path):
-    dl = _script()
-    body = bytes(range(256)) * 5000
-    server = FakeServer({URL: body}, fail_after=300_000)
-    dest = tmp_path / "x.zip"
-    assert dl.remote_size(URL, server) == len(body)
-    with pytest.raises(ConnectionResetError):
-        dl.download(URL, dest, len(body), server, log=lambda s: None)
-    part = tmp_path / "x.zip.part"
-    assert 0 < part.stat().st_size < len(body) and not dest.exists()
-    dl.download(URL, dest, len(body), server, log=lambda s: None)
-    assert dest.read_bytes() == body and not part.exists()
-    assert server.requests[-1][1]["Range"] == "bytes=300000-"
-    with pytest.raises(OSError, match="expected size"):
-        dl.download(URL, tmp_path / "y.zip", len(body) + 1, FakeServer({URL: body}), log=lambda s: None)
-    src = tmp_path / "src.bin"
-    src.write_bytes(body)
-    (tmp_path / "f.bin.part").write_bytes(body[:1000])  # file:// ignores Range: starts over, still correct
-    got = dl.download(src.as_uri(), tmp_path / "f.bin", log=lambda s: None)
-    assert got.read_bytes() == body
-
-
-def test_unzip_into_layout_and_main(synth_root, tmp_path):
-    dl = _script()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for y in YEARS:
-            zf.write(var_path(synth_root, "t2m", y), f"2m_temperature_{y}_5.625deg.nc")
-        zf.writestr("README.txt", "not a data file")
-    const = (synth_root / "5.625deg" / "constants" / "constants_5.625deg.nc").read_bytes()
-    server = FakeServer({dl.build_url("2m_temperature"): buf.getvalue(), dl.build_url("constants"): const},
-                        fail_after=5000)  # the first download breaks off and is resumed by the retry loop
-    root = tmp_path / "wb"
-    assert dl.main(["--root", str(root), "--vars", "2m_temperature", "constants", "--years", "2016", "2017"],
-                   opener=server) == 0
-    assert sorted(p.name for p in (root / "5.625deg" / "2m_temperature").iterdir()) == [
-        "2m_temperature_2016_5.625deg.nc", "2m_temperature_2017_5.625deg.nc"]
-    ds = open_weatherbench(root, ("t2m",), (2016, 2017))
-    np.testing.assert_array_equal(ds.t2m.sel(time="2017").values, _raw(synth_root, "2m_temperature", 2017).values)
-    assert not (root / "downloads" / "2m_temperature_5.625deg.zip").exists()
-    assert any(h.get("Range") == "bytes=5000-" for _, h in server.requests)  # resumed, not restarted
-    with pytest.raises(FileNotFoundError, match="1999"):
-        zpath = tmp_path / "t.zip"
-        zpath.write_bytes(buf.getvalue())
-        dl.extract_into_layout(zpath, tmp_path / "other", "2m_temperature", years=(2016, 1999))

@@ -1,7 +1,14 @@
-"""WeatherBench (Rasp et al. 2020) at 5.625 deg: open and check the netCDF archive, normalise, report availability.
+"""WeatherBench ERA5 at 5.625 deg: open and check the data in either layout, normalise, report availability.
 
-Layout: ``<root>/5.625deg/<var_dir>/<var_dir>_<year>_5.625deg.nc`` and ``<root>/5.625deg/constants/constants_5.625deg.nc``.
-Fetch the real data with ``make data-weather``; ``racecar_core.data.weather_synth`` writes a look-alike (NOT ERA5).
+Two layouts load to the same ``(time, lat, lon)`` channels (``z500``, ``t850``, ``t2m``, ...), latitude ascending:
+
+- WeatherBench 2 (``make data-weather``): ``<root>/era5_64x32.zarr``, a local subset of the public zarr store with
+  ``manifest.json`` beside it (``racecar_core.data.weatherbench2``), 6-hourly, dims ``time, [level,] longitude,
+  latitude``. ``weatherbench2.write_synthetic_store`` writes a look-alike (NOT ERA5) in this format.
+- WeatherBench 1 (the retired mediaTUM archive, for those who still have it): ``<root>/5.625deg/<var_dir>/
+  <var_dir>_<year>_5.625deg.nc`` and ``<root>/5.625deg/constants/constants_5.625deg.nc``, hourly, dims ``lat``/``lon``
+  (``latitude``/``longitude`` and descending latitudes are accepted too); ``racecar_core.data.weather_synth`` writes a
+  look-alike (NOT ERA5).
 Without dask the files are read per file and concatenated in memory (only the time steps asked for); with dask, lazily.
 The (input, target) tensors are served by ``racecar_core.data.weather_dataset`` (``WeatherDataset``, ``to_xarray``).
 """
@@ -18,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from racecar_core.data import MissingDataError
+from racecar_core.data import weatherbench2 as wb2
 from racecar_core.files import read_json, write_json
 from racecar_core.paths import data_dir
 
@@ -55,8 +63,18 @@ def var_spec(name: str) -> VarSpec:
 
 
 def default_root() -> Path:
-    """Default archive root: ``<data_dir>/weatherbench``."""
-    return data_dir() / "weatherbench"
+    """Where the real data are: the WeatherBench 2 subset (``<data_dir>/weatherbench2``) when it is there, else a
+    WeatherBench 1 archive (``<data_dir>/weatherbench``) when that is, else the WeatherBench 2 folder (the fetch
+    target)."""
+    wb1 = data_dir() / "weatherbench"
+    if not wb2.store_path().exists() and (wb1 / RESOLUTION).is_dir():
+        return wb1
+    return wb2.default_root()
+
+
+def is_wb2(root: str | Path) -> bool:
+    """Whether ``root`` holds the WeatherBench 2 layout (a local zarr store) rather than WeatherBench 1's files."""
+    return wb2.store_path(root).exists()
 
 
 def var_path(root: str | Path, var: str, year: int) -> Path:
@@ -70,15 +88,16 @@ def constants_path(root: str | Path) -> Path:
     return Path(root) / RESOLUTION / "constants" / f"constants_{RESOLUTION}.nc"
 
 
-def fetch_command(root: str | Path, variables: Iterable[str]) -> str:
-    """The command that downloads ``variables`` into ``root``."""
-    dirs = " ".join(var_spec(v).var_dir for v in variables)
-    return f"`{FETCH_HINT}` (or: `python scripts/download_weatherbench.py --root {root} --vars {dirs} constants`)"
+def fetch_command(root: str | Path, variables: Iterable[str], years: Sequence[int] = DEFAULT_YEARS) -> str:
+    """The command that downloads ``variables`` (from WeatherBench 2, the only source still online)."""
+    return wb2.fetch_command([var_spec(v).channel for v in variables] or list(DEFAULT_VARIABLES), years)
 
 
-def _raise_missing(root: Path, variables: Sequence[str], missing: list[Path]) -> None:
+def _raise_missing(root: Path, variables: Sequence[str], missing: list[Path],
+                   years: Sequence[int] = DEFAULT_YEARS) -> None:
     listed = ", ".join(str(p) for p in missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    raise MissingDataError(f"WeatherBench file(s) missing: {listed}. Fetch them with {fetch_command(root, variables)}.")
+    raise MissingDataError(f"WeatherBench file(s) missing: {listed}. WeatherBench 1's server is retired; fetch the "
+                           f"same fields from WeatherBench 2 with {fetch_command(root, variables, years)}.")
 
 
 def split_years(split: str, available: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -104,6 +123,15 @@ def _dask() -> bool:
     return True
 
 
+def _wb1_dims(ds: xr.Dataset) -> xr.Dataset:
+    """WeatherBench-1 files as ``lat``/``lon`` with latitude ascending (some copies say latitude/longitude, or run
+    north to south)."""
+    ds = ds.rename({k: v for k, v in (("latitude", "lat"), ("longitude", "lon")) if k in ds.dims or k in ds.coords})
+    if "lat" in ds.coords and ds["lat"].size > 1 and ds["lat"].values[0] > ds["lat"].values[-1]:
+        ds = ds.isel(lat=slice(None, None, -1))
+    return ds
+
+
 def _check_grid(ds: xr.Dataset, ref: xr.Dataset | None, path: Path, ref_path: Path | None) -> None:
     for c in ("lat", "lon"):
         if c not in ds.coords:
@@ -120,7 +148,7 @@ def _open_var(root: Path, spec: VarSpec, years: Sequence[int], step_hours: int |
     parts, tags = [], set()
     for y in years:
         path = var_path(root, spec.channel, y)
-        ds = xr.open_dataset(path, chunks={} if _dask() else None)
+        ds = _wb1_dims(xr.open_dataset(path, chunks={} if _dask() else None))
         if spec.short not in ds:
             raise ValueError(f"{path}: variable {spec.short!r} not found (has {list(ds.data_vars)})")
         _check_grid(ds, ref[0] if ref else None, path, ref[1] if ref else None)
@@ -142,13 +170,16 @@ def open_weatherbench(root: str | Path | None = None, variables: Sequence[str] =
                       years: Sequence[int] = DEFAULT_YEARS, step_hours: int | None = None) -> xr.Dataset:
     """Open ``variables`` for ``years`` as one Dataset with channels ``z500``/``t850``/``t2m`` on (time, lat, lon).
 
-    ``step_hours`` keeps only times at multiples of that many hours (e.g. 6 of the hourly archive).
+    ``step_hours`` keeps only times at multiples of that many hours (e.g. 6 of the hourly archive). ``root`` may hold
+    either layout (``is_wb2``).
     """
     root = Path(root) if root is not None else default_root()
+    if is_wb2(root):
+        return open_wb2(root, variables, years, step_hours)
     specs = [var_spec(v) for v in variables]
     missing = [var_path(root, s.channel, y) for s in specs for y in years if not var_path(root, s.channel, y).is_file()]
     if missing:
-        _raise_missing(root, [s.channel for s in specs], missing)
+        _raise_missing(root, [s.channel for s in specs], missing, years)
     arrays, ref, tags = [], None, set()
     for s in specs:
         da, ref, t = _open_var(root, s, sorted(years), step_hours, ref)
@@ -167,6 +198,46 @@ def open_weatherbench(root: str | Path | None = None, variables: Sequence[str] =
     if not _is_lazy(ds):
         check_finite(ds)
     return ds
+
+
+def open_wb2(root: str | Path, variables: Sequence[str] = DEFAULT_VARIABLES, years: Sequence[int] = DEFAULT_YEARS,
+             step_hours: int | None = None) -> xr.Dataset:
+    """The WeatherBench 2 layout as ``open_weatherbench`` returns it: channels on (time, lat, lon), latitude
+    ascending, only ``years`` (and multiples of ``step_hours``, which must be a multiple of the store's 6 h)."""
+    root = Path(root)
+    store, channels = wb2.store_path(root), [var_spec(v).channel for v in variables]
+    mpath = wb2.manifest_path(root)
+    if not mpath.is_file() or not read_json(mpath).get("complete"):
+        raise MissingDataError(f"the WeatherBench 2 copy in {root} is incomplete (no finished {mpath.name}): run "
+                               f"{fetch_command(root, channels, years)} again to resume it")
+    if step_hours and step_hours % wb2.STEP_HOURS:
+        raise ValueError(f"WeatherBench 2 is {wb2.STEP_HOURS}-hourly; time steps of {step_hours} h (the offsets, lead "
+                         f"and sampling interval) must be multiples of {wb2.STEP_HOURS} h")
+    ds = xr.open_zarr(store, consolidated=True)
+    wb2.check_grid(ds, str(store))
+    arrays = []
+    for c in channels:
+        name, level = wb2.parse_channel(c)
+        if name not in ds.data_vars or (level is not None and level not in ds["level"].values):
+            raise MissingDataError(f"{store} has no {name}{f' at {level} hPa' if level else ''} (channel {c}); fetch "
+                                   f"it with {fetch_command(root, channels, years)} into another --root")
+        da = ds[name].sel(level=level, drop=True) if level is not None else ds[name]
+        arrays.append(da.rename(c).assign_attrs(units=VARIABLES[c].units))
+    out = xr.merge(arrays, combine_attrs="drop").rename({"latitude": "lat", "longitude": "lon"})
+    out = out.transpose("time", "lat", "lon").sortby("lat")
+    years = sorted(int(y) for y in years)
+    have = set(np.unique(out["time"].dt.year.values).tolist())
+    if [y for y in years if y not in have]:
+        raise MissingDataError(f"{store} holds the years {min(have)}-{max(have)}, not {[y for y in years if y not in have]}"
+                               f": fetch them with {fetch_command(root, channels, years)} into another --root")
+    keep = np.isin(out["time"].dt.year.values, years)
+    if step_hours:
+        hours = (out["time"].values - np.datetime64("1970-01-01")) // np.timedelta64(1, "h")
+        keep &= hours % step_hours == 0
+    out = out.isel(time=np.flatnonzero(keep))
+    tag = ds.attrs.get("synthetic", "")
+    out.attrs = {**({"synthetic": tag} if tag else {}), "source": str(store)}
+    return out
 
 
 def _is_lazy(ds: xr.Dataset) -> bool:
@@ -189,17 +260,38 @@ def check_finite(ds: xr.Dataset) -> None:
 def open_constants(root: str | Path | None = None, like: xr.Dataset | None = None) -> xr.Dataset:
     """Open the constants (orography, lsm, lat2d) and check their grid against ``like``."""
     root = Path(root) if root is not None else default_root()
-    path = constants_path(root)
-    if not path.is_file():
-        _raise_missing(root, [], [path])
-    with xr.open_dataset(path) as c:
-        ds = c[list(CONSTANTS)].load()
+    if is_wb2(root):
+        ds = _wb2_constants(root)
+        path = wb2.store_path(root)
+    else:
+        path = constants_path(root)
+        if not path.is_file():
+            _raise_missing(root, [], [path])
+        with xr.open_dataset(path) as c:
+            ds = _wb1_dims(c[list(CONSTANTS)].load())
     _check_grid(ds, like, path, Path(like.attrs.get("source", "the data")) if like is not None else None)
     check_finite(ds)
     return ds
 
 
+def _wb2_constants(root: Path) -> xr.Dataset:
+    """Orography (m, from the surface geopotential), land-sea mask and latitude on (lat, lon), latitude ascending."""
+    with xr.open_zarr(wb2.store_path(root), consolidated=True) as z:
+        missing = [v for v in wb2.STATIC_VARS.values() if v not in z.data_vars]
+        if missing:
+            raise MissingDataError(f"{wb2.store_path(root)} has no {missing}: it was fetched with --no-static; "
+                                   f"fetch again with {wb2.FETCH_HINT} into another --root")
+        st = z[list(wb2.STATIC_VARS.values())].load().rename({"latitude": "lat", "longitude": "lon"})
+    st = st.transpose("lat", "lon").sortby("lat")
+    lat2d = xr.broadcast(st["lat"], st["lon"])[0].astype(np.float32)
+    return xr.Dataset({"orography": st["geopotential_at_surface"] / wb2.G, "lsm": st["land_sea_mask"],
+                       "lat2d": lat2d}).drop_vars("level", errors="ignore")
+
+
 def _fingerprint(root: Path, channel: str, years: Sequence[int]) -> str:
+    if is_wb2(root):  # the manifest records every chunk's checksum: it changes when the data do
+        text = wb2.manifest_path(root).read_bytes() + json.dumps([channel, list(years)]).encode()
+        return hashlib.sha1(text).hexdigest()[:16]
     st = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in (var_path(root, channel, y) for y in years)]
     return hashlib.sha1(json.dumps(st).encode()).hexdigest()[:16]
 
@@ -230,7 +322,7 @@ class Normalizer:
         root = Path(root) if root is not None else default_root()
         years = sorted(int(y) for y in years)
         key = hashlib.sha1(json.dumps({"years": years, "step_hours": step_hours}).encode()).hexdigest()[:12]
-        path = root / RESOLUTION / f"normalization_{key}.json"
+        path = (root if is_wb2(root) else root / RESOLUTION) / f"normalization_{key}.json"
         cache = read_json(path) if path.is_file() else {"years": years, "step_hours": step_hours, "channels": {}}
         chans = [var_spec(v).channel for v in variables]
         todo = [c for c in chans if cache["channels"].get(c, {}).get("files") != _fingerprint_or_none(root, c, years)]
@@ -256,6 +348,8 @@ def check_available(root: str | Path | None = None, variables: Sequence[str] = D
                     years: Sequence[int] = DEFAULT_YEARS) -> tuple[bool, str]:
     """Availability for the registry: True only when the real (not synthetic) files are all on disk."""
     root = Path(root) if root is not None else default_root()
+    if is_wb2(root):
+        return _wb2_available(root, variables, years)
     paths = [var_path(root, v, y) for v in variables for y in years] + [constants_path(root)]
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -270,3 +364,15 @@ def check_available(root: str | Path | None = None, variables: Sequence[str] = D
                                f"for the real data run {fetch_command(root, variables)}")
     return True, f"WeatherBench: real files for {len(variables)} variables, {years[0]}-{years[-1]} in {root / RESOLUTION}"
 
+
+def _wb2_available(root: Path, variables: Sequence[str], years: Sequence[int]) -> tuple[bool, str]:
+    if not wb2.has_store(root):
+        return False, f"WeatherBench 2: the copy in {root} is incomplete; run {fetch_command(root, variables, years)}"
+    try:
+        ds = open_wb2(root, variables, years)
+    except MissingDataError as err:
+        return False, f"WeatherBench 2: {err}"
+    if is_synthetic(ds):
+        return False, (f"WeatherBench 2: {wb2.store_path(root)} is synthetic (NOT ERA5); for the real data run "
+                       f"{fetch_command(root, variables, years)}")
+    return True, f"WeatherBench 2: ERA5 for {len(variables)} variables, {min(years)}-{max(years)} in {wb2.store_path(root)}"

@@ -3,8 +3,8 @@
 ``run(profile, **overrides)`` trains the Rasp-style ResNet with each method and seed (cached runs), with the
 latitude-weighted MSE in normalised units as the loss, Adam, and early stopping on the validation year; it scores the
 test years with WeatherBench's metrics in physical units beside persistence and climatology, computed by the same
-code. ``source="synthetic"`` writes a small look-alike archive (NOT ERA5) in the real layout and reads it through the
-same loader; every result then says so.
+code. ``source="synthetic"`` writes a small look-alike WeatherBench 2 store (NOT ERA5) in the real format, copies it
+with the same download code as the real store and reads it through the same loader; every result then says so.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 
 from .. import paths, score
-from ..data import WeatherDataset, to_xarray, write_synthetic_weatherbench
+from ..data import WeatherDataset, to_xarray
+from ..data import weatherbench2 as wb2
 from ..data.weatherbench import default_root, is_synthetic
 from ..models import weather_resnet
 from ..train import TensorBatches, TrainConfig, fit
@@ -57,13 +58,19 @@ def run(profile: str = "quick", report: Callable[[str], None] | None = print, **
     return run_grid(EXPERIMENT, profile, overrides, report)
 
 
-def data_root(p: dict):
-    """The archive root: the real WeatherBench folder, or a synthetic one written on first use."""
+def data_root(p: dict) -> Path:
+    """The data root: the real data (``weatherbench.default_root``), or for ``source="synthetic"`` a copy of the
+    synthetic WeatherBench 2 store (NOT ERA5), made on first use by the same download code as the real one."""
     if p["source"] == "weatherbench":
         return default_root()
-    root = paths.data_dir() / "weatherbench-synthetic"
     years = sorted(set(p["train_years"] + p["valid_years"] + p["test_years"]))
-    return write_synthetic_weatherbench(root, years=years, days_per_year=p["synthetic_days"])
+    key = f"{years[0]}-{years[-1]}_{len(years)}y_{p['synthetic_days'] or 'all'}d_v{wb2.SYNTHETIC_VERSION}"
+    base = paths.data_dir() / "weatherbench2-synthetic"
+    store = wb2.write_synthetic_store(base / f"source_{key}.zarr", years, days_per_year=p["synthetic_days"])
+    root = base / key
+    if not wb2.has_store(root):
+        wb2.download(store, root, p["variables"], years, progress=False, log=lambda line: None)
+    return root
 
 
 def load(p: dict) -> dict[str, WeatherDataset]:
@@ -169,9 +176,9 @@ def example_fields(pred: torch.Tensor, test: WeatherDataset, wanted: str) -> dic
 def _load(p: dict) -> LoadedData:
     sets = load(p)
     if is_synthetic(sets["train"]):
-        return LoadedData(sets, "SYNTHETIC look-alike of WeatherBench (racecar_core.data.weather_synth), NOT ERA5",
+        return LoadedData(sets, "SYNTHETIC look-alike of WeatherBench 2 (racecar_core.data.weatherbench2), NOT ERA5",
                           "SYNTHETIC DATA (not ERA5): a pipeline check")
-    return LoadedData(sets, "WeatherBench ERA5 5.625 deg")
+    return LoadedData(sets, f"ERA5 at 5.625 deg, {sets['train'].attrs.get('source', '?')}")
 
 
 EXPERIMENT = Experiment(name="weather", profiles=PROFILES, load=_load, train=_train,

@@ -1,0 +1,148 @@
+"""racecar_core.data.weatherbench2 offline: the format-exact synthetic store, the download path end to end against it
+(resume, corrupted chunks, offline, wrong grid), and both layouts loading to the same tensors."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from racecar_core.data import MissingDataError, WeatherDataset
+from racecar_core.data import weatherbench2 as wb2
+from racecar_core.data.weather_synth import write_synthetic_weatherbench
+from racecar_core.data.weatherbench import check_available, is_synthetic, open_weatherbench
+
+YEARS = [2015, 2016]
+DAYS = 30  # 2 x 120 six-hourly steps: three blocks of 100
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """A synthetic WeatherBench 2 store standing in for the public one."""
+    return wb2.write_synthetic_store(tmp_path_factory.mktemp("gcs") / "era5.zarr", YEARS, days_per_year=DAYS)
+
+
+def test_the_synthetic_store_has_the_real_format(source):
+    meta = json.loads((source / ".zmetadata").read_text())["metadata"]
+    assert meta["geopotential/.zarray"]["chunks"] == [100, 13, 64, 32]
+    assert meta["geopotential/.zarray"]["dtype"] == "<f4" and meta["geopotential/.zarray"]["zarr_format"] == 2
+    ds = xr.open_zarr(source, consolidated=True)
+    assert ds["geopotential"].dims == ("time", "level", "longitude", "latitude")
+    assert ds["2m_temperature"].dims == ("time", "longitude", "latitude")
+    assert ds["land_sea_mask"].dims == ("longitude", "latitude")
+    assert ds["level"].values.tolist() == list(wb2.LEVELS) and ds["level"].dtype == np.int64
+    assert ds["latitude"].values[0] < ds["latitude"].values[-1] and ds["longitude"].values[-1] == 354.375
+    assert ds.sizes["time"] == 2 * 4 * DAYS and (np.diff(ds["time"].values) >= np.timedelta64(6, "h")).all()
+    assert set(wb2.LEVEL_VARS.values()) | set(wb2.SURFACE_VARS.values()) | set(wb2.STATIC_VARS.values()) \
+        <= set(ds.data_vars)
+    assert "NOT ERA5" in ds.attrs["synthetic"] and ds["geopotential"].attrs["units"] == "m**2 s**-2"
+    z = ds["geopotential"].isel(time=0).mean(("longitude", "latitude")).values
+    assert (np.diff(z) < 0).all()  # height falls with pressure
+
+
+def test_download_copies_the_subset_and_resumes_after_an_interruption(source, tmp_path, monkeypatch):
+    real, calls = wb2._write_block, []
+
+    def flaky(sub, store, block):
+        calls.append(block)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("connection lost (test)")
+        return real(sub, store, block)
+
+    monkeypatch.setattr(wb2, "_write_block", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        wb2.download(source, tmp_path, ["z500", "t850", "t2m"], YEARS, progress=False, log=lambda s: None)
+    manifest = json.loads(wb2.manifest_path(tmp_path).read_text())
+    assert list(manifest["blocks"]) == ["0"] and not manifest["complete"] and not wb2.has_store(tmp_path)
+    with pytest.raises(MissingDataError, match="incomplete.*resume"):
+        open_weatherbench(tmp_path, years=YEARS)
+    lines: list[str] = []
+    store = wb2.download(source, tmp_path, ["z500", "t850", "t2m"], YEARS, progress=False, log=lines.append)
+    assert calls == [0, 1, 1, 2]  # block 0 was not fetched again
+    # printed before it starts: 240 steps x 5 fields (z and t at both levels asked for, t2m) x 32 x 64 x 4 bytes
+    assert "240 time steps, 9.8 MB" in lines[0]
+    assert "2 of 3 blocks fetched now, 1 already there" in lines[-1]
+    assert wb2.has_store(tmp_path) and wb2.verify(tmp_path) == []
+    copy, src = xr.open_zarr(store, consolidated=True), xr.open_zarr(source, consolidated=True)
+    assert copy["geopotential"].level.values.tolist() == [500, 850] and "u_component_of_wind" not in copy
+    np.testing.assert_array_equal(copy["temperature"].values, src["temperature"].sel(level=[500, 850]).values)
+    np.testing.assert_array_equal(copy["land_sea_mask"].values, src["land_sea_mask"].values)
+
+
+def test_a_corrupted_chunk_is_found_and_fetched_again(source, tmp_path):
+    quiet = dict(progress=False, log=lambda s: None)
+    store = wb2.download(source, tmp_path, ["z500"], [2016], **quiet)
+    chunk = store / "geopotential" / "1.0.0.0"
+    good = chunk.read_bytes()
+    chunk.write_bytes(good[:-8] + bytes(8))
+    assert wb2.verify(tmp_path) == ["geopotential/1.0.0.0"]
+    lines: list[str] = []
+    wb2.download(source, tmp_path, ["z500"], [2016], progress=False, log=lines.append)
+    assert any("block 1" in x and "corrupted" in x for x in lines) and "1 of 2 blocks fetched now" in lines[-1]
+    assert chunk.read_bytes() == good and wb2.verify(tmp_path) == []
+    with pytest.raises(ValueError, match="holds another WeatherBench 2 subset"):
+        wb2.download(source, tmp_path, ["z500", "t850"], [2016], **quiet)
+
+
+def test_offline_fails_at_once_naming_what_is_needed(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(MissingDataError, match="storage.googleapis.com.*1959-2022-6h-64x32.*internet"):
+        wb2.open_source(wb2.ERA5_STORE)
+    assert wb2.main(["--years", "2016", "--root", "/nonexistent/never-written"]) == 2
+
+
+def test_wrong_grid_and_nan_are_clear_errors(source, tmp_path):
+    ds = xr.open_zarr(source, consolidated=True)
+    with pytest.raises(ValueError, match="not on the 64 x 32 equiangular"):
+        wb2.check_grid(ds.isel(latitude=slice(0, 31)), "a 64x31 store")
+    bad = ds[["2m_temperature"]].isel(time=slice(0, 40)).load()
+    bad["2m_temperature"][5, 3, 3] = np.nan
+    bad.attrs = {}
+    bad.to_zarr(tmp_path / "nan.zarr", consolidated=True, zarr_format=2)
+    wb2.download(tmp_path / "nan.zarr", tmp_path / "copy", ["t2m"], [2015], static=False, progress=False,
+                 log=lambda s: None)
+    with pytest.raises(ValueError, match="t2m: NaN/inf values at 2015-01-02T06"):
+        WeatherDataset.from_root(tmp_path / "copy", [2015], input_vars=["t2m"], target_vars=["t2m"],
+                                 input_offsets_h=[0], lead_h=6, sample_every_h=6, constants=False)
+
+
+def _rewrite_wb1(src: Path, dst: Path) -> None:
+    """A WeatherBench-1 copy with latitude/longitude names and latitudes from north to south."""
+    for f in src.rglob("*.nc"):
+        out = dst / f.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with xr.open_dataset(f) as ds:
+            ds.load().rename({"lat": "latitude", "lon": "longitude"}).isel(latitude=slice(None, None, -1)).to_netcdf(out)
+
+
+def test_both_layouts_load_to_the_same_tensors(source, tmp_path):
+    wb1 = write_synthetic_weatherbench(tmp_path / "wb1", YEARS, hours_step=6, days_per_year=DAYS)
+    _rewrite_wb1(wb1, tmp_path / "wb1-renamed")
+    root2 = tmp_path / "wb2"
+    wb2.download(source, root2, ["z500", "t850", "t2m"], YEARS, progress=False, log=lambda s: None)
+    kw = dict(train_years=[2015], input_offsets_h=[0, -6, -12], lead_h=72, sample_every_h=12)
+    sets = {name: WeatherDataset.from_root(root, [2016], **kw)
+            for name, root in (("wb1", wb1), ("wb1-renamed", tmp_path / "wb1-renamed"), ("wb2", root2))}
+    x1, y1 = sets["wb1"].tensors()
+    for name in ("wb1-renamed", "wb2"):
+        x, y = sets[name].tensors()
+        assert x.shape == x1.shape == (len(sets["wb1"]), 12, 32, 64) and y.shape == y1.shape
+        assert (x[:, :9] == x1[:, :9]).all() and (y == y1).all()  # the variables: identical
+        assert np.allclose(x[:, 9:], x1[:, 9:], atol=1e-5)  # constants: orography via geopotential / g
+        assert (sets[name].valid_times == sets["wb1"].valid_times).all()
+    assert sets["wb2"].input_channels == sets["wb1"].input_channels
+    assert is_synthetic(open_weatherbench(root2, years=[2016]))
+    ok, msg = check_available(root2, years=YEARS)
+    assert not ok and "synthetic (NOT ERA5)" in msg and "make data-weather" in msg
+    with pytest.raises(ValueError, match="multiples of 6 h"):
+        open_weatherbench(root2, years=[2016], step_hours=3)
+    with pytest.raises(MissingDataError, match="holds the years 2015-2016, not \\[2014\\]"):
+        open_weatherbench(root2, years=[2014])
+    shutil.rmtree(tmp_path / "wb1-renamed")
