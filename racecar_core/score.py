@@ -1,13 +1,21 @@
-"""Latitude-weighted forecast scores as in WeatherBench's ``score.py`` (Rasp et al. 2020): xarray in, xarray out.
+"""Latitude-weighted forecast scores in the two WeatherBench conventions: xarray in, xarray out.
 
-Every function takes DataArrays or Datasets with a ``lat`` coordinate in degrees; weights are ``cos(lat)`` divided by
-their mean over the latitudes, so they average to 1 and a constant error ``e`` has weighted RMSE ``|e|``.
+Every function takes DataArrays or Datasets with a ``lat`` coordinate in degrees.
+
+- **WeatherBench 1** (Rasp et al. 2020, ``score.py``): ``compute_weighted_*``. Weights ``cos(lat)`` over their mean;
+  RMSE is the square root of the weighted squared error averaged over time and space at once; ACC is centred, with
+  anomalies against the truth's own time mean over the scored period.
+- **WeatherBench 2** (Rasp et al. 2024, ``metrics.py``): ``wb2_*``. Weights are the latitude bands' areas
+  (``sin`` of the upper minus the lower bound) over their mean, which on an equiangular grid without poles are
+  proportional to ``cos(lat)``; RMSE is the square root of the time mean of each time step's spatial MSE; ACC is the
+  uncentred correlation of anomalies against a day-of-year/hour climatology at each valid time, then averaged over time.
 """
 from __future__ import annotations
 
 from typing import Hashable, Iterable, TypeVar, Union
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 ALL_DIMS = getattr(xr, "ALL_DIMS", ...)  # reduce over every dimension at once
@@ -60,3 +68,82 @@ def compute_weighted_acc(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIM
     fa_prime, a_prime = fa - fa.mean(mean_dims), a - a.mean(mean_dims)
     return (w * fa_prime * a_prime).sum(mean_dims) / np.sqrt(
         (w * fa_prime ** 2).sum(mean_dims) * (w * a_prime ** 2).sum(mean_dims))
+
+
+# ------------------------------------------------------------------------------------------- WeatherBench 2
+
+
+def wb2_lat_weights(lat: xr.DataArray) -> xr.DataArray:
+    """WeatherBench 2's weights: the area of each latitude band (``sin(upper) - sin(lower)``, bounds halfway between
+    the points, the poles at +-90) over their mean."""
+    phi = np.deg2rad(np.asarray(lat.values, dtype=np.float64))
+    order = np.argsort(phi)
+    s = phi[order]
+    bounds = np.concatenate([[-np.pi / 2], (s[1:] + s[:-1]) / 2, [np.pi / 2]])
+    area = np.empty_like(phi)
+    area[order] = np.sin(bounds[1:]) - np.sin(bounds[:-1])
+    return xr.DataArray(area / area.mean(), dims=lat.dims, coords=lat.coords)
+
+
+def _wb2_weights(obj: XrObj) -> xr.DataArray:
+    if "lat" not in obj.coords:
+        raise ValueError(f"scores need a 'lat' coordinate in degrees; got coordinates {list(obj.coords)}")
+    return wb2_lat_weights(obj["lat"])
+
+
+def _spatial_mean(x: XrObj, w: xr.DataArray) -> XrObj:
+    return (x * w).sum(("lat", "lon")) / (w.sum() * x.sizes["lon"])
+
+
+def wb2_mse(da_fc: XrObj, da_true: XrObj) -> XrObj:
+    """WeatherBench 2's MSE: each time step's area-weighted spatial mean of the squared error, then the time mean."""
+    error = da_fc - da_true
+    per_time = _spatial_mean(error ** 2, _wb2_weights(error))
+    return per_time.mean("time") if "time" in per_time.dims else per_time
+
+
+def wb2_rmse(da_fc: XrObj, da_true: XrObj) -> XrObj:
+    """WeatherBench 2's RMSE: ``sqrt`` of the time-mean MSE (ECMWF's convention, the square root after the mean)."""
+    return np.sqrt(wb2_mse(da_fc, da_true))
+
+
+def doy_hour_climatology(truth: XrObj, window_days: int = 61) -> XrObj:
+    """A day-of-year/hour climatology of ``truth`` (dims ``dayofyear`` 1..366, ``hour``, then ``truth``'s others):
+    the mean over years at each day of year and hour, smoothed by a centred running mean over ``window_days`` days
+    that wraps around the year (WeatherBench 2 smooths its 1990-2019 climatology with a 61-day window); a day the
+    record lacks takes the running mean of the days around it."""
+    t = truth["time"]
+    key = (t.dt.dayofyear * 100 + t.dt.hour).rename("doy_hour")
+    means = truth.groupby(key).mean("time")
+    codes = means["doy_hour"].values
+    index = pd.MultiIndex.from_arrays([codes // 100, codes % 100], names=["dayofyear", "hour"])
+    means = means.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "doy_hour")).unstack("doy_hour")
+    raw = means.reindex(dayofyear=np.arange(1, 367))
+    half = window_days // 2
+    padded = xr.concat([raw.isel(dayofyear=slice(366 - half, None)), raw, raw.isel(dayofyear=slice(0, half))],
+                       dim="dayofyear")
+    smooth = padded.rolling(dayofyear=window_days, center=True, min_periods=1).mean()
+    smooth = smooth.isel(dayofyear=slice(half, half + 366)).assign_coords(dayofyear=np.arange(1, 367))
+    return smooth.transpose("dayofyear", "hour", ...)
+
+
+def climatology_at(clim: XrObj, times: xr.DataArray) -> XrObj:
+    """The climatology at each of ``times`` (selected by day of year and hour, as WeatherBench 2 does)."""
+    doy = xr.DataArray(times.dt.dayofyear.values, dims="time", coords={"time": times.values})
+    hour = xr.DataArray(times.dt.hour.values, dims="time", coords={"time": times.values})
+    missing = sorted(set(hour.values.tolist()) - set(clim["hour"].values.tolist()))
+    if missing:
+        raise ValueError(f"the climatology has no hour(s) {missing} (it has {clim['hour'].values.tolist()})")
+    return clim.sel(dayofyear=doy, hour=hour).drop_vars(["dayofyear", "hour"])
+
+
+def wb2_acc(da_fc: XrObj, da_true: XrObj, clim: XrObj) -> XrObj:
+    """WeatherBench 2's ACC: at each valid time, the area-weighted uncentred correlation of the forecast's and the
+    truth's anomalies against ``clim`` (``doy_hour_climatology``) at that time's day of year and hour; then the mean
+    over time."""
+    c = climatology_at(clim, da_true["time"])
+    fa, a = da_fc - c, da_true - c
+    w = _wb2_weights(a)
+    per_time = _spatial_mean(fa * a, w) / np.sqrt(_spatial_mean(fa ** 2, w) * _spatial_mean(a ** 2, w))
+    return per_time.mean("time")
+

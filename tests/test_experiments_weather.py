@@ -28,3 +28,10 @@ def test_smoke_run_is_labelled_synthetic_and_scores_the_baselines(data_dir, tmp_
     out = weather.results(result)
     assert out["per_run"]["RR/seed0"]["scores"] == result.one("RR", 0).metrics["scores"]
     assert out["synthetic"] is True and out["sizes"] == weather.sizes(result)
+    z = out["per_run"]["Std/seed0"]["scores"]["z500"]
+    assert set(z) == set(weather.SCORES) and set(out["scores"]) == set(weather.SCORES)
+    assert z["rmse_wb2"] == pytest.approx(z["rmse_wb1"], rel=1e-6)  # the same on an equiangular grid without poles
+    assert -1 <= z["acc_wb2"] <= 1 and z["acc_wb2"] != pytest.approx(z["acc_wb1"])
+    gains = verdict["rr_gain_percent_by_score"]["t850"]
+    t = summary["Std"]["t850"]["rmse_wb2"]["mean"], summary["RR"]["t850"]["rmse_wb2"]["mean"]
+    assert gains["rmse_wb2"] == pytest.approx(100 * (t[0] - t[1]) / t[0])

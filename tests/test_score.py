@@ -70,3 +70,56 @@ def test_missing_lat_is_an_error():
     da = _field(0).rename(lat="latitude")
     with pytest.raises(ValueError, match="lat"):
         compute_weighted_rmse(da, da)
+
+
+# ---------------------------------------------------------------- WeatherBench 2
+
+
+def test_wb2_weights_are_band_areas_and_proportional_to_cos_lat_here():
+    from racecar_core.score import wb2_lat_weights
+    w = wb2_lat_weights(xr.DataArray(LAT, dims="lat", coords={"lat": LAT})).values
+    edges = np.deg2rad(np.concatenate([[-90.0], (LAT[1:] + LAT[:-1]) / 2, [90.0]]))
+    area = np.sin(edges[1:]) - np.sin(edges[:-1])
+    np.testing.assert_allclose(w, area / area.mean())
+    np.testing.assert_allclose(w, _w()[0, :, 0], rtol=1e-12)  # equiangular, no poles: exactly cos(lat) / mean
+    flipped = wb2_lat_weights(xr.DataArray(LAT[::-1], dims="lat", coords={"lat": LAT[::-1]})).values
+    np.testing.assert_allclose(flipped, w[::-1])
+
+
+def test_wb2_rmse_takes_the_root_after_the_time_mean():
+    from racecar_core.score import wb2_mse, wb2_rmse
+    fc, truth = _field(1), _field(2)
+    err2 = (fc.values - truth.values) ** 2
+    per_time = (err2 * _w()).mean(axis=(1, 2))  # the spatial weighted mean of each time step
+    assert float(wb2_mse(fc, truth)) == pytest.approx(per_time.mean())
+    assert float(wb2_rmse(fc, truth)) == pytest.approx(np.sqrt(per_time.mean()))
+    assert float(wb2_rmse(fc, truth)) != pytest.approx(np.sqrt(per_time).mean())  # not the mean of per-step RMSEs
+    assert float(wb2_rmse(fc, truth)) == pytest.approx(float(compute_weighted_rmse(fc, truth)))  # same grid: same
+
+
+def test_wb2_acc_per_valid_time_against_the_day_of_year_hour_climatology():
+    from racecar_core.score import climatology_at, doy_hour_climatology, wb2_acc
+    times = pd.date_range("2015-01-01", "2016-12-31 18:00", freq="6h")
+    rng = np.random.default_rng(0)
+    cycle = np.cos(2 * np.pi * times.day_of_year.values / 365.25)[:, None, None] + times.hour.values[:, None, None] / 6
+    truth = xr.DataArray(cycle * 10 + rng.normal(size=(len(times), 32, 64)), dims=("time", "lat", "lon"),
+                         coords={"time": times, "lat": LAT, "lon": LON})
+    clim = doy_hour_climatology(truth, window_days=1)
+    assert clim.dims == ("dayofyear", "hour", "lat", "lon") and clim.sizes["dayofyear"] == 366
+    jan1 = truth.sel(time=["2015-01-01T06:00", "2016-01-01T06:00"]).mean("time")
+    np.testing.assert_allclose(clim.sel(dayofyear=1, hour=6).values, jan1.values)  # mean over the years
+    smooth = doy_hour_climatology(truth, window_days=3)
+    np.testing.assert_allclose(smooth.sel(dayofyear=2, hour=0).values,
+                               clim.sel(dayofyear=[1, 2, 3], hour=0).mean("dayofyear").values)
+    np.testing.assert_allclose(smooth.sel(dayofyear=1, hour=0).values,  # wraps around the year
+                               clim.sel(dayofyear=[366, 1, 2], hour=0).mean("dayofyear").values)
+    test = truth.sel(time=slice("2016-03-01", "2016-03-10"))
+    fc = test + rng.normal(size=test.shape)
+    c = climatology_at(smooth, test["time"]).values
+    fa, a = fc.values - c, test.values - c
+    w = np.broadcast_to(_w(), fa.shape)
+    per_time = (w * fa * a).sum((1, 2)) / np.sqrt((w * fa ** 2).sum((1, 2)) * (w * a ** 2).sum((1, 2)))
+    assert float(wb2_acc(fc, test, smooth)) == pytest.approx(per_time.mean())
+    assert float(wb2_acc(test, test, smooth)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no hour"):
+        climatology_at(smooth.sel(hour=[0, 12]), test["time"])
