@@ -67,10 +67,12 @@ data-peak-official: env
 data-cifar: env
 	$(PY) -m racecar_core.data.cifar cifar10
 
-# WeatherBench 2's ERA5 at 5.625 deg (default Z500, T850, T2M + orography, land-sea mask, 1979-2018: ~1.4 GB),
-# resumable and checksummed; CHANNELS="z500 t850 u250" and YEARS=2010-2018 choose another subset.
+# WeatherBench 2's ERA5 at 5.625 deg, the fields and years of notebook 04's profile (quick: Z500, T850, T2M
+# 2010-2018, ~0.5 GB; PROFILE=paper: Rasp & Thuerey's 38 input fields 1979-2018, ~18 GB), resumable and checksummed;
+# CHANNELS="z500 t850 u250" and/or YEARS=2010-2018 fetch another subset instead.
 data-weather: env
-	$(PY) -m racecar_core.data.weatherbench2 $(if $(CHANNELS),--channels $(CHANNELS)) $(if $(YEARS),--years $(YEARS))
+	$(PY) -m racecar_core.data.weatherbench2 --subset $(if $(filter paper,$(PROFILE)),paper,quick) \
+	  $(if $(CHANNELS),--channels $(CHANNELS)) $(if $(YEARS),--years $(YEARS))
 
 # Real Fashion-MNIST, installable offline from Debian (the CIFAR notebook's smoke profile and CI use it).
 data-fashion-mnist:

@@ -43,8 +43,8 @@ class Residual(nn.Module):
     def racecar_reverse(self, y: Tensor | None, saved: Any, mode: str) -> tuple[Tensor | None, list]:
         """``S^T y + F^T y`` and the branch's inner pairs (full); the branch's local pairs (local)."""
         trace, shape = saved
-        if mode == "local":
-            return None, reverse.reverse_pass(trace, "local")
+        if mode in ("local", "local_padded"):
+            return None, reverse.reverse_pass(trace, mode)
         pairs = reverse.reverse_pass(trace, "full", start=y)
         x_branch = reverse.undo_prefix(trace, pairs[0][1])
         return self._shortcut_t(y, shape) + x_branch, pairs[1:]
@@ -91,6 +91,12 @@ class PeriodicConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(self._padded(x), self.weight, self.bias, self.stride)
+
+    def racecar_padded_pair(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The padded input and its reconstruction by the transposed *unpadded* convolution of ``y`` (the output
+        without the bias): the ``local_padded`` pair of the authors' WeatherBench draft."""
+        xp = self._padded(x)
+        return xp, reverse.conv2d_transpose(self, y, xp.shape)
 
     def racecar_transpose(self, y: Tensor, input_shape: torch.Size) -> Tensor:
         """``(pad-then-conv)^T y`` without the bias."""

@@ -160,8 +160,8 @@ class RR(Method):
                  reduction: reverse.Reduction = "sum", reverse_bn_update: bool = True,
                  pair_weights: list[float] | None = None):
         super().__init__(task)
-        if mode not in ("full", "local") or reduction not in ("sum", "mean"):
-            raise ValueError(f"racecar: RR needs mode 'full' or 'local' and reduction 'sum' or 'mean', got "
+        if mode not in reverse.MODES or reduction not in ("sum", "mean"):
+            raise ValueError(f"racecar: RR needs a mode of {reverse.MODES} and reduction 'sum' or 'mean', got "
                              f"{mode!r}, {reduction!r}")
         self.lam, self.mode, self.reduction = lam, mode, reduction
         self.reverse_bn_update = reverse_bn_update

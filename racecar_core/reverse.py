@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Mode = Literal["full", "local"]
+Mode = Literal["full", "local", "local_padded"]
+MODES = ("full", "local", "local_padded")
 Reduction = Literal["sum", "mean"]
 Adjoint = Callable[[nn.Module, Tensor, torch.Size], Tensor]
 
@@ -118,8 +119,8 @@ register_shape(nn.Flatten, _flatten_adj)
 register_shape(nn.Unflatten, lambda m, y, s: y.reshape(s))
 register_shape(nn.AvgPool2d, _avgpool_adj)
 register_shape(nn.AdaptiveAvgPool2d, _avgpool_adj)
-# Dropout counts as pointwise: the reverse pass re-applies it (a fresh mask in training, identity in eval), a
-# protocol choice in the spirit of re-applying the lower layer's norm and activation.
+# Dropout counts as pointwise: the reverse pass re-applies it with the forward pass's own mask (recorded by
+# forward_trace; identity in eval), as it re-applies the lower layer's norm and activation.
 for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Identity, nn.Tanh, nn.Sigmoid,
              nn.GELU, nn.SiLU, nn.Softplus, nn.GroupNorm, nn.LayerNorm, nn.Dropout, nn.Dropout2d):
     register_pointwise(_cls)
@@ -209,14 +210,31 @@ class Trace:
     saved: dict[int, Any] = field(default_factory=dict)
 
 
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+
+
+def _dropout_mask(m: nn.Module, x: Tensor) -> Tensor:
+    """A keep-mask for ``x`` as dropout layer ``m`` draws it: per element, or per channel for Dropout1d/2d/3d."""
+    shape = x.shape if type(m) is nn.Dropout else x.shape[:2] + (1,) * (x.dim() - 2)
+    return torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - m.p)
+
+
+def _apply_dropout(m: nn.Module, y: Tensor, mask: Tensor) -> Tensor:
+    return y * mask / (1.0 - m.p)
+
+
 def forward_trace(model: nn.Module | list[nn.Module], x: Tensor) -> Trace:
-    """Run ``model`` layer by layer on ``x``, keeping every layer's input for the reverse pass."""
+    """Run ``model`` layer by layer on ``x``, keeping every layer's input for the reverse pass (and the mask of every
+    active dropout layer, which the reverse pass re-applies)."""
     layers = layers_of(model)
     inputs, saved = [], {}
     for i, m in enumerate(layers):
         inputs.append(x)
         if is_block(m):
             x, saved[i] = m.racecar_forward(x)
+        elif isinstance(m, DROPOUT) and m.training and m.p > 0:
+            saved[i] = _dropout_mask(m, x)
+            x = _apply_dropout(m, x, saved[i])
         else:
             x = m(x)
     return Trace(layers, inputs, x, saved)
@@ -229,12 +247,13 @@ def _weight_indices(layers: list[nn.Module]) -> list[int]:
     return idx
 
 
-def _walk_between(layers: list[nn.Module], lo: int, hi: int, y: Tensor,
-                  inputs: list[Tensor]) -> tuple[Tensor, int]:
+def _walk_between(layers: list[nn.Module], lo: int, hi: int, y: Tensor, inputs: list[Tensor],
+                  saved: dict[int, Any] | None = None) -> tuple[Tensor, int]:
     """Carry ``y`` from the input of layer ``hi`` down through the layers between ``lo`` and ``hi``.
 
     Shape layers are undone by their adjoints (top to bottom); each run of consecutive pointwise layers is
-    re-applied forwards, in its forward order (the official ``f(N(.))``). Returns ``y`` and the index ``p`` such
+    re-applied forwards, in its forward order (the official ``f(N(.))``), dropout with the forward pass's mask from
+    ``saved``. Returns ``y`` and the index ``p`` such
     that ``y`` reconstructs ``inputs[p]``: the output of the lowest pointwise run (or the input of the lowest
     shape layer) reached.
     """
@@ -249,7 +268,8 @@ def _walk_between(layers: list[nn.Module], lo: int, hi: int, y: Tensor,
         while j - 1 > lo and role(layers[j - 1]) == "pointwise":
             j -= 1
         for k in range(j, i + 1):
-            y = layers[k](y)
+            mask = (saved or {}).get(k) if isinstance(layers[k], DROPOUT) else None
+            y = _apply_dropout(layers[k], y, mask) if mask is not None else layers[k](y)
         pos = i + 1
         i = j - 1
     return y, pos
@@ -263,6 +283,9 @@ def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None,
     top weight layer is not undone (the walk starts from the output, as the official code does); shape layers
     there (pooling, flatten) are undone by their adjoints.
     ``local``: ``d'_m = W_m^T (W_m d_m)`` for each weight layer on its own.
+    ``local_padded``: as ``local``, but a layer that pads its input itself (``racecar_padded_pair``, e.g. the periodic
+    convolution) reconstructs the *padded* input with the transposed unpadded convolution: the form of the authors'
+    WeatherBench draft (per-convolution, padded input, no norm or activation in between).
     ``levels``: in full mode, stop after this many weight layers from the top (Pre uses 1).
     ``start``: in full mode, walk down from this tensor instead of the trace's output (blocks use it).
     Blocks add the pairs of the layers inside them after their own.
@@ -270,17 +293,20 @@ def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None,
     layers, inputs = trace.layers, trace.inputs
     widx = _weight_indices(layers)
     pairs: list[tuple[Tensor, Tensor]] = []
-    if mode == "local":
+    if mode in ("local", "local_padded"):
         for i in widx:
             if is_block(layers[i]):
-                pairs.extend(layers[i].racecar_reverse(None, trace.saved[i], "local")[1])
+                pairs.extend(layers[i].racecar_reverse(None, trace.saved[i], mode)[1])
                 continue
             out = inputs[i + 1] if i + 1 < len(inputs) else trace.output  # the forward output of layer i
             out_nobias = subtract_bias(layers[i], out)
-            pairs.append((inputs[i], transpose(layers[i], out_nobias, inputs[i].shape)))
+            if mode == "local_padded" and hasattr(layers[i], "racecar_padded_pair"):
+                pairs.append(layers[i].racecar_padded_pair(inputs[i], out_nobias))
+            else:
+                pairs.append((inputs[i], transpose(layers[i], out_nobias, inputs[i].shape)))
         return pairs
     if mode != "full":
-        raise ValueError(f"racecar: unknown reverse-pass mode {mode!r}; use 'full' or 'local'")
+        raise ValueError(f"racecar: unknown reverse-pass mode {mode!r}; use one of {MODES}")
     y = trace.output if start is None else start
     for i in range(len(layers) - 1, widx[-1], -1):  # above the top weight layer: undo shapes, skip norm/activation
         if role(layers[i]) == "shape":
@@ -296,7 +322,7 @@ def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None,
             y = transpose(layers[i], subtract_bias(layers[i], y), inputs[i].shape)
         pos = i
         if n > 0:
-            y, pos = _walk_between(layers, widx[n - 1], i, y, inputs)
+            y, pos = _walk_between(layers, widx[n - 1], i, y, inputs, trace.saved)
         pairs.append((inputs[pos], y))
     return pairs[::-1] + inner
 

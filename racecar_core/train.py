@@ -33,6 +33,7 @@ class TrainConfig:
     batch_size: int | None = None          # None: full batch
     momentum: float = 0.9
     weight_decay: float = 0.0
+    decay_kernels_only: bool = False       # weight decay on weight matrices / kernels only, not biases or norms
     milestones: list[int] = field(default_factory=list)   # steps at which lr is multiplied by gamma
     gamma: float = 0.1
     warmup_steps: int = 0
@@ -91,10 +92,15 @@ class TensorBatches:
 
 def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """The optimiser of ``cfg`` for ``params``: Adam (its fused kernel where the parameters allow) or SGD."""
+    groups: Any = params
+    if cfg.decay_kernels_only and cfg.weight_decay:  # e.g. Keras's kernel_regularizer: no decay on biases and norms
+        groups = [{"params": [p for p in params if p.dim() > 1]},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adam":  # the fused kernel: one call per step instead of one per parameter
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_fusable(params))
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_fusable(params))
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"racecar: unknown optimizer {cfg.optimizer!r}; use 'adam' or 'sgd'")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 from racecar_core.data import MissingDataError, WeatherDataset
@@ -146,3 +147,24 @@ def test_both_layouts_load_to_the_same_tensors(source, tmp_path):
     with pytest.raises(MissingDataError, match="holds the years 2015-2016, not \\[2014\\]"):
         open_weatherbench(root2, years=[2014])
     shutil.rmtree(tmp_path / "wb1-renamed")
+
+
+def test_the_paper_profile_reads_117_channels_and_the_cli_fetches_a_profile_subset(source, tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_DATA_DIR", str(tmp_path / "data"))
+    assert len(wb2.RASP_INPUTS) == 38
+    code = wb2.main(["--subset", "quick", "--source", str(source), "--years", "2015-2016"])
+    assert code == 0 and wb2.has_store(wb2.default_root() / "custom")
+    root = wb2.default_root() / "paper"
+    wb2.download(source, root, wb2.RASP_INPUTS, YEARS, progress=False, log=lambda s: None)
+    assert wb2.find_root(["z500", "u250"], [2016]) == root  # the custom copy has no u: the paper copy is found
+    assert wb2.find_root(["z500"], [2016]) == wb2.default_root() / "custom"
+    assert wb2.find_root(["z500"], [2014]) is None
+    assert "PROFILE=paper" in wb2.fetch_command(["q925", "t2m"], [1990]) and "PROFILE=quick" in \
+        wb2.fetch_command(["z500"], [2012])
+    ds = WeatherDataset.from_root(root, [2016], train_years=[2015], input_vars=wb2.RASP_INPUTS,
+                                  input_offsets_h=[0, -6, -12], lead_h=72, sample_every_h=24)
+    x, y = ds.tensors()
+    assert x.shape[1] == 117 and y.shape[1] == 3 and ds.input_channels[-3:] == ["orography", "lsm", "lat2d"]
+    assert ds.input_channels[:3] == ["z50@+0h", "z250@+0h", "z500@+0h"] and "tisr@-12h" in ds.input_channels
+    assert torch.isfinite(x).all() and float(x[:, :114].std()) == pytest.approx(1.0, abs=0.3)
+

@@ -35,3 +35,16 @@ def test_smoke_run_is_labelled_synthetic_and_scores_the_baselines(data_dir, tmp_
     gains = verdict["rr_gain_percent_by_score"]["t850"]
     t = summary["Std"]["t850"]["rmse_wb2"]["mean"], summary["RR"]["t850"]["rmse_wb2"]["mean"]
     assert gains["rmse_wb2"] == pytest.approx(100 * (t[0] - t[1]) / t[0])
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_make_data_weather_fetches_what_each_profile_reads(profile):
+    from racecar_core.data import weatherbench2 as wb2
+    p = weather.resolve_params(profile, device="cpu")
+    sub = wb2.SUBSETS[profile]
+    request = {"variables": wb2.variables_for(sub["channels"]), "years": list(sub["years"]), "static": [1]}
+    years = p["train_years"] + p["valid_years"] + p["test_years"]
+    assert wb2.covers(request, p["input_variables"] + p["variables"], years)
+    if profile == "paper":  # the authors' setup: 38 fields x 3 times + 3 constants
+        assert len(p["input_variables"]) * len(p["offsets_h"]) + 3 == 117
+        assert (p["leaky_slope"], p["bn_momentum"], p["bn_eps"], p["l2"]) == (0.3, 0.01, 1e-3, 1e-5)

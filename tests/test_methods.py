@@ -110,7 +110,7 @@ def test_pre_freezes_lower_layers_while_a_layer_trains():
 
 
 def test_rr_settings_are_checked_up_front():
-    with pytest.raises(ValueError, match="mode 'full' or 'local'"):
+    with pytest.raises(ValueError, match=r"a mode of \('full', 'local', 'local_padded'\)"):
         make_method("RR", mode="global")
 
 

@@ -37,3 +37,14 @@ def test_weather_resnet_paper_size_and_reverse():
     out, rec = reverse.rr_loss(net, x, "full", "mean")
     assert out.shape == (2, 3, 32, 64) and float(rec.detach()) > 0
     assert len(reverse.reverse_pass(reverse.forward_trace(net, x), "local")) == 1 + 2 * 2 + 1
+
+
+def test_weather_resnet_paper_setting_is_the_authors_keras_model():
+    from racecar_core.models.weather_resnet import KERAS
+    net = weather_resnet(117, 3, channels=128, blocks=19, **KERAS)
+    # 7x7x117x128+128 + 38 x (3x3x128x128+128) + 3x3x128x3+3 + 39 batch norms x (gamma, beta): Keras's trainable count
+    assert n_parameters(net) == 6_355_587
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    acts = [m for m in net.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    assert len(bn) == 39 and all(b.momentum == 0.01 and b.eps == 1e-3 for b in bn)
+    assert len(acts) == 39 and all(a.negative_slope == 0.3 for a in acts)

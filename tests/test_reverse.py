@@ -1,4 +1,5 @@
 """The reverse pass: adjoint tests for every reversible layer and the official MLP formulas."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -257,3 +258,48 @@ def test_resnet_style_full_pass_pairs_and_ort_sees_inner_convs():
     rec.backward()
     assert all(p.grad is not None for p in net.parameters())
     assert len(reverse.reverse_pass(trace, "local")) == 4
+
+
+@pytest.mark.parametrize("drop", [nn.Dropout(0.5), nn.Dropout2d(0.5)], ids=["Dropout", "Dropout2d"])
+def test_dropout_reuses_the_forward_mask_in_the_reverse_pass(drop):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), drop, nn.Conv2d(8, 4, 3, padding=1)).train()
+    x = torch.randn(4, 3, 6, 6)
+    trace = reverse.forward_trace(net, x)
+    mask = trace.saved[2]
+    assert mask.shape == ((4, 8, 6, 6) if type(drop) is nn.Dropout else (4, 8, 1, 1))
+    assert torch.equal(trace.inputs[3], trace.inputs[2] * mask * 2)  # the forward pass used the recorded mask
+    (_, first), (d2, second) = reverse.reverse_pass(trace)
+    dropped = (mask == 0).expand_as(second)
+    assert dropped.any() and (second[dropped] == 0).all() and (second[~dropped] != 0).any()
+    again = reverse.reverse_pass(trace)  # no fresh mask: the same trace gives the same reconstruction
+    assert torch.equal(again[1][1], second) and torch.equal(again[0][1], first)
+    net.eval()
+    ev = reverse.forward_trace(net, x)
+    assert 2 not in ev.saved and torch.equal(ev.inputs[3], ev.inputs[2])  # eval: dropout is the identity
+
+
+def test_local_padded_reconstructs_each_periodic_convolutions_padded_input():
+    """The authors' draft: every convolution reconstructs its padded input with the transposed unpadded convolution."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    conv = PeriodicConv2d(2, 3, 3)
+    net = nn.Sequential(conv, nn.LeakyReLU(0.3), Residual(nn.Sequential(PeriodicConv2d(3, 3, 3), nn.ReLU())),
+                        PeriodicConv2d(3, 1, 3))
+    x = torch.randn(2, 2, 4, 8, dtype=torch.float64)
+    net.double()
+    with torch.no_grad():
+        trace = reverse.forward_trace(net, x)
+        pairs = reverse.reverse_pass(trace, "local_padded")
+    assert len(pairs) == 3 and [p[0].shape[-2:] for p in pairs] == [(6, 10)] * 3  # padded: +1 row/column each side
+    xp, rec = pairs[0]
+    assert torch.equal(xp[..., 1:-1, 1:-1], x) and torch.equal(xp[..., 1:-1, 0], x[..., -1])  # wrap in longitude
+    assert (xp[..., 0, :] == 0).all()  # zero rows in latitude
+    w = conv.weight.detach()
+    y = F.conv2d(xp, w)  # the forward pass without the bias
+    np.testing.assert_allclose(rec.numpy(), F.conv_transpose2d(y, w).numpy(), rtol=1e-12)
+    v = torch.randn_like(xp)  # <conv(v), y> = <v, conv^T y>: the reconstruction is the exact adjoint
+    assert float((F.conv2d(v, w) * y).sum()) == pytest.approx(float((v * rec).sum()), rel=1e-10)
+    with torch.no_grad():
+        local = reverse.reverse_pass(trace, "local")
+    assert [p[0].shape[-2:] for p in local] == [(4, 8)] * 3  # the plain local mode folds the padding back

@@ -51,6 +51,13 @@ def _check_peak() -> tuple[bool, str]:
     return peak.check_available()
 
 
+def _check_weather_subset(name: str) -> tuple[bool, str]:
+    from racecar_core.data import weatherbench, weatherbench2
+
+    sub = weatherbench2.SUBSETS[name]
+    return weatherbench.check_available(None, sub["channels"], sub["years"])
+
+
 # name -> check function returning (available now or generatable offline?, one-line message).
 # Other modules add their data sets here, e.g. ``AVAILABILITY_CHECKS["cifar10"] = my_check``.
 AVAILABILITY_CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
@@ -60,8 +67,11 @@ AVAILABILITY_CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
     "cifar10": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("cifar10"),
     "cifar100": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("cifar100"),
     "fashion_mnist": lambda: __import__("racecar_core.data.cifar", fromlist=["_"]).check_available("fashion_mnist"),
-    # real WeatherBench files of the default profile under <data_dir>/weatherbench (synthetic ones do not count)
+    # real ERA5 (WeatherBench 2 copies or WeatherBench 1 files; synthetic ones do not count): Z500/T850/T2M 1979-2018,
+    # and the subsets of notebook 04's quick and paper profiles (what `make data-weather PROFILE=...` fetches)
     "weatherbench": lambda: __import__("racecar_core.data.weatherbench", fromlist=["_"]).check_available(),
+    "weatherbench_quick": lambda: _check_weather_subset("quick"),
+    "weatherbench_paper": lambda: _check_weather_subset("paper"),
     # the official SVD-test images (tum-pbs/racecar SVD-example), all present with the right sha256
     "mnist_official": lambda: __import__("racecar_core.data.official", fromlist=["_"]).check_available("mnist"),
     "peak_official": lambda: __import__("racecar_core.data.official", fromlist=["_"]).check_available("peak"),

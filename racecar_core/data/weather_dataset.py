@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from racecar_core.data.weatherbench import (CONSTANTS, DEFAULT_VARIABLES, VARIABLES, Normalizer, check_finite,
+from racecar_core.data.weatherbench import (CONSTANTS, DEFAULT_VARIABLES, Normalizer, check_finite,
                                             open_constants, open_weatherbench, var_spec)
 
 
@@ -136,6 +136,6 @@ def to_xarray(pred: np.ndarray | torch.Tensor, dataset: WeatherDataset,
                          f"lat, lon); pass times= for a subset of the samples")
     norm, coords = dataset.normalizer, {"time": times, "lat": dataset.lat.values, "lon": dataset.lon.values}
     out = xr.Dataset({c: (("time", "lat", "lon"), arr[:, i].astype(np.float64) * norm.std[c] + norm.mean[c],
-                          {"units": VARIABLES[c].units}) for i, c in enumerate(dataset.target_vars)}, coords=coords)
+                          {"units": var_spec(c).units}) for i, c in enumerate(dataset.target_vars)}, coords=coords)
     out.attrs = dict(dataset.attrs)
     return out

@@ -54,22 +54,32 @@ VARIABLES = {s.channel: s for s in (VarSpec("z500", "geopotential_500", "z", 500
 
 
 def var_spec(name: str) -> VarSpec:
-    """Look up a variable by channel name (``z500``) or archive folder (``geopotential_500``)."""
+    """Look up a variable by channel name (``z500``) or WeatherBench-1 folder (``geopotential_500``); channels that
+    only the WeatherBench 2 layout is read for here (``u250``, ``q700``, ``tp``, ``tisr``, ...) have no short name."""
     for s in VARIABLES.values():
         if name in (s.channel, s.var_dir):
             return s
-    raise ValueError(f"unknown WeatherBench variable {name!r}; known: {[s.channel for s in VARIABLES.values()]} "
-                     f"or {[s.var_dir for s in VARIABLES.values()]}")
+    try:
+        wb2_name, level = wb2.parse_channel(name)
+    except ValueError:
+        raise ValueError(f"unknown WeatherBench variable {name!r}; known: {[s.channel for s in VARIABLES.values()]}, "
+                         f"{[s.var_dir for s in VARIABLES.values()]}, or a WeatherBench 2 channel such as 'u250', "
+                         f"'q700', 'tp', 'tisr'") from None
+    return VarSpec(name, wb2_name, "", level, wb2.UNITS[wb2_name])
 
 
-def default_root() -> Path:
-    """Where the real data are: the WeatherBench 2 subset (``<data_dir>/weatherbench2``) when it is there, else a
-    WeatherBench 1 archive (``<data_dir>/weatherbench``) when that is, else the WeatherBench 2 folder (the fetch
-    target)."""
+def default_root(variables: Sequence[str] = DEFAULT_VARIABLES, years: Sequence[int] = DEFAULT_YEARS) -> Path:
+    """Where the real data for ``variables`` and ``years`` are: a WeatherBench 2 copy under
+    ``<data_dir>/weatherbench2`` that holds them (``weatherbench2.find_root``), else a WeatherBench 1 archive
+    (``<data_dir>/weatherbench``) when there is one, else the WeatherBench 2 folder of the quick subset (where
+    ``make data-weather`` puts it)."""
+    found = wb2.find_root([var_spec(v).channel for v in variables], years)
+    if found is not None:
+        return found
     wb1 = data_dir() / "weatherbench"
-    if not wb2.store_path().exists() and (wb1 / RESOLUTION).is_dir():
+    if (wb1 / RESOLUTION).is_dir():
         return wb1
-    return wb2.default_root()
+    return wb2.default_root() / "quick"
 
 
 def is_wb2(root: str | Path) -> bool:
@@ -173,10 +183,14 @@ def open_weatherbench(root: str | Path | None = None, variables: Sequence[str] =
     ``step_hours`` keeps only times at multiples of that many hours (e.g. 6 of the hourly archive). ``root`` may hold
     either layout (``is_wb2``).
     """
-    root = Path(root) if root is not None else default_root()
+    root = Path(root) if root is not None else default_root(variables, years)
     if is_wb2(root):
         return open_wb2(root, variables, years, step_hours)
     specs = [var_spec(v) for v in variables]
+    only_wb2 = [s.channel for s in specs if not s.short]
+    if only_wb2:
+        raise ValueError(f"channel(s) {only_wb2} are read from the WeatherBench 2 layout only; {root} holds "
+                         f"WeatherBench 1 files. Fetch them with {fetch_command(root, variables, years)}")
     missing = [var_path(root, s.channel, y) for s in specs for y in years if not var_path(root, s.channel, y).is_file()]
     if missing:
         _raise_missing(root, [s.channel for s in specs], missing, years)
@@ -222,7 +236,7 @@ def open_wb2(root: str | Path, variables: Sequence[str] = DEFAULT_VARIABLES, yea
             raise MissingDataError(f"{store} has no {name}{f' at {level} hPa' if level else ''} (channel {c}); fetch "
                                    f"it with {fetch_command(root, channels, years)} into another --root")
         da = ds[name].sel(level=level, drop=True) if level is not None else ds[name]
-        arrays.append(da.rename(c).assign_attrs(units=VARIABLES[c].units))
+        arrays.append(da.rename(c).assign_attrs(units=var_spec(c).units))
     out = xr.merge(arrays, combine_attrs="drop").rename({"latitude": "lat", "longitude": "lon"})
     out = out.transpose("time", "lat", "lon").sortby("lat")
     years = sorted(int(y) for y in years)
@@ -298,7 +312,8 @@ def _fingerprint(root: Path, channel: str, years: Sequence[int]) -> str:
 
 @dataclass
 class Normalizer:
-    """Per-channel mean over (time, lat, lon) and std = temporal std averaged over space."""
+    """Per channel, the mean and the standard deviation over (time, lat, lon) of the training years, unweighted: what
+    Rasp & Thuerey's data generator (and so the authors' draft) normalises with; the paper's error is in these units."""
 
     mean: dict[str, float]
     std: dict[str, float]
@@ -310,7 +325,7 @@ class Normalizer:
         mean, std = {}, {}
         for c, da in ds.data_vars.items():
             da = da.astype("float64")
-            mean[c], std[c] = float(da.mean()), float(da.std("time").mean(("lat", "lon")))
+            mean[c], std[c] = float(da.mean()), float(da.std())
             if not (math.isfinite(mean[c]) and math.isfinite(std[c]) and std[c] > 0):
                 raise ValueError(f"{c}: normalisation statistics mean={mean[c]}, std={std[c]}: NaNs or constant data")
         return cls(mean, std)
@@ -319,9 +334,10 @@ class Normalizer:
     def for_training(cls, root: str | Path | None, years: Sequence[int], variables: Sequence[str] = DEFAULT_VARIABLES,
                      step_hours: int | None = None) -> Normalizer:
         """Statistics of the training ``years``, cached in ``<root>/5.625deg/normalization_<hash>.json``."""
-        root = Path(root) if root is not None else default_root()
+        root = Path(root) if root is not None else default_root(variables, years)
         years = sorted(int(y) for y in years)
-        key = hashlib.sha1(json.dumps({"years": years, "step_hours": step_hours}).encode()).hexdigest()[:12]
+        key = hashlib.sha1(json.dumps({"years": years, "step_hours": step_hours, "std": "time, lat, lon"}).encode()
+                           ).hexdigest()[:12]
         path = (root if is_wb2(root) else root / RESOLUTION) / f"normalization_{key}.json"
         cache = read_json(path) if path.is_file() else {"years": years, "step_hours": step_hours, "channels": {}}
         chans = [var_spec(v).channel for v in variables]
@@ -347,8 +363,8 @@ def _fingerprint_or_none(root: Path, channel: str, years: Sequence[int]) -> str 
 def check_available(root: str | Path | None = None, variables: Sequence[str] = DEFAULT_VARIABLES,
                     years: Sequence[int] = DEFAULT_YEARS) -> tuple[bool, str]:
     """Availability for the registry: True only when the real (not synthetic) files are all on disk."""
-    root = Path(root) if root is not None else default_root()
-    if is_wb2(root):
+    root = Path(root) if root is not None else default_root(variables, years)
+    if is_wb2(root) or not (root / RESOLUTION).is_dir():
         return _wb2_available(root, variables, years)
     paths = [var_path(root, v, y) for v in variables for y in years] + [constants_path(root)]
     missing = [p for p in paths if not p.is_file()]
@@ -367,7 +383,8 @@ def check_available(root: str | Path | None = None, variables: Sequence[str] = D
 
 def _wb2_available(root: Path, variables: Sequence[str], years: Sequence[int]) -> tuple[bool, str]:
     if not wb2.has_store(root):
-        return False, f"WeatherBench 2: the copy in {root} is incomplete; run {fetch_command(root, variables, years)}"
+        what = "is incomplete" if wb2.manifest_path(root).is_file() else "is not there"
+        return False, f"WeatherBench 2: the copy in {root} {what}; run {fetch_command(root, variables, years)}"
     try:
         ds = open_wb2(root, variables, years)
     except MissingDataError as err:

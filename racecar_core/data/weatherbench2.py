@@ -3,7 +3,8 @@ public zarr store, and a synthetic look-alike (NOT ERA5) in the same format.
 
 ``make data-weather`` (``python -m racecar_core.data.weatherbench2``) opens the public store lazily (anonymous
 ``gs://``), selects the variables, pressure levels and years asked for, and copies them into
-``<data_dir>/weatherbench2/era5_64x32.zarr`` one block of time steps at a time. ``manifest.json`` beside the store
+``<data_dir>/weatherbench2/<subset>/era5_64x32.zarr`` one block of time steps at a time (``--subset quick|paper``:
+the fields and years of notebook 04's profiles). ``manifest.json`` beside the store
 records what was asked for and every written chunk file's size and sha256: an interrupted copy resumes at the first
 missing block, and a chunk whose checksum no longer matches is fetched again. ``write_synthetic_store`` writes the
 look-alike with the real store's variable names, dimensions (``time, [level,] longitude, latitude``), coordinates and
@@ -52,12 +53,19 @@ UNITS = {"geopotential": "m**2 s**-2", "temperature": "K", "u_component_of_wind"
          "total_precipitation_6hr": "m", "toa_incident_solar_radiation": "J m**-2",
          "geopotential_at_surface": "m**2 s**-2", "land_sea_mask": "(0 - 1)"}
 DEFAULT_CHANNELS = ("z500", "t850", "t2m")
+# Rasp & Thuerey's (2021) inputs, which the authors' WeatherBench draft used: z, t, u, v, q at 7 levels, t2m,
+# 6-hourly precipitation and top-of-atmosphere sunshine (38 fields; at 3 times plus 3 constants: 117 channels)
+RASP_LEVELS = (50, 250, 500, 600, 700, 850, 925)
+RASP_INPUTS = tuple(f"{v}{lv}" for v in "ztuvq" for lv in RASP_LEVELS) + ("t2m", "tp", "tisr")
+# what `make data-weather PROFILE=...` fetches: the fields and years of notebook 04's profiles
+SUBSETS = {"quick": {"channels": DEFAULT_CHANNELS, "years": tuple(range(2010, 2019))},
+           "paper": {"channels": RASP_INPUTS, "years": tuple(range(1979, 2019))}}
 SYNTHETIC_TAG = "racecar_core.data.weatherbench2 synthetic store (NOT ERA5)"
 SYNTHETIC_VERSION = 1  # bump when synthetic_fields changes
 
 
 def default_root() -> Path:
-    """``<data_dir>/weatherbench2``: the store and its manifest."""
+    """``<data_dir>/weatherbench2``: one folder per subset (``quick``, ``paper``), each a store and its manifest."""
     return data_dir() / DIRNAME
 
 
@@ -94,8 +102,34 @@ def variables_for(channels: Sequence[str]) -> dict[str, list[int] | None]:
     return out
 
 
+def covers(request: dict, channels: Sequence[str], years: Sequence[int], static: bool = True) -> bool:
+    """Whether a manifest's request holds ``channels`` (variables and levels) for ``years`` (and the static fields)."""
+    have = request["variables"]
+    for name, levels in variables_for(channels).items():
+        if name not in have or (levels is not None and not set(levels) <= set(have[name] or [])):
+            return False
+    return set(int(y) for y in years) <= set(request["years"]) and (not static or bool(request["static"]))
+
+
+def find_root(channels: Sequence[str], years: Sequence[int], static: bool = True) -> Path | None:
+    """The first complete local copy under ``<data_dir>/weatherbench2`` (itself or a subset folder) that holds
+    ``channels`` for ``years``, or None."""
+    base = default_root()
+    for root in [base] + (sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []):
+        mpath = manifest_path(root)
+        if mpath.is_file():
+            m = read_json(mpath)
+            if m.get("complete") and covers(m["request"], channels, years, static):
+                return root
+    return None
+
+
 def fetch_command(channels: Sequence[str], years: Sequence[int]) -> str:
-    """The command that fetches ``channels`` for ``years``."""
+    """The command that fetches ``channels`` for ``years``: a profile's subset when one covers them."""
+    for name, sub in SUBSETS.items():
+        req = {"variables": variables_for(sub["channels"]), "years": list(sub["years"]), "static": [1]}
+        if covers(req, channels, years):
+            return f"`{FETCH_HINT} PROFILE={name}` (or: `python -m racecar_core.data.weatherbench2 --subset {name}`)"
     ys = sorted(int(y) for y in years)
     span = f"{ys[0]}-{ys[-1]}" if ys == list(range(ys[0], ys[-1] + 1)) else " ".join(map(str, ys))
     return (f"`{FETCH_HINT}` (or: `python -m racecar_core.data.weatherbench2 --channels {' '.join(channels)} "
@@ -385,25 +419,32 @@ def write_synthetic_store(path: str | Path, years: Sequence[int] = (2015, 2016, 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m racecar_core.data.weatherbench2 [--channels z500 t850 t2m] [--years 1979-2018]``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--channels", nargs="+", default=list(DEFAULT_CHANNELS),
-                    help="e.g. z500 t850 t2m (z/t/u/v/q + a level in hPa, or t2m, tp, tisr)")
-    ap.add_argument("--years", default="1979-2018", help="a range 1979-2018 or a list 2015 2016 (space-separated)",
+    ap.add_argument("--subset", choices=sorted(SUBSETS), default="quick",
+                    help="the fields and years of notebook 04's quick profile (Z500, T850, T2M, 2010-2018, ~0.5 GB) "
+                         "or paper profile (Rasp & Thuerey's 38 input fields, 1979-2018, ~18 GB)")
+    ap.add_argument("--channels", nargs="+", default=None,
+                    help="instead of a subset: e.g. z500 t850 t2m (z/t/u/v/q + a level in hPa, or t2m, tp, tisr)")
+    ap.add_argument("--years", default=None, help="instead of the subset's: a range 1979-2018 or years 2015 2016",
                     nargs="+")
-    ap.add_argument("--root", type=Path, default=None, help=f"default: {default_root()}")
+    ap.add_argument("--root", type=Path, default=None,
+                    help=f"default: {default_root()}/<subset> (or /custom with --channels or --years)")
     ap.add_argument("--source", default=ERA5_STORE, help="the store to copy from (a gs:// URL or a local path)")
     ap.add_argument("--no-static", action="store_true", help="leave out orography and the land-sea mask")
     ap.add_argument("--verify", action="store_true", help="only check the local store against its manifest")
     a = ap.parse_args(argv)
     if a.verify:
-        bad = verify(a.root)
+        bad = verify(a.root or default_root() / a.subset)
         print("all chunk files match the manifest" if not bad else f"{len(bad)} bad file(s): {bad[:5]}")
         return 1 if bad else 0
-    years: list[int] = []
-    for y in a.years:
+    sub = SUBSETS[a.subset]
+    years: list[int] = list(sub["years"]) if a.years is None else []
+    for y in a.years or []:
         lo, _, hi = y.partition("-")
         years += list(range(int(lo), int(hi or lo) + 1))
+    custom = a.channels is not None or a.years is not None
+    root = a.root or default_root() / ("custom" if custom else a.subset)
     try:
-        download(a.source, a.root, a.channels, years, static=not a.no_static)
+        download(a.source, root, a.channels or list(sub["channels"]), years, static=not a.no_static)
     except (MissingDataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ with the same download code as the real store and reads it through the same load
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,22 +23,27 @@ from ..data import WeatherDataset, to_xarray
 from ..data import weatherbench2 as wb2
 from ..data.weatherbench import default_root, is_synthetic
 from ..models import weather_resnet
+from ..models.weather_resnet import KERAS
 from ..train import TensorBatches, TrainConfig, fit
 from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
 
 PAPER = {"Std": 0.0123, "RR": 0.0106}   # Fig. 1d: latitude-weighted error, normalised units
 PAPER_EXAMPLE_TIME = "2019-08-09T22:00"
+# The paper profile is the authors' setup (Rasp & Thuerey's network and inputs, Keras's defaults; see notebook 04)
 _BASE = dict(source="weatherbench", train_years=list(range(1979, 2016)), valid_years=[2016], test_years=[2017, 2018],
-             variables=["z500", "t850", "t2m"], offsets_h=[0, -6, -12], lead_h=72, sample_every_h=6,
-             channels=128, blocks=19, dropout=0.1, methods=["Std", "RR"], seeds=[0, 1, 2], epochs=100,
+             variables=["z500", "t850", "t2m"], input_variables=list(wb2.RASP_INPUTS), offsets_h=[0, -6, -12],
+             lead_h=72, sample_every_h=6, channels=128, blocks=19, dropout=0.1, **KERAS, l2=1e-5,
+             methods=["Std", "RR"], seeds=[0, 1, 2], epochs=100,
              batch_size=32, lr=5e-5, rr_lambda=1e-3, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
              ort_weight=1e-2, ort_form="srip", pre_epochs=1, patience=5, example_time=PAPER_EXAMPLE_TIME,
              synthetic_days=None, device="auto", amp=False, torch_compile=False, progress=True)
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": _BASE,
-    "quick": dict(_BASE, train_years=list(range(2010, 2016)), sample_every_h=12, channels=32, blocks=3, epochs=10,
-                  seeds=[0], batch_size=32, lr=2e-4),
-    "smoke": dict(_BASE, source="synthetic", train_years=[2015], valid_years=[2016], test_years=[2017],
+    # CPU-sized: the three target fields as inputs (12 channels), 6 training years, a small network
+    "quick": dict(_BASE, input_variables=["z500", "t850", "t2m"], train_years=list(range(2010, 2016)),
+                  sample_every_h=12, channels=32, blocks=3, epochs=10, seeds=[0], batch_size=32, lr=2e-4),
+    "smoke": dict(_BASE, source="synthetic", input_variables=["z500", "t850", "t2m"], train_years=[2015],
+                  valid_years=[2016], test_years=[2017],
                   synthetic_days=30, sample_every_h=24, channels=8, blocks=1, epochs=2, seeds=[0], batch_size=8,
                   lr=1e-3, patience=2, progress=False),
 }
@@ -63,15 +69,16 @@ def run(profile: str = "quick", report: Callable[[str], None] | None = print, **
 def data_root(p: dict) -> Path:
     """The data root: the real data (``weatherbench.default_root``), or for ``source="synthetic"`` a copy of the
     synthetic WeatherBench 2 store (NOT ERA5), made on first use by the same download code as the real one."""
-    if p["source"] == "weatherbench":
-        return default_root()
     years = sorted(set(p["train_years"] + p["valid_years"] + p["test_years"]))
+    channels = list(dict.fromkeys(p["input_variables"] + p["variables"]))
+    if p["source"] == "weatherbench":
+        return default_root(channels, years)
     key = f"{years[0]}-{years[-1]}_{len(years)}y_{p['synthetic_days'] or 'all'}d_v{wb2.SYNTHETIC_VERSION}"
     base = paths.data_dir() / "weatherbench2-synthetic"
     store = wb2.write_synthetic_store(base / f"source_{key}.zarr", years, days_per_year=p["synthetic_days"])
-    root = base / key
+    root = base / f"{key}_{hashlib.sha1(' '.join(channels).encode()).hexdigest()[:8]}"  # one copy per channel set
     if not wb2.has_store(root):
-        wb2.download(store, root, p["variables"], years, progress=False, log=lambda line: None)
+        wb2.download(store, root, channels, years, progress=False, log=lambda line: None)
     return root
 
 
@@ -95,7 +102,7 @@ def load(p: dict) -> WeatherData:
     """Train, validation and test sets, all normalised with the training years' statistics, and the climatology of
     the training targets (WeatherBench 2 uses its 1990-2019 ERA5 climatology; this companion the training years')."""
     root = data_root(p)
-    kw = dict(train_years=p["train_years"], input_vars=p["variables"], target_vars=p["variables"],
+    kw = dict(train_years=p["train_years"], input_vars=p["input_variables"], target_vars=p["variables"],
               input_offsets_h=p["offsets_h"], lead_h=p["lead_h"], sample_every_h=p["sample_every_h"])
     sets = {split: WeatherDataset.from_root(root, p[f"{split}_years"], **kw) for split in ("train", "valid", "test")}
     return WeatherData(**sets, climatology=score.doy_hour_climatology(sets["train"].truth()))
@@ -126,7 +133,7 @@ SCORES = {"rmse_wb1": "RMSE, WeatherBench 1 (sqrt of the weighted squared error 
           "rmse_wb2": "RMSE, WeatherBench 2 (sqrt of the time mean of each step's area-weighted MSE)",
           "acc_wb2": "ACC, WeatherBench 2 (per valid time against the day-of-year/hour climatology, then averaged)",
           "mse_norm": "latitude-weighted MSE of the normalised fields (the paper's error; per channel, "
-                      "(x - mean) / std with the training years' mean and the time std averaged over the grid)"}
+                      "(x - mean) / std with the training years' mean and std over time, latitude and longitude)"}
 
 
 def scores(pred: torch.Tensor, data: WeatherData, weights: torch.Tensor) -> dict:
@@ -168,10 +175,12 @@ def _train(spec: RunSpec, sets: WeatherData) -> tuple[dict, Callable[[Path], dic
     method = build_method(spec.method, p, task, steps_per_epoch=spe)
     cfg = TrainConfig(steps=p["epochs"] * spe, lr=p["lr"], batch_size=p["batch_size"], eval_every=spe,
                       checkpoint_every=spe, seed=seed, device=p["device"], amp=p["amp"], compile=p["torch_compile"],
+                      weight_decay=2 * p["l2"], decay_kernels_only=True,  # Keras's l2(c): c * sum(w^2) in the loss
                       progress=p["progress"], early_stop="valid_mse", patience=p["patience"])
     synthetic = is_synthetic(sets["train"])
-    config = {k: p[k] for k in ("source", "train_years", "valid_years", "test_years", "variables", "offsets_h",
-                                "lead_h", "sample_every_h", "channels", "blocks", "dropout", "synthetic_days")}
+    config = {k: p[k] for k in ("source", "train_years", "valid_years", "test_years", "variables", "input_variables",
+                                "offsets_h", "lead_h", "sample_every_h", "channels", "blocks", "dropout",
+                                "leaky_slope", "bn_momentum", "bn_eps", "l2", "synthetic_days")}
     config.update(method.describe(), synthetic=synthetic, train=cfg.describe())
     config.pop("task", None)
 
@@ -180,7 +189,8 @@ def _train(spec: RunSpec, sets: WeatherData) -> tuple[dict, Callable[[Path], dic
 
     def train(run_dir: Path) -> dict:
         torch.manual_seed(seed)
-        model = weather_resnet(xtr.shape[1], ytr.shape[1], p["channels"], p["blocks"], p["dropout"])
+        model = weather_resnet(xtr.shape[1], ytr.shape[1], p["channels"], p["blocks"], p["dropout"],
+                               leaky_slope=p["leaky_slope"], bn_momentum=p["bn_momentum"], bn_eps=p["bn_eps"])
         hist = fit(model, method, TensorBatches(xtr, ytr, p["batch_size"], seed), cfg, run_dir, evaluate,
                    log_every=max(1, spe // 10))
         pred = predict(model, sets["test"].tensors()[0], p["device"])
