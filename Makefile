@@ -13,11 +13,11 @@ YEARS   ?=
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env figures test lab bench bench-compile data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
+.PHONY: env figures test lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1]"
-	@echo "make test | make bench | make bench-compile | make lab | make env | make clean"
+	@echo "make test | make bench | make bench-compile | make bench-weather | make lab | make env | make clean"
 	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather"
 	@echo "make data-mnist-official | data-peak-official [FROM=<SVD-example folder or URL>]  (official SVD-test images)"
 
@@ -47,6 +47,10 @@ bench: env
 
 bench-compile: env
 	$(PY) benchmarks/bench_compile.py
+
+# the weather paper profile's network: Std vs both RR forms per step, and the profile's cost per epoch (slow on a CPU)
+bench-weather: env
+	$(PY) benchmarks/bench_weather.py
 
 lab: env
 	$(VENV)/bin/jupyter lab notebooks/

@@ -49,10 +49,30 @@ class TrainConfig:
     progress: bool = True
     early_stop: str | None = None          # an evaluate() key, lower is better: stop when it stops improving
     patience: int = 5                      # evaluations without improvement before stopping (best weights kept)
+    min_delta: float = 0.0                 # an improvement of the early_stop key must exceed this
+    plateau_patience: int = 0              # > 0: multiply the lr by plateau_factor after this many evaluations
+    plateau_factor: float = 0.2            #   without improvement of early_stop (Keras's ReduceLROnPlateau),
+    plateau_min_lr: float = 0.0            #   never below plateau_min_lr
 
     def describe(self) -> dict[str, Any]:
         """The settings that identify a run (for run-cache keys): all but ``progress``, and ``compile`` when on."""
         return {k: v for k, v in asdict(self).items() if k != "progress" and not (k == "compile" and not v)}
+
+
+def reduce_on_plateau(cfg: TrainConfig, state: dict[str, Any], value: float) -> None:
+    """Keras's ReduceLROnPlateau on ``state["lr_scale"]``: after ``cfg.plateau_patience`` evaluations without an
+    improvement of more than ``cfg.min_delta``, multiply the learning rate by ``cfg.plateau_factor`` (not below
+    ``cfg.plateau_min_lr``) and start counting again."""
+    p = state.get("plateau") or {"best": None, "wait": 0}
+    if p["best"] is None or value < p["best"] - cfg.min_delta:
+        p = {"best": value, "wait": 0}
+    else:
+        p["wait"] += 1
+        if p["wait"] >= cfg.plateau_patience:
+            floor = cfg.plateau_min_lr / cfg.lr if cfg.lr else 0.0
+            state["lr_scale"] = max(state.get("lr_scale", 1.0) * cfg.plateau_factor, floor)
+            p["wait"] = 0
+    state["plateau"] = p
 
 
 def stream_seed(seed: int, index: int, stream: str) -> int:
@@ -197,7 +217,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     task_offset = pretraining_steps(phases)
     run_dir = Path(run_dir) if run_dir is not None else None
     state: dict[str, Any] = {"step": 0, "log": [], "evals": [], "snapshots": [], "wall_time": 0.0,
-                             "best": None, "stopped_early": False}
+                             "best": None, "stopped_early": False, "lr_scale": 1.0, "plateau": None}
     opt, opt_phase = None, -1
     losses = [compiled_loss(ph, cfg.compile) for ph in phases]
     ckpt = run_dir / "checkpoint.pt" if run_dir else None
@@ -226,11 +246,13 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
                                        **{k: float(v) for k, v in evaluate(model, step).items()}})
                 if cfg.early_stop is not None and _locate(phases, step)[0] == len(phases) - 1:  # not in pretraining
                     value = state["evals"][-1][cfg.early_stop]
-                    if state["best"] is None or value < state["best"]["value"]:
+                    if state["best"] is None or value < state["best"]["value"] - cfg.min_delta:
                         state["best"] = {"value": value, "step": step,
                                          "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
                     elif (step - state["best"]["step"]) >= cfg.patience * cfg.eval_every:
                         state["stopped_early"] = True
+                    if cfg.plateau_patience > 0:
+                        reduce_on_plateau(cfg, state, value)
             if snapshot is not None:
                 snap = snapshot(model, step)
                 state["snapshots"].append({"step": step, "task_step": step - task_offset,
@@ -248,7 +270,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         if k != opt_phase:
             opt, opt_phase = make_optimizer(cfg, phase.params), k
         for g in opt.param_groups:
-            g["lr"] = learning_rate(cfg, pstep) * phase.lr_scale
+            g["lr"] = learning_rate(cfg, pstep) * phase.lr_scale * state.get("lr_scale", 1.0)
         model.train()
         for m in phase.frozen:
             m.eval()

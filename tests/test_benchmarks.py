@@ -34,3 +34,12 @@ def test_bench_loop_times_whole_runs_against_the_bare_step(tmp_path, monkeypatch
     assert set(r["loop_over_bare"]) == {"Std", "RR"} and r["rr_over_std_loop"] > 0
     text = bench_loop.report(r)
     assert "peak run: RR/Std loop step time" in text and "official TF script" in text
+
+
+def test_bench_weather_times_both_rr_forms_and_extrapolates_the_paper_profile():
+    bench_weather = pytest.importorskip("bench_weather")
+    r = bench_weather.benchmark("cpu", rounds=1, warmup=0, channels=4, blocks=0)
+    assert set(r["ms"]) == {"Std", "RR full", "RR draft"} and r["inputs"] == 117 and not r["paper_network"]
+    assert r["steps_per_epoch"] == r["train_samples"] // 32 and 50_000 < r["train_samples"] < 54_100
+    text = bench_weather.report(r)
+    assert "weather network (reduced): RR full/Std step time" in text and "NOT the paper's network" in text

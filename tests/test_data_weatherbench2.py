@@ -109,6 +109,13 @@ def test_wrong_grid_and_nan_are_clear_errors(source, tmp_path):
     bad.to_zarr(tmp_path / "nan.zarr", consolidated=True, zarr_format=2)
     wb2.download(tmp_path / "nan.zarr", tmp_path / "copy", ["t2m"], [2015], static=False, progress=False,
                  log=lambda s: None)
+    nan_store = ds[["2m_temperature"]].isel(time=slice(0, 40)).load()
+    nan_store["2m_temperature"][:] = np.nan
+    nan_store.attrs = {}
+    nan_store.to_zarr(tmp_path / "allnan.zarr", consolidated=True, zarr_format=2)
+    with pytest.raises(ValueError, match="only NaN for \\['2m_temperature'\\].*64x33"):
+        wb2.download(tmp_path / "allnan.zarr", tmp_path / "copy2", ["t2m"], [2015], static=False, progress=False,
+                     log=lambda s: None)
     with pytest.raises(ValueError, match="t2m: NaN/inf values at 2015-01-02T06"):
         WeatherDataset.from_root(tmp_path / "copy", [2015], input_vars=["t2m"], target_vars=["t2m"],
                                  input_offsets_h=[0], lead_h=6, sample_every_h=6, constants=False)
@@ -159,6 +166,11 @@ def test_the_paper_profile_reads_117_channels_and_the_cli_fetches_a_profile_subs
     assert wb2.find_root(["z500", "u250"], [2016]) == root  # the custom copy has no u: the paper copy is found
     assert wb2.find_root(["z500"], [2016]) == wb2.default_root() / "custom"
     assert wb2.find_root(["z500"], [2014]) is None
+    assert wb2.channels_of(["z", "2m_temperature", "tp"], [500, 850]) == ["z500", "z850", "t2m", "tp"]
+    with pytest.raises(ValueError, match="give --levels"):
+        wb2.channels_of(["temperature"])
+    with pytest.raises(ValueError, match="unknown WeatherBench 2 channel 'z555'"):
+        wb2.channels_of(["z"], [555])
     assert "PROFILE=paper" in wb2.fetch_command(["q925", "t2m"], [1990]) and "PROFILE=quick" in \
         wb2.fetch_command(["z500"], [2012])
     ds = WeatherDataset.from_root(root, [2016], train_years=[2015], input_vars=wb2.RASP_INPUTS,

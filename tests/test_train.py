@@ -206,3 +206,17 @@ def test_inductor_step_has_the_eager_gradients(name, kw):
     torch._dynamo.reset()
     for eager, compiled in zip(*grads):
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_the_learning_rate_drops_on_a_plateau_and_stops_at_its_floor(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    model = nn.Sequential(nn.Linear(4, 2))
+    scores = iter([1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    cfg = TrainConfig(steps=10, lr=1e-2, batch_size=16, eval_every=1, progress=False, early_stop="v", patience=99,
+                      plateau_patience=2, plateau_factor=0.2, plateau_min_lr=1e-3, min_delta=1e-4)
+    hist = fit(model, make_method("Std"), TensorBatches(x, y, 16, 0), cfg, None, lambda m, s: {"v": next(scores)},
+               log_every=1)
+    lrs = [round(e["lr"], 10) for e in hist["log"]]
+    # evaluations 0..: 1.0 (best), 0.5 (best), then no improvement: after 2 of them x0.2, after 2 more the floor
+    assert lrs[:3] == [1e-2] * 3 and lrs[3:5] == [2e-3] * 2 and lrs[5:] == [1e-3] * 5

@@ -90,6 +90,27 @@ def parse_channel(channel: str) -> tuple[str, int | None]:
                      f"{sorted(LEVEL_VARS)} followed by a level in hPa from {LEVELS} (e.g. 'z500', 'q700')")
 
 
+def channels_of(variables: Sequence[str], levels: Sequence[int] | None = None) -> list[str]:
+    """Channel names of ``variables`` (short ``z`` or the store's ``geopotential``; ``t2m``, ``tp``, ``tisr``) at
+    ``levels`` (hPa) for those on pressure levels: ``(["z", "t2m"], [500, 850])`` -> ``["z500", "z850", "t2m"]``."""
+    short = {**{v: k for k, v in LEVEL_VARS.items()}, **{v: k for k, v in SURFACE_VARS.items()}}
+    out = []
+    for v in variables:
+        s = short.get(v, v)
+        if s in SURFACE_VARS:
+            out.append(s)
+        elif s in LEVEL_VARS:
+            if not levels:
+                raise ValueError(f"racecar: {v} is on pressure levels: give --levels (hPa, of {LEVELS})")
+            out += [f"{s}{lv}" for lv in levels]
+        else:
+            raise ValueError(f"racecar: unknown variable {v!r}; use {sorted(LEVEL_VARS)} with levels, "
+                             f"{sorted(SURFACE_VARS)}, or their names in the store {sorted(short)}")
+    for c in out:
+        parse_channel(c)  # levels outside the store's are errors
+    return out
+
+
 def variables_for(channels: Sequence[str]) -> dict[str, list[int] | None]:
     """The store variables (and their levels) that hold ``channels``."""
     out: dict[str, list[int] | None] = {}
@@ -256,6 +277,11 @@ def _write_block(sub: xr.Dataset, store: Path, block: int) -> dict[str, list]:
     part = part.drop_vars(list(part.coords))
     for v in part.variables:
         part[v].encoding = {}
+    empty = [v for v in names if bool(np.isnan(part[v].values).all())]
+    if empty:
+        raise ValueError(f"the source holds only NaN for {empty} at {str(sub['time'].values[sl.start])[:13]}.."
+                         f"{str(sub['time'].values[sl.stop - 1])[:13]}: not a usable ERA5 store (the 64x33 store is all "
+                         f"NaN, google-research/weatherbench2#290); use {ERA5_STORE}")
     part.to_zarr(store, region={"time": sl}, zarr_format=2)
     return _record(store, [_chunk_file(store, v, (block,) + (0,) * (sub[v].ndim - 1)) for v in names])
 
@@ -424,6 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "or paper profile (Rasp & Thuerey's 38 input fields, 1979-2018, ~18 GB)")
     ap.add_argument("--channels", nargs="+", default=None,
                     help="instead of a subset: e.g. z500 t850 t2m (z/t/u/v/q + a level in hPa, or t2m, tp, tisr)")
+    ap.add_argument("--vars", nargs="+", default=None,
+                    help="instead of --channels: variables (z t u v q, or t2m tp tisr, or the store's names such as "
+                         "geopotential), with --levels for those on pressure levels")
+    ap.add_argument("--levels", nargs="+", type=int, default=None, help=f"hPa, of {LEVELS}")
     ap.add_argument("--years", default=None, help="instead of the subset's: a range 1979-2018 or years 2015 2016",
                     nargs="+")
     ap.add_argument("--root", type=Path, default=None,
@@ -441,10 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for y in a.years or []:
         lo, _, hi = y.partition("-")
         years += list(range(int(lo), int(hi or lo) + 1))
-    custom = a.channels is not None or a.years is not None
-    root = a.root or default_root() / ("custom" if custom else a.subset)
     try:
-        download(a.source, root, a.channels or list(sub["channels"]), years, static=not a.no_static)
+        channels = a.channels or (channels_of(a.vars, a.levels) if a.vars else list(sub["channels"]))
+        custom = a.channels is not None or a.vars is not None or a.years is not None
+        root = a.root or default_root() / ("custom" if custom else a.subset)
+        download(a.source, root, channels, years, static=not a.no_static)
     except (MissingDataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
