@@ -107,24 +107,43 @@ def wb2_rmse(da_fc: XrObj, da_true: XrObj) -> XrObj:
     return np.sqrt(wb2_mse(da_fc, da_true))
 
 
+def _doy_hour_climatology(da: xr.DataArray, window_days: int) -> xr.DataArray:
+    t = da["time"]
+    hours = np.unique(t.dt.hour.values)
+    arr = da.transpose("time", ...).values.astype(np.float64)
+    key = (t.dt.dayofyear.values - 1) * len(hours) + np.searchsorted(hours, t.dt.hour.values)
+    order = np.argsort(key, kind="stable")
+    keys, start = np.unique(key[order], return_index=True)
+    counts = np.diff(np.append(start, len(key))).reshape(-1, *[1] * (arr.ndim - 1))
+    means = np.full((366 * len(hours),) + arr.shape[1:], np.nan)
+    means[keys] = np.add.reduceat(arr[order], start, axis=0) / counts  # the mean over years of each day and hour
+    means = means.reshape((366, len(hours)) + arr.shape[1:])
+    half = window_days // 2
+    padded = np.concatenate([means[366 - half:], means, means[:half]], axis=0)  # the year wraps around
+    ok = np.isfinite(padded)
+    zero = np.zeros((1,) + padded.shape[1:])
+    sums = np.concatenate([zero, np.cumsum(np.where(ok, padded, 0.0), axis=0)])
+    n = np.concatenate([zero, np.cumsum(ok, axis=0)])
+    width = 2 * half + 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smooth = (sums[width:] - sums[:-width]) / (n[width:] - n[:-width])  # NaN-skipping running mean
+    dims = ("dayofyear", "hour") + tuple(d for d in da.transpose("time", ...).dims[1:])
+    coords = {"dayofyear": np.arange(1, 367), "hour": hours,
+              **{d: da[d].values for d in dims[2:] if d in da.coords}}
+    return xr.DataArray(smooth[:366], dims=dims, coords=coords, attrs=da.attrs)
+
+
 def doy_hour_climatology(truth: XrObj, window_days: int = 61) -> XrObj:
     """A day-of-year/hour climatology of ``truth`` (dims ``dayofyear`` 1..366, ``hour``, then ``truth``'s others):
     the mean over years at each day of year and hour, smoothed by a centred running mean over ``window_days`` days
-    that wraps around the year (WeatherBench 2 smooths its 1990-2019 climatology with a 61-day window); a day the
+    (odd) that wraps around the year (WeatherBench 2 smooths its 1990-2019 climatology with a 61-day window); a day the
     record lacks takes the running mean of the days around it."""
-    t = truth["time"]
-    key = (t.dt.dayofyear * 100 + t.dt.hour).rename("doy_hour")
-    means = truth.groupby(key).mean("time")
-    codes = means["doy_hour"].values
-    index = pd.MultiIndex.from_arrays([codes // 100, codes % 100], names=["dayofyear", "hour"])
-    means = means.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "doy_hour")).unstack("doy_hour")
-    raw = means.reindex(dayofyear=np.arange(1, 367))
-    half = window_days // 2
-    padded = xr.concat([raw.isel(dayofyear=slice(366 - half, None)), raw, raw.isel(dayofyear=slice(0, half))],
-                       dim="dayofyear")
-    smooth = padded.rolling(dayofyear=window_days, center=True, min_periods=1).mean()
-    smooth = smooth.isel(dayofyear=slice(half, half + 366)).assign_coords(dayofyear=np.arange(1, 367))
-    return smooth.transpose("dayofyear", "hour", ...)
+    if window_days < 1 or window_days % 2 == 0:
+        raise ValueError(f"window_days must be odd and positive, got {window_days}")
+    if isinstance(truth, xr.Dataset):
+        return xr.Dataset({k: _doy_hour_climatology(v, window_days) for k, v in truth.data_vars.items()},
+                          attrs=truth.attrs)
+    return _doy_hour_climatology(truth, window_days)
 
 
 def climatology_at(clim: XrObj, times: xr.DataArray) -> XrObj:

@@ -159,7 +159,7 @@ def test_both_layouts_load_to_the_same_tensors(source, tmp_path):
 def test_the_paper_profile_reads_117_channels_and_the_cli_fetches_a_profile_subset(source, tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_DATA_DIR", str(tmp_path / "data"))
     assert len(wb2.RASP_INPUTS) == 38
-    code = wb2.main(["--subset", "quick", "--source", str(source), "--years", "2015-2016"])
+    code = wb2.main(["--subset", "quick", "--source", str(source), "--years", "2015-2016", "--no-climatology"])
     assert code == 0 and wb2.has_store(wb2.default_root() / "custom")
     root = wb2.default_root() / "paper"
     wb2.download(source, root, wb2.RASP_INPUTS, YEARS, progress=False, log=lambda s: None)
@@ -180,3 +180,36 @@ def test_the_paper_profile_reads_117_channels_and_the_cli_fetches_a_profile_subs
     assert ds.input_channels[:3] == ["z50@+0h", "z250@+0h", "z500@+0h"] and "tisr@-12h" in ds.input_channels
     assert torch.isfinite(x).all() and float(x[:, :114].std()) == pytest.approx(1.0, abs=0.3)
 
+
+
+def test_the_climatology_is_copied_checked_and_used_for_wb2_acc(source, tmp_path):
+    from racecar_core.score import doy_hour_climatology
+    clim_src = wb2.write_synthetic_climatology(tmp_path / "clim_src.zarr", source)
+    assert xr.open_zarr(clim_src)["geopotential"].dims == ("hour", "dayofyear", "level", "longitude", "latitude")
+    root = tmp_path / "copy"
+    wb2.download(source, root, ["z500", "t850", "t2m"], YEARS, progress=False, log=lambda s: None)
+    assert wb2.open_climatology(root, ["z500"]) is None  # not copied yet
+    lines: list[str] = []
+    wb2.download_climatology(clim_src, root, ["z500", "t850", "t2m"], log=lines.append)
+    clim = wb2.open_climatology(root, ["z500", "t2m"])
+    assert clim["z500"].dims == ("dayofyear", "hour", "lat", "lon") and clim.sizes["dayofyear"] == 366
+    truth = open_weatherbench(root, ["z500"], YEARS)["z500"].load()
+    expected = doy_hour_climatology(truth)
+    np.testing.assert_allclose(clim["z500"].values, expected.values, rtol=1e-6)
+    wb2.download_climatology(clim_src, root, ["z500", "t850", "t2m"], log=lines.append)
+    assert "already in" in lines[-1]
+    f = next((root / wb2.CLIMATOLOGY_NAME / "2m_temperature").glob("0.*"))
+    f.write_bytes(f.read_bytes()[:-4] + bytes(4))
+    assert wb2.open_climatology(root, ["t2m"]) is None  # a damaged copy is not used
+
+
+def test_precipitation_enters_on_a_log_scale_with_mean_zero(source, tmp_path):
+    from racecar_core.data.weatherbench import Normalizer
+    root = tmp_path / "tp"
+    wb2.download(source, root, ["tp"], YEARS, progress=False, log=lambda s: None)
+    ds = open_weatherbench(root, ["tp"], YEARS)
+    raw = xr.open_zarr(source)["total_precipitation_6hr"].transpose("time", "latitude", "longitude").values
+    np.testing.assert_allclose(ds["tp"].values, np.log(raw + 1e-3) - np.log(1e-3), rtol=1e-5, atol=1e-7)
+    assert (raw > 0).any() and ds["tp"].attrs["units"] == "log(1 + tp / 1 mm)"
+    norm = Normalizer.compute(ds.load())
+    assert norm.mean["tp"] == 0.0 and norm.std["tp"] == pytest.approx(float(ds["tp"].std()))

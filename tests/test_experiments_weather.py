@@ -28,6 +28,7 @@ def test_smoke_run_is_labelled_synthetic_and_scores_the_baselines(data_dir, tmp_
     out = weather.results(result)
     assert out["per_run"]["RR/seed0"]["scores"] == result.one("RR", 0).metrics["scores"]
     assert out["synthetic"] is True and out["sizes"] == weather.sizes(result)
+    assert out["climatology"].startswith("WeatherBench 2 climatology copied")  # the synthetic one, same path
     z = out["per_run"]["Std/seed0"]["scores"]["z500"]
     assert set(z) == set(weather.SCORES) and set(out["scores"]) == set(weather.SCORES)
     assert z["rmse_wb2"] == pytest.approx(z["rmse_wb1"], rel=1e-6)  # the same on an equiangular grid without poles

@@ -35,6 +35,7 @@ CONSTANTS = ("orography", "lsm", "lat2d")
 SPLITS = {"train": tuple(range(1979, 2016)), "valid": (2016,), "test": (2017, 2018)}
 DEFAULT_VARIABLES = ("z500", "t850", "t2m")
 DEFAULT_YEARS = tuple(range(1979, 2019))
+TP_EPS = 1e-3  # m: precipitation enters as log(tp + 1 mm) - log(1 mm), as in Rasp & Thuerey's data generator
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,8 @@ def open_wb2(root: str | Path, variables: Sequence[str] = DEFAULT_VARIABLES, yea
         da = ds[name].sel(level=level, drop=True) if level is not None else ds[name]
         arrays.append(da.rename(c).assign_attrs(units=var_spec(c).units))
     out = xr.merge(arrays, combine_attrs="drop").rename({"latitude": "lat", "longitude": "lon"})
+    if "tp" in out:  # as Rasp & Thuerey's data generator: precipitation on a log scale, log(1 + tp / 1 mm)
+        out["tp"] = (np.log(out["tp"] + TP_EPS) - np.log(TP_EPS)).assign_attrs(units="log(1 + tp / 1 mm)")
     out = out.transpose("time", "lat", "lon").sortby("lat")
     years = sorted(int(y) for y in years)
     have = set(np.unique(out["time"].dt.year.values).tolist())
@@ -325,7 +328,7 @@ class Normalizer:
         mean, std = {}, {}
         for c, da in ds.data_vars.items():
             da = da.astype("float64")
-            mean[c], std[c] = float(da.mean()), float(da.std())
+            mean[c], std[c] = (0.0 if c == "tp" else float(da.mean())), float(da.std())  # Rasp: tp's mean 0
             if not (math.isfinite(mean[c]) and math.isfinite(std[c]) and std[c] > 0):
                 raise ValueError(f"{c}: normalisation statistics mean={mean[c]}, std={std[c]}: NaNs or constant data")
         return cls(mean, std)

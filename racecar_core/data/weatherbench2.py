@@ -357,6 +357,89 @@ def has_store(root: str | Path | None = None) -> bool:
     return mpath.is_file() and bool(read_json(mpath).get("complete")) and store_path(root).is_dir()
 
 
+# ------------------------------------------------------------------------------------------- climatology
+
+CLIMATOLOGY_NAME, CLIMATOLOGY_MANIFEST = "climatology_64x32.zarr", "climatology_manifest.json"
+TARGETS = ("z500", "t850", "t2m")  # what notebook 04 scores, so what the climatology is fetched for
+
+
+def download_climatology(source: str | Path = CLIMATOLOGY_STORE, root: str | Path | None = None,
+                         channels: Sequence[str] = TARGETS, log: Callable[[str], None] = print) -> Path:
+    """Copy the day-of-year/hour climatology of ``channels`` (WeatherBench 2's 1990-2019 ERA5 one by default, dims
+    ``hour, dayofyear, [level,] longitude, latitude``; a few MB) next to the store in ``root``, with a manifest of its
+    chunk files' sizes and sha256. A copy that matches its manifest and request is kept."""
+    root = Path(root) if root is not None else default_root()
+    path, mpath = root / CLIMATOLOGY_NAME, root / CLIMATOLOGY_MANIFEST
+    variables = variables_for(channels)
+    request = {"source": str(source), "channels": list(channels), "variables": variables}
+    if mpath.is_file():
+        m = read_json(mpath)
+        if m["request"] == request and not _bad(path, m["files"]):
+            log(f"climatology already in {path}")
+            return path
+    src = open_source(source)
+    check_grid(src, str(source))
+    missing = [d for d in ("dayofyear", "hour") if d not in src.dims] + [v for v in variables if v not in src]
+    if missing:
+        raise ValueError(f"{source} is not a day-of-year/hour climatology of {list(variables)} (no {missing})")
+    sub = src[list(variables)]
+    levels = sorted({lv for lvs in variables.values() if lvs for lv in lvs})
+    sub = sub.sel(level=levels) if levels else sub.drop_dims("level", errors="ignore")
+    log(f"WeatherBench 2 climatology of {', '.join(channels)}: {_size(sub.nbytes)} from {source} into {path}")
+    sub = sub.load()
+    for v in sub.variables:
+        sub[v].encoding = {}
+    tmp = path.with_name(path.name + ".partial")
+    sub.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+    if path.exists():
+        import shutil
+        shutil.rmtree(path)
+    tmp.rename(path)
+    files = [f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")]
+    write_json(mpath, {"request": request, "files": _record(path, files)})
+    return path
+
+
+def open_climatology(root: str | Path, channels: Sequence[str]) -> xr.Dataset | None:
+    """The copied climatology of ``channels`` as ``(dayofyear, hour, lat, lon)`` variables named by channel, latitude
+    ascending, or None when ``root`` has none that holds them (or it does not match its manifest)."""
+    root = Path(root)
+    path, mpath = root / CLIMATOLOGY_NAME, root / CLIMATOLOGY_MANIFEST
+    if not mpath.is_file():
+        return None
+    m = read_json(mpath)
+    if _bad(path, m["files"]) or not covers({**m["request"], "years": [], "static": []}, channels, [], static=False):
+        return None
+    with xr.open_zarr(path, consolidated=True) as ds:
+        out = {}
+        for c in channels:
+            name, level = parse_channel(c)
+            da = ds[name].sel(level=level, drop=True) if level is not None else ds[name]
+            out[c] = da.load()
+    clim = xr.Dataset(out).rename({"latitude": "lat", "longitude": "lon"}).sortby("lat")
+    return clim.transpose("dayofyear", "hour", "lat", "lon")
+
+
+def write_synthetic_climatology(path: str | Path, store: str | Path, channels: Sequence[str] = TARGETS,
+                                window_days: int = 61) -> Path:
+    """A look-alike of WeatherBench 2's climatology store (NOT ERA5) computed from a synthetic store's fields, in
+    the real one's dims ``(hour, dayofyear, [level,] longitude, latitude)``, for the variables (and levels) that
+    hold ``channels``: for the tests of the copy path."""
+    from racecar_core.score import doy_hour_climatology
+    ds = xr.open_zarr(store, consolidated=True)
+    variables = variables_for(channels)
+    sub = ds[list(variables)]
+    levels = sorted({lv for lvs in variables.values() if lvs for lv in lvs})
+    sub = sub.sel(level=levels) if levels else sub.drop_dims("level", errors="ignore")
+    clim = doy_hour_climatology(sub.load(), window_days)
+    clim = clim.transpose("hour", "dayofyear", ...).astype(np.float32)
+    clim.attrs = {"synthetic": SYNTHETIC_TAG}
+    for v in clim.variables:
+        clim[v].encoding = {}
+    clim.to_zarr(path, mode="w", consolidated=True, zarr_format=2)
+    return Path(path)
+
+
 # ------------------------------------------------------------------------------------------- synthetic store
 
 
@@ -460,6 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"default: {default_root()}/<subset> (or /custom with --channels or --years)")
     ap.add_argument("--source", default=ERA5_STORE, help="the store to copy from (a gs:// URL or a local path)")
     ap.add_argument("--no-static", action="store_true", help="leave out orography and the land-sea mask")
+    ap.add_argument("--climatology-source", default=CLIMATOLOGY_STORE,
+                    help="the day-of-year/hour climatology to copy for WeatherBench 2's ACC")
+    ap.add_argument("--no-climatology", action="store_true", help="do not copy the climatology")
     ap.add_argument("--verify", action="store_true", help="only check the local store against its manifest")
     a = ap.parse_args(argv)
     if a.verify:
@@ -476,6 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         custom = a.channels is not None or a.vars is not None or a.years is not None
         root = a.root or default_root() / ("custom" if custom else a.subset)
         download(a.source, root, channels, years, static=not a.no_static)
+        if not a.no_climatology:
+            download_climatology(a.climatology_source, root, [c for c in TARGETS if c in channels] or channels)
     except (MissingDataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -80,6 +80,10 @@ def data_root(p: dict) -> Path:
     root = base / f"{key}_{hashlib.sha1(' '.join(channels).encode()).hexdigest()[:8]}"  # one copy per channel set
     if not wb2.has_store(root):
         wb2.download(store, root, channels, years, progress=False, log=lambda line: None)
+    clim = base / f"climatology_{key}.zarr"  # its climatology, in the format of WeatherBench 2's
+    if not (clim / ".zmetadata").is_file():
+        wb2.write_synthetic_climatology(clim, store, p["variables"])
+    wb2.download_climatology(clim, root, p["variables"], log=lambda line: None)
     return root
 
 
@@ -91,6 +95,7 @@ class WeatherData:
     valid: WeatherDataset
     test: WeatherDataset
     climatology: xr.Dataset  # physical units; WeatherBench 2's ACC measures anomalies against it
+    climatology_source: str  # which: WeatherBench 2's copied 1990-2019 ERA5 climatology, or the training years'
 
     def __getitem__(self, split: str) -> WeatherDataset:
         return {"train": self.train, "valid": self.valid, "test": self.test}[split]
@@ -100,13 +105,19 @@ class WeatherData:
 
 
 def load(p: dict) -> WeatherData:
-    """Train, validation and test sets, all normalised with the training years' statistics, and the climatology of
-    the training targets (WeatherBench 2 uses its 1990-2019 ERA5 climatology; this companion the training years')."""
+    """Train, validation and test sets, all normalised with the training years' statistics, and the climatology
+    for WeatherBench 2's ACC: WeatherBench 2's own (1990-2019 ERA5) when ``make data-weather`` copied it beside the
+    data, else the day-of-year/hour climatology of the training targets (said in ``climatology_source``)."""
     root = data_root(p)
     kw = dict(train_years=p["train_years"], input_vars=p["input_variables"], target_vars=p["variables"],
               input_offsets_h=p["offsets_h"], lead_h=p["lead_h"], sample_every_h=p["sample_every_h"])
     sets = {split: WeatherDataset.from_root(root, p[f"{split}_years"], **kw) for split in ("train", "valid", "test")}
-    return WeatherData(**sets, climatology=score.doy_hour_climatology(sets["train"].truth()))
+    clim = wb2.open_climatology(root, p["variables"])
+    if clim is not None:
+        return WeatherData(**sets, climatology=clim, climatology_source=f"WeatherBench 2 climatology copied to {root}")
+    return WeatherData(**sets, climatology=score.doy_hour_climatology(sets["train"].truth()),
+                       climatology_source=f"the training years' ({p['train_years'][0]}-{p['train_years'][-1]}) "
+                                          "day-of-year/hour climatology, 61-day window")
 
 
 def lat_weights_tensor(ds: WeatherDataset) -> torch.Tensor:
@@ -132,7 +143,8 @@ SCORES = {"rmse_wb1": "RMSE, WeatherBench 1 (sqrt of the weighted squared error 
           "mae": "MAE, latitude-weighted",
           "acc_wb1": "ACC, WeatherBench 1 (centred; anomalies against the test period's own mean)",
           "rmse_wb2": "RMSE, WeatherBench 2 (sqrt of the time mean of each step's area-weighted MSE)",
-          "acc_wb2": "ACC, WeatherBench 2 (per valid time against the day-of-year/hour climatology, then averaged)",
+          "acc_wb2": "ACC, WeatherBench 2 (per valid time against a day-of-year/hour climatology, then averaged; "
+                     "which climatology: results.json's climatology)",
           "mse_norm": "latitude-weighted MSE of the normalised fields (the paper's error; per channel, "
                       "(x - mean) / std with the training years' mean and std over time, latitude and longitude)"}
 
@@ -283,7 +295,8 @@ def claim(result: ExperimentResult) -> dict:
 def results(result: ExperimentResult) -> dict:
     """What the notebook writes to ``results.json``: the summary, split sizes, whether synthetic, the paper's values,
     every run's scores and example error, and the claim."""
-    return {"summary": summary(result), "scores": SCORES, "sizes": sizes(result), "synthetic": synthetic(result),
+    return {"summary": summary(result), "scores": SCORES, "climatology": result.data.climatology_source,
+            "sizes": sizes(result), "synthetic": synthetic(result),
             "paper": PAPER,
             "per_run": {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time,
                                      "example_time": r.arrays["example"]["time"],
