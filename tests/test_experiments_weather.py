@@ -1,5 +1,6 @@
 """racecar_core.experiments.weather: parameters, and a smoke run on the synthetic archive (labelled as such)."""
 import pytest
+import xarray as xr
 
 from racecar_core.experiments import weather
 
@@ -49,3 +50,15 @@ def test_make_data_weather_fetches_what_each_profile_reads(profile):
     if profile == "paper":  # the authors' setup: 38 fields x 3 times + 3 constants
         assert len(p["input_variables"]) * len(p["offsets_h"]) + 3 == 117
         assert (p["leaky_slope"], p["bn_momentum"], p["bn_eps"], p["l2"]) == (0.3, 0.01, 1e-3, 1e-5)
+
+
+def test_the_quick_profile_runs_offline_on_the_synthetic_store(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
+    result = weather.run("quick", report=None, source="synthetic", synthetic_days=12, epochs=1, methods=["Std"],
+                         device="cpu")
+    p = result.params
+    assert (p["channels"], p["blocks"], p["train_years"][0]) == (32, 3, 2010) and weather.synthetic(result)
+    assert weather.sizes(result)["train"] == 6 * 17  # per year: 12 h apart from day 0 12:00 (12 h back) to day 8 12:00 (+72 h)
+    store = next((data_dir / "weatherbench2-synthetic").glob("source_*.zarr"))
+    assert sorted(xr.open_zarr(store).data_vars) == ["2m_temperature", "geopotential", "geopotential_at_surface",
+                                                     "land_sea_mask", "temperature"]

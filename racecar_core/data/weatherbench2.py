@@ -482,19 +482,25 @@ def synthetic_fields(latent: np.ndarray, times: pd.DatetimeIndex, geo: dict[str,
 
 
 def write_synthetic_store(path: str | Path, years: Sequence[int] = (2015, 2016, 2017), seed: int = 0,
-                          days_per_year: int | None = None, overwrite: bool = False) -> Path:
+                          days_per_year: int | None = None, channels: Sequence[str] | None = None,
+                          overwrite: bool = False) -> Path:
     """Write a look-alike of the WeatherBench 2 store (NOT ERA5) at ``path``: the real names, dimensions
     ``(time, [level,] longitude, latitude)``, coordinates, 100-step time chunks and consolidated zarr v2 metadata;
     6-hourly from ``weather_synth``'s model (its Z500, T850 and T2M equal the WeatherBench-1 look-alike's at the same
-    times). ``days_per_year`` keeps the first days of each year. A store written before with the same settings is
-    kept unless ``overwrite``."""
+    times). ``days_per_year`` keeps the first days of each year; ``channels`` keeps only the variables (and the
+    levels) that hold them, in the same format. A store written before with the same settings is kept unless
+    ``overwrite``."""
     from racecar_core.data.weather_synth import GENERATOR_VERSION, _latent, geography
 
     path = Path(path)
     attrs = {"synthetic": SYNTHETIC_TAG, "synthetic_seed": seed,
              "synthetic_version": f"{GENERATOR_VERSION}.{SYNTHETIC_VERSION}",
              "synthetic_days_per_year": -1 if days_per_year is None else days_per_year,
-             "synthetic_years": [int(y) for y in sorted(years)]}
+             "synthetic_years": [int(y) for y in sorted(years)],
+             "synthetic_channels": "all" if channels is None else " ".join(channels)}
+    wanted = variables_for(channels) if channels is not None else None
+    levels = sorted({lv for lvs in (wanted or {}).values() if lvs for lv in lvs}) if wanted else list(LEVELS)
+    at = [LEVELS.index(lv) for lv in levels]
     if not overwrite and (path / ".zmetadata").is_file():
         with xr.open_zarr(path, consolidated=True) as old:
             if all(old.attrs.get(k) == v for k, v in attrs.items()):
@@ -509,11 +515,16 @@ def write_synthetic_store(path: str | Path, years: Sequence[int] = (2015, 2016, 
         fields = synthetic_fields(latent, times, geo)
         data = {}
         for name, a in fields.items():
+            if wanted is not None and name not in wanted:
+                continue
             dims = ("time", "level", "longitude", "latitude") if a.ndim == 4 else ("time", "longitude", "latitude")
+            a = a[:, at] if a.ndim == 4 else a
             data[name] = (dims, np.swapaxes(a, -1, -2), {"units": UNITS[name]})
         parts.append(xr.Dataset(data, coords={"time": times}))
     ds = xr.concat(parts, dim="time")
-    ds = ds.assign_coords(level=np.asarray(LEVELS, np.int64), longitude=LON, latitude=LAT)
+    ds = ds.assign_coords(longitude=LON, latitude=LAT)
+    if "level" in ds.dims:
+        ds = ds.assign_coords(level=np.asarray(levels, np.int64))
     ds["geopotential_at_surface"] = (("longitude", "latitude"), (geo["orography"].T * G).astype(np.float32),
                                      {"units": UNITS["geopotential_at_surface"]})
     ds["land_sea_mask"] = (("longitude", "latitude"), geo["lsm"].T.astype(np.float32),

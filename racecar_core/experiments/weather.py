@@ -76,8 +76,10 @@ def data_root(p: dict) -> Path:
         return default_root(channels, years)
     key = f"{years[0]}-{years[-1]}_{len(years)}y_{p['synthetic_days'] or 'all'}d_v{wb2.SYNTHETIC_VERSION}"
     base = paths.data_dir() / "weatherbench2-synthetic"
-    store = wb2.write_synthetic_store(base / f"source_{key}.zarr", years, days_per_year=p["synthetic_days"])
-    root = base / f"{key}_{hashlib.sha1(' '.join(channels).encode()).hexdigest()[:8]}"  # one copy per channel set
+    key += f"_{hashlib.sha1(' '.join(channels).encode()).hexdigest()[:8]}"  # one store and copy per channel set
+    store = wb2.write_synthetic_store(base / f"source_{key}.zarr", years, days_per_year=p["synthetic_days"],
+                                      channels=channels)
+    root = base / key
     if not wb2.has_store(root):
         wb2.download(store, root, channels, years, progress=False, log=lambda line: None)
     clim = base / f"climatology_{key}.zarr"  # its climatology, in the format of WeatherBench 2's
