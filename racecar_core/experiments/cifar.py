@@ -23,6 +23,7 @@ from ..data.cifar import NAMES
 from ..models import resnet_cifar
 from ..models.resnet_cifar import check_depth
 from ..train import TensorBatches, TrainConfig, fit
+from . import grid
 from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
 
 PAPER_ACCURACY = {"Std": 0.921, "Ort": 0.925, "RR": 0.928}   # Fig. 1c, CIFAR-10, ResNet-110
@@ -52,8 +53,7 @@ def _check(params: dict) -> dict:
 
 def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
     """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
-    from .grid import resolve_params as resolve
-    return resolve(EXPERIMENT, profile, overrides)
+    return grid.resolve_params(EXPERIMENT, profile, overrides)
 
 
 def run(profile: str = "quick", report: Callable[[str], None] | None = print, **overrides: Any) -> ExperimentResult:

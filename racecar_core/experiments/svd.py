@@ -32,6 +32,7 @@ from .. import svd as svd_analysis
 from ..data import ImageSet, make_peak, mnist_imageset, select_per_class
 from ..models import mnist_linear, peak_mlp
 from ..train import TensorBatches, TrainConfig, fit, pretraining_steps
+from . import grid
 from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
 
 DATASETS = ("mnist", "peak")
@@ -83,8 +84,7 @@ def experiment(dataset: str) -> Experiment:
 
 def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> dict[str, Any]:
     """The profile's parameters with ``overrides`` applied; unknown names are an error."""
-    from .grid import resolve_params as resolve
-    return resolve(experiment(dataset), profile, overrides)
+    return grid.resolve_params(experiment(dataset), profile, overrides)
 
 
 def run(dataset: str, profile: str = "quick", report: Callable[[str], None] | None = print,

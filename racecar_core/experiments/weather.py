@@ -25,6 +25,7 @@ from ..data.weatherbench import default_root, is_synthetic
 from ..models import weather_resnet
 from ..models.weather_resnet import KERAS
 from ..train import TensorBatches, TrainConfig, fit
+from . import grid
 from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
 
 PAPER = {"Std": 0.0123, "RR": 0.0106}   # Fig. 1d: latitude-weighted error, normalised units
@@ -58,8 +59,7 @@ def _check(p: dict) -> dict:
 
 def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
     """The profile's parameters with ``overrides`` applied; unknown names are an error."""
-    from .grid import resolve_params as resolve
-    return resolve(EXPERIMENT, profile, overrides)
+    return grid.resolve_params(EXPERIMENT, profile, overrides)
 
 
 def run(profile: str = "quick", report: Callable[[str], None] | None = print, **overrides: Any) -> ExperimentResult:
