@@ -327,6 +327,8 @@ def download(source: str | Path = ERA5_STORE, root: str | Path | None = None,
         if bad:
             log(f"block {b}: {len(bad)} chunk file(s) missing or corrupted ({bad[0]}, ...): fetching it again")
             del manifest["blocks"][b]
+            manifest["complete"] = False
+            write_json(mpath, manifest)  # a damaged copy is not complete, also if this run stops before the repair
     todo = [b for b in range(n_blocks) if str(b) not in manifest["blocks"]]
     done = sum(block_bytes[b] for b in range(n_blocks) if b not in todo)
     with tqdm(total=sum(block_bytes), initial=done, unit="B", unit_scale=True, disable=not progress,
