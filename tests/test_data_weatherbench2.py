@@ -81,7 +81,16 @@ def test_a_corrupted_chunk_is_found_and_fetched_again(source, tmp_path):
     good = chunk.read_bytes()
     chunk.write_bytes(good[:-8] + bytes(8))
     assert wb2.verify(tmp_path) == ["geopotential/1.0.0.0"]
+
+    def lost(sub, store, block):
+        raise KeyboardInterrupt("connection lost (test)")
+
     lines: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:  # the repair is interrupted: the copy must not count as complete
+        mp.setattr(wb2, "_write_block", lost)
+        with pytest.raises(KeyboardInterrupt):
+            wb2.download(source, tmp_path, ["z500"], [2016], progress=False, log=lines.append)
+    assert not wb2.has_store(tmp_path)
     wb2.download(source, tmp_path, ["z500"], [2016], progress=False, log=lines.append)
     assert any("block 1" in x and "corrupted" in x for x in lines) and "1 of 2 blocks fetched now" in lines[-1]
     assert chunk.read_bytes() == good and wb2.verify(tmp_path) == []
