@@ -19,8 +19,9 @@ A *block* (a residual block, say) is a module with ``racecar_forward(x) -> (y, s
 ``racecar_reverse(y, saved, mode) -> (x', pairs)``: the walk treats it like a weight layer whose transpose it computes
 itself, and it adds the reconstruction pairs of the layers inside it (see ``racecar_core.layers.Residual``).
 
-Adding a layer type is one call: ``register_weight``, ``register_pointwise`` or ``register_shape`` with the layer
-class and (for weight and shape layers) its transpose/adjoint function. A module may instead define a method
+Adding a layer type is one call: ``register_affine`` (an affine layer: its transpose is the exact generic
+vector-Jacobian product), ``register_weight`` (with a hand-written transpose), ``register_pointwise`` or
+``register_shape`` (with its adjoint). Conv1d/3d and the transposed convolutions use the generic transpose. A module may instead define a method
 ``racecar_transpose(y, input_shape)`` (weight role; takes the bias-free output) or
 ``racecar_adjoint(y, input_shape)`` (shape role).
 """
@@ -59,6 +60,26 @@ def register_pointwise(cls: type) -> None:
     _POINTWISE.add(cls)
 
 
+def vjp_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
+    """``A^T y`` of an affine module ``m(x) = A x + b``, exact and generic: the vector-Jacobian product of ``m`` at
+    ``x = 0`` (an affine map's Jacobian is ``A`` everywhere). Differentiable in the weights when grad mode is on.
+    Hand-written transposes stay where they are faster or compile without graph breaks (Linear, zero-padded Conv2d)."""
+    differentiable = torch.is_grad_enabled()
+    x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
+    with torch.enable_grad():
+        out = m(x)
+        if out.shape != y.shape:
+            raise ValueError(f"racecar: {type(m).__name__} maps an input of shape {tuple(shape)} to {tuple(out.shape)}, "
+                             f"but the reverse signal has shape {tuple(y.shape)}")
+        (g,) = torch.autograd.grad(out, x, y, create_graph=differentiable)
+    return g
+
+
+def register_affine(cls: type) -> None:
+    """Declare ``cls`` an affine weight layer (``m(x) = A x + b``): its transpose is the generic ``vjp_transpose``."""
+    register_weight(cls, vjp_transpose)
+
+
 def _linear_t(m: nn.Linear, y: Tensor, shape: torch.Size) -> Tensor:
     return y @ m.weight
 
@@ -72,11 +93,10 @@ def _conv_output_padding(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> tuple[in
 
 
 def conv2d_transpose(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> Tensor:
-    """``W^T y`` of a zero-padded convolution: the transposed convolution back to an input of ``shape``."""
+    """``W^T y`` of a convolution: the transposed convolution back to an input of ``shape`` (integer zero padding),
+    else the generic ``vjp_transpose`` (circular, reflect or replicate padding, ``padding="same"``)."""
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
-        raise NotImplementedError(
-            f"reverse of Conv2d(padding={m.padding!r}, padding_mode={m.padding_mode!r}) is not built in: use integer "
-            "zero padding, or a layer from racecar_core.layers that defines racecar_transpose()")
+        return vjp_transpose(m, y, shape)
     return F.conv_transpose2d(y, m.weight, None, m.stride, m.padding, _conv_output_padding(m, y, shape),
                               m.groups, m.dilation)
 
@@ -115,6 +135,8 @@ def _avgpool_adj(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
 
 register_weight(nn.Linear, _linear_t)
 register_weight(nn.Conv2d, conv2d_transpose)
+for _cls in (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+    register_affine(_cls)  # grouped, strided, dilated, any padding: the generic transpose is exact
 register_shape(nn.Flatten, _flatten_adj)
 register_shape(nn.Unflatten, lambda m, y, s: y.reshape(s))
 register_shape(nn.AvgPool2d, _avgpool_adj)
@@ -154,10 +176,12 @@ def role(m: nn.Module) -> str:
             return "shape"
         if cls in _POINTWISE:
             return "pointwise"
+    name = type(m).__name__
     raise TypeError(
-        f"racecar: no reverse rule for layer {type(m).__name__}. Register one with "
-        "racecar_core.reverse.register_weight/register_shape/register_pointwise, or give the module a "
-        "racecar_transpose(y, input_shape) or racecar_adjoint(y, input_shape) method.")
+        f"racecar: no reverse rule for layer {name}. If it is affine (a linear map plus a bias), one call registers "
+        f"it: racecar_core.reverse.register_affine({name}); a norm or activation: register_pointwise({name}); a layer "
+        f"that only moves numbers: register_shape({name}, adjoint). Or give the module a racecar_transpose(y, "
+        "input_shape) or racecar_adjoint(y, input_shape) method.")
 
 
 def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size) -> Tensor:

@@ -29,8 +29,9 @@ def adjoint_gap(m: nn.Module, x_shape: tuple) -> float:
     return float(((lhs - rhs).abs() / (lhs.abs() + rhs.abs() + 1e-12)).detach())
 
 
-@pytest.mark.parametrize("layer, shape", [
+ADJOINT_CASES = [
     (nn.Linear(7, 5), (3, 7)),
+    (nn.Linear(4, 6), (2, 3, 4)),                 # on the last axis of a 3-D input
     (nn.Linear(5, 9, bias=False), (4, 5)),
     (nn.Conv2d(3, 4, 3, padding=1), (2, 3, 8, 8)),
     (nn.Conv2d(3, 6, 3, stride=2, padding=1), (2, 3, 9, 9)),   # odd size: needs output_padding
@@ -45,9 +46,28 @@ def adjoint_gap(m: nn.Module, x_shape: tuple) -> float:
     (nn.AdaptiveAvgPool2d(1), (2, 3, 5, 5)),
     (nn.AdaptiveAvgPool2d((2, None)), (2, 3, 4, 5)),
     (nn.AdaptiveAvgPool2d(3), (1, 2, 5, 5)),       # uneven windows: the autograd fallback
-])
+    # the generic transpose (vector-Jacobian product of the affine map)
+    (nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular"), (1, 2, 5, 5)),
+    (nn.Conv2d(2, 4, 3, padding="same", padding_mode="reflect"), (1, 2, 6, 5)),
+    (nn.Conv1d(3, 4, 5, stride=2, padding=2), (2, 3, 11)),
+    (nn.Conv1d(4, 8, 3, dilation=2, groups=4, padding_mode="replicate", padding=2), (2, 4, 9)),  # depthwise
+    (nn.Conv3d(2, 3, 3, stride=(1, 2, 2), padding=1), (1, 2, 4, 6, 5)),
+    (nn.ConvTranspose1d(3, 2, 4, stride=2, padding=1), (2, 3, 7)),
+    (nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2), (1, 4, 5, 4)),
+    (nn.ConvTranspose3d(2, 2, 2, stride=2), (1, 2, 3, 2, 3)),
+    (nn.Unflatten(1, (2, 6)), (3, 12)),
+]
+
+
+@pytest.mark.parametrize("layer, shape", ADJOINT_CASES, ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
 def test_adjoint(layer, shape):
     assert adjoint_gap(layer.double(), shape) < 1e-12
+
+
+def test_every_registered_rule_has_an_adjoint_test():
+    tested = {type(layer) for layer, _ in ADJOINT_CASES} | {PeriodicConv2d, OptionAShortcut}  # tested below
+    rules = set(reverse._WEIGHT) | set(reverse._SHAPE)
+    assert rules <= tested, f"rules without an adjoint test: {sorted(c.__name__ for c in rules - tested)}"
 
 
 def test_disjoint_pools_use_the_closed_form():
@@ -57,11 +77,54 @@ def test_disjoint_pools_use_the_closed_form():
     assert reverse._pool_windows(nn.AdaptiveAvgPool2d(3), torch.Size((1, 3, 5, 5))) is None
 
 
-def test_unsupported_layer_says_how_to_register():
-    with pytest.raises(TypeError, match="register"):
+def test_unsupported_layer_says_the_one_call_that_registers_it():
+    class Scale(nn.Module):  # affine, but unknown to the reverse pass
+        def __init__(self):
+            super().__init__()
+            self.w, self.bias = nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(3))
+
+        def forward(self, x):
+            return x * self.w + self.bias
+
+    with pytest.raises(TypeError, match=r"register_affine\(LSTM\)"):
         reverse.role(nn.LSTM(3, 3))
-    with pytest.raises(NotImplementedError, match="padding_mode"):
-        adjoint_gap(nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular").double(), (1, 2, 5, 5))
+    with pytest.raises(TypeError, match=r"racecar_core.reverse.register_affine\(Scale\)"):
+        reverse.role(Scale())
+    try:
+        reverse.register_affine(Scale)
+        m = Scale()
+        assert reverse.role(m) == "weight" and adjoint_gap(m, (4, 3)) < 1e-12
+    finally:
+        reverse._WEIGHT.pop(Scale)
+
+
+def test_the_generic_transpose_is_differentiable_in_the_weights():
+    conv = nn.Conv1d(2, 3, 3, padding=1, padding_mode="circular")
+    y = torch.randn(4, 3, 8)
+    rec = reverse.transpose(conv, y, torch.Size((4, 2, 8)))
+    (g,) = torch.autograd.grad(rec.pow(2).sum(), conv.weight)
+    assert g.abs().sum() > 0
+    with torch.no_grad():
+        assert not reverse.transpose(conv, y, torch.Size((4, 2, 8))).requires_grad
+
+
+def test_rr_trains_a_1d_convolutional_net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(2, 8, 5, padding=2), nn.BatchNorm1d(8), nn.ReLU(), nn.Conv1d(8, 8, 3, stride=2,
+                        padding=1, padding_mode="circular"), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 4))
+    x, y = torch.randn(16, 2, 32), torch.randint(0, 4, (16,))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    recs = []
+    for _ in range(30):
+        out, rec = reverse.rr_loss(net, x, "full", "mean")
+        loss = nn.functional.cross_entropy(out, y) + rec
+        opt.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss) and all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+        opt.step()
+        recs.append(float(rec.detach()))
+    pairs = reverse.reverse_pass(reverse.forward_trace(net, x))
+    assert pairs[0][1].shape == x.shape and recs[-1] < 0.7 * recs[0]
 
 
 def test_bias_runs_along_the_features_of_a_linear_and_the_channels_of_a_conv():
