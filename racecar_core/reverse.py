@@ -27,6 +27,7 @@ vector-Jacobian product), ``register_weight`` (with a hand-written transpose), `
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence
@@ -101,6 +102,28 @@ def conv2d_transpose(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> Tensor:
                               m.groups, m.dilation)
 
 
+MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
+def _maxpool_forward(m: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Max pooling and the positions it picked (flat per channel), which its adjoint needs."""
+    pool = F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d if isinstance(m, nn.MaxPool2d) else F.max_pool3d
+    return pool(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode, return_indices=True)
+
+
+def maxpool_adjoint(y: Tensor, indices: Tensor, shape: torch.Size) -> Tensor:
+    """The adjoint of max pooling at the forward pass's picks: each value goes back to the input position it came
+    from (summed where overlapping windows picked the same one), zeros elsewhere."""
+    x = y.new_zeros(tuple(shape[:2]) + (math.prod(shape[2:]),))
+    x.scatter_add_(2, indices.flatten(2), y.flatten(2))
+    return x.reshape(shape)
+
+
+def _maxpool_without_indices(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
+    raise ValueError(f"racecar: the adjoint of {type(m).__name__} needs the positions the forward pass picked; walk "
+                     "the model with reverse.forward_trace / reverse_pass, which record them")
+
+
 def _flatten_adj(m: nn.Flatten, y: Tensor, shape: torch.Size) -> Tensor:
     return y.reshape(shape)
 
@@ -141,6 +164,8 @@ register_shape(nn.Flatten, _flatten_adj)
 register_shape(nn.Unflatten, lambda m, y, s: y.reshape(s))
 register_shape(nn.AvgPool2d, _avgpool_adj)
 register_shape(nn.AdaptiveAvgPool2d, _avgpool_adj)
+for _cls in MAXPOOL:  # the adjoint at the forward pass's picks (forward_trace records them)
+    register_shape(_cls, _maxpool_without_indices)
 # Dropout counts as pointwise: the reverse pass re-applies it with the forward pass's own mask (recorded by
 # forward_trace; identity in eval), as it re-applies the lower layer's norm and activation.
 for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Identity, nn.Tanh, nn.Sigmoid,
@@ -184,8 +209,11 @@ def role(m: nn.Module) -> str:
         "input_shape) or racecar_adjoint(y, input_shape) method.")
 
 
-def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size) -> Tensor:
-    """``M^T y`` for a weight layer (bias not included) or the adjoint of a shape layer."""
+def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size, saved: Any = None) -> Tensor:
+    """``M^T y`` for a weight layer (bias not included) or the adjoint of a shape layer (``saved``: what the forward
+    trace recorded for it, e.g. max pooling's picks)."""
+    if isinstance(m, MAXPOOL) and saved is not None:
+        return maxpool_adjoint(y, saved, input_shape)
     if hasattr(m, "racecar_transpose"):
         return m.racecar_transpose(y, input_shape)
     if hasattr(m, "racecar_adjoint"):
@@ -259,6 +287,8 @@ def forward_trace(model: nn.Module | list[nn.Module], x: Tensor) -> Trace:
         elif isinstance(m, DROPOUT) and m.training and m.p > 0:
             saved[i] = _dropout_mask(m, x)
             x = _apply_dropout(m, x, saved[i])
+        elif isinstance(m, MAXPOOL):
+            x, saved[i] = _maxpool_forward(m, x)
         else:
             x = m(x)
     return Trace(layers, inputs, x, saved)
@@ -284,7 +314,7 @@ def _walk_between(layers: list[nn.Module], lo: int, hi: int, y: Tensor, inputs: 
     i, pos = hi - 1, hi
     while i > lo:
         if role(layers[i]) == "shape":
-            y = transpose(layers[i], y, inputs[i].shape)
+            y = transpose(layers[i], y, inputs[i].shape, (saved or {}).get(i))
             pos = i
             i -= 1
             continue
@@ -334,7 +364,7 @@ def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None,
     y = trace.output if start is None else start
     for i in range(len(layers) - 1, widx[-1], -1):  # above the top weight layer: undo shapes, skip norm/activation
         if role(layers[i]) == "shape":
-            y = transpose(layers[i], y, inputs[i].shape)
+            y = transpose(layers[i], y, inputs[i].shape, trace.saved.get(i))
     lowest = 0 if levels is None else max(0, len(widx) - levels)
     inner: list[tuple[Tensor, Tensor]] = []
     for n in range(len(widx) - 1, lowest - 1, -1):
@@ -428,7 +458,7 @@ def undo_prefix(trace: Trace, y: Tensor) -> Tensor:
     first = _weight_indices(trace.layers)[0]
     for i in range(first - 1, -1, -1):
         if role(trace.layers[i]) == "shape":
-            y = transpose(trace.layers[i], y, trace.inputs[i].shape)
+            y = transpose(trace.layers[i], y, trace.inputs[i].shape, trace.saved.get(i))
     return y
 
 

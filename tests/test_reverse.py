@@ -65,7 +65,8 @@ def test_adjoint(layer, shape):
 
 
 def test_every_registered_rule_has_an_adjoint_test():
-    tested = {type(layer) for layer, _ in ADJOINT_CASES} | {PeriodicConv2d, OptionAShortcut}  # tested below
+    tested = {type(layer) for layer, _ in ADJOINT_CASES} | {PeriodicConv2d, OptionAShortcut,  # tested below
+                                                            nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d}
     rules = set(reverse._WEIGHT) | set(reverse._SHAPE)
     assert rules <= tested, f"rules without an adjoint test: {sorted(c.__name__ for c in rules - tested)}"
 
@@ -366,3 +367,46 @@ def test_local_padded_reconstructs_each_periodic_convolutions_padded_input():
     with torch.no_grad():
         local = reverse.reverse_pass(trace, "local")
     assert [p[0].shape[-2:] for p in local] == [(4, 8)] * 3  # the plain local mode folds the padding back
+
+
+@pytest.mark.parametrize("pool, shape", [(nn.MaxPool2d(2), (2, 3, 6, 7)), (nn.MaxPool2d(3, stride=1, padding=1), (1, 2, 5, 5)),
+                                         (nn.MaxPool1d(3, stride=2), (2, 2, 9)), (nn.MaxPool3d(2), (1, 2, 4, 4, 4))],
+                         ids=["2x2", "overlapping", "1d", "3d"])
+def test_max_pooling_adjoint_at_the_forward_picks(pool, shape):
+    x = torch.randn(shape)
+    trace = reverse.forward_trace(nn.Sequential(pool), x)
+    idx, out = trace.saved[0], trace.output
+    assert torch.equal(out, pool(x))
+    def pick(v):  # the linear map max pooling is at these picks
+        return v.flatten(2).gather(2, idx.flatten(2)).reshape(out.shape)
+    v, y = torch.randn(shape), torch.randn(out.shape)
+    back = reverse.transpose(pool, y, torch.Size(shape), idx)
+    assert float((pick(v) * y).sum()) == pytest.approx(float((v * back).sum()), rel=1e-12)
+    with pytest.raises(ValueError, match="needs the positions"):
+        reverse.transpose(pool, y, torch.Size(shape))
+
+
+def test_rr_trains_a_cnn_with_max_pooling():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
+    x, y = torch.randn(12, 1, 16, 16), torch.randint(0, 3, (12,))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    recs = []
+    for _ in range(30):
+        out, rec = reverse.rr_loss(net, x, "full", "mean")
+        loss = nn.functional.cross_entropy(out, y) + rec
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+        opt.step()
+        recs.append(float(rec.detach()))
+    assert reverse.reverse_pass(reverse.forward_trace(net, x))[0][1].shape == x.shape and recs[-1] < 0.7 * recs[0]
+
+
+
+def test_a_max_pool_below_the_first_weight_layer_is_undone_for_the_input_reconstruction():
+    net = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 4))
+    x = torch.randn(3, 1, 8, 8)
+    rec = reverse.reconstruct_input(net, x)
+    assert rec.shape == x.shape and ((rec != 0).sum(dim=(2, 3)) <= 16).all()  # one pick per 2x2 window at most
