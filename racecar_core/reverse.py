@@ -21,7 +21,8 @@ itself, and it adds the reconstruction pairs of the layers inside it (see ``race
 
 Adding a layer type is one call: ``register_affine`` (an affine layer: its transpose is the exact generic
 vector-Jacobian product), ``register_weight`` (with a hand-written transpose), ``register_pointwise`` or
-``register_shape`` (with its adjoint). Conv1d/3d and the transposed convolutions use the generic transpose. A module may instead define a method
+``register_shape`` (with its adjoint). Conv1d/3d and the transposed convolutions use the generic transpose. A module
+may instead define a method
 ``racecar_transpose(y, input_shape)`` (weight role; takes the bias-free output) or
 ``racecar_adjoint(y, input_shape)`` (shape role).
 """
@@ -70,8 +71,8 @@ def vjp_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
     with torch.enable_grad():
         out = m(x)
         if out.shape != y.shape:
-            raise ValueError(f"racecar: {type(m).__name__} maps an input of shape {tuple(shape)} to {tuple(out.shape)}, "
-                             f"but the reverse signal has shape {tuple(y.shape)}")
+            raise ValueError(f"racecar: {type(m).__name__} maps an input of shape {tuple(shape)} to "
+                             f"{tuple(out.shape)}, but the reverse signal has shape {tuple(y.shape)}")
         (g,) = torch.autograd.grad(out, x, y, create_graph=differentiable)
     return g
 
@@ -107,7 +108,8 @@ MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 
 def _maxpool_forward(m: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """Max pooling and the positions it picked (flat per channel), which its adjoint needs."""
-    pool = F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d if isinstance(m, nn.MaxPool2d) else F.max_pool3d
+    pool = (F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d if isinstance(m, nn.MaxPool2d)
+            else F.max_pool3d)
     return pool(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode, return_indices=True)
 
 

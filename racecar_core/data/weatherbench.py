@@ -245,7 +245,8 @@ def open_wb2(root: str | Path, variables: Sequence[str] = DEFAULT_VARIABLES, yea
     years = sorted(int(y) for y in years)
     have = set(np.unique(out["time"].dt.year.values).tolist())
     if [y for y in years if y not in have]:
-        raise MissingDataError(f"{store} holds the years {min(have)}-{max(have)}, not {[y for y in years if y not in have]}"
+        raise MissingDataError(f"{store} holds the years {min(have)}-{max(have)}, not "
+                               f"{[y for y in years if y not in have]}"
                                f": fetch them with {fetch_command(root, channels, years)} into another --root")
     keep = np.isin(out["time"].dt.year.values, years)
     if step_hours:
@@ -395,4 +396,5 @@ def _wb2_available(root: Path, variables: Sequence[str], years: Sequence[int]) -
     if is_synthetic(ds):
         return False, (f"WeatherBench 2: {wb2.store_path(root)} is synthetic (NOT ERA5); for the real data run "
                        f"{fetch_command(root, variables, years)}")
-    return True, f"WeatherBench 2: ERA5 for {len(variables)} variables, {min(years)}-{max(years)} in {wb2.store_path(root)}"
+    return True, (f"WeatherBench 2: ERA5 for {len(variables)} variables, {min(years)}-{max(years)} in "
+                  f"{wb2.store_path(root)}")

@@ -205,16 +205,27 @@ def select(ds: xr.Dataset, variables: dict[str, list[int] | None], years: Sequen
     absent = [y for y in years if y not in have]
     if absent:
         raise ValueError(f"{where} has no data for year(s) {absent} (it holds {min(have)}-{max(have)})")
+    sub = pick(ds, variables, static, where)
+    return sub.isel(time=np.flatnonzero(np.isin(sub["time"].dt.year.values, years)))
+
+
+def levels_of(variables: dict[str, list[int] | None]) -> list[int]:
+    """Every pressure level that any of ``variables`` was asked for, sorted."""
+    return sorted({lv for lvs in variables.values() if lvs for lv in lvs})
+
+
+def pick(ds: xr.Dataset, variables: dict[str, list[int] | None], static: Sequence[str] = (),
+         where: str = "the store") -> xr.Dataset:
+    """``variables`` (and ``static`` fields) of a store at the levels asked for (``levels_of``), or without the level
+    dimension when none was; a level the store lacks is an error."""
     sub = ds[list(variables) + list(static)]
-    levels = sorted({lv for lvs in variables.values() if lvs for lv in lvs})
+    levels = levels_of(variables)
     if levels:
         bad = [lv for lv in levels if lv not in ds["level"].values]
         if bad:
             raise ValueError(f"{where} has no pressure level(s) {bad} hPa (it has {ds['level'].values.tolist()})")
-        sub = sub.sel(level=levels)
-    elif "level" in sub.dims or "level" in sub.coords:
-        sub = sub.drop_dims("level", errors="ignore").drop_vars("level", errors="ignore")
-    return sub.isel(time=np.flatnonzero(np.isin(sub["time"].dt.year.values, years)))
+        return sub.sel(level=levels)
+    return sub.drop_dims("level", errors="ignore").drop_vars("level", errors="ignore")
 
 
 def _size(n: float) -> str:
@@ -280,8 +291,8 @@ def _write_block(sub: xr.Dataset, store: Path, block: int) -> dict[str, list]:
     empty = [v for v in names if bool(np.isnan(part[v].values).all())]
     if empty:
         raise ValueError(f"the source holds only NaN for {empty} at {str(sub['time'].values[sl.start])[:13]}.."
-                         f"{str(sub['time'].values[sl.stop - 1])[:13]}: not a usable ERA5 store (the 64x33 store is all "
-                         f"NaN, google-research/weatherbench2#290); use {ERA5_STORE}")
+                         f"{str(sub['time'].values[sl.stop - 1])[:13]}: not a usable ERA5 store (the 64x33 store "
+                         f"is all NaN, google-research/weatherbench2#290); use {ERA5_STORE}")
     part.to_zarr(store, region={"time": sl}, zarr_format=2)
     return _record(store, [_chunk_file(store, v, (block,) + (0,) * (sub[v].ndim - 1)) for v in names])
 
@@ -384,9 +395,7 @@ def download_climatology(source: str | Path = CLIMATOLOGY_STORE, root: str | Pat
     missing = [d for d in ("dayofyear", "hour") if d not in src.dims] + [v for v in variables if v not in src]
     if missing:
         raise ValueError(f"{source} is not a day-of-year/hour climatology of {list(variables)} (no {missing})")
-    sub = src[list(variables)]
-    levels = sorted({lv for lvs in variables.values() if lvs for lv in lvs})
-    sub = sub.sel(level=levels) if levels else sub.drop_dims("level", errors="ignore")
+    sub = pick(src, variables, where=str(source))
     log(f"WeatherBench 2 climatology of {', '.join(channels)}: {_size(sub.nbytes)} from {source} into {path}")
     sub = sub.load()
     for v in sub.variables:
@@ -429,11 +438,7 @@ def write_synthetic_climatology(path: str | Path, store: str | Path, channels: S
     hold ``channels``: for the tests of the copy path."""
     from racecar_core.score import doy_hour_climatology
     ds = xr.open_zarr(store, consolidated=True)
-    variables = variables_for(channels)
-    sub = ds[list(variables)]
-    levels = sorted({lv for lvs in variables.values() if lvs for lv in lvs})
-    sub = sub.sel(level=levels) if levels else sub.drop_dims("level", errors="ignore")
-    clim = doy_hour_climatology(sub.load(), window_days)
+    clim = doy_hour_climatology(pick(ds, variables_for(channels)).load(), window_days)
     clim = clim.transpose("hour", "dayofyear", ...).astype(np.float32)
     clim.attrs = {"synthetic": SYNTHETIC_TAG}
     for v in clim.variables:
@@ -501,7 +506,7 @@ def write_synthetic_store(path: str | Path, years: Sequence[int] = (2015, 2016, 
              "synthetic_years": [int(y) for y in sorted(years)],
              "synthetic_channels": "all" if channels is None else " ".join(channels)}
     wanted = variables_for(channels) if channels is not None else None
-    levels = sorted({lv for lvs in (wanted or {}).values() if lvs for lv in lvs}) if wanted else list(LEVELS)
+    levels = levels_of(wanted) if wanted else list(LEVELS)
     at = [LEVELS.index(lv) for lv in levels]
     if not overwrite and (path / ".zmetadata").is_file():
         with xr.open_zarr(path, consolidated=True) as old:

@@ -1,10 +1,10 @@
 """CIFAR-10 with ResNet-110: Std vs Ort vs RR (the paper's Fig. 1c), and its smaller offline relatives.
 
-``run(profile, **overrides)`` trains every (method, seed) as one cached run (``grid.run_grid``) with the He et al. recipe (SGD 0.1,
-momentum 0.9, wd 1e-4, batch 128, lr / 10 at epochs 82 and 123 of 164, warm-up 0.01 for 400 iterations for
-ResNet-110, pad-4 crop + flip). The data set lives on the device and is augmented there in batches.
-Ort uses the SRIP authors' form and epoch schedule; RR the full reverse pass with per-element (mean) reduction, and
-by default its reverse pass leaves the batch norms' moving averages alone (``rr_bn_update=False``): letting it update
+``run(profile, **overrides)`` trains every (method, seed) as one cached run (``grid.run_grid``) with the He et al.
+recipe (SGD 0.1, momentum 0.9, wd 1e-4, batch 128, lr / 10 at epochs 82 and 123 of 164, warm-up 0.01 for 400
+iterations for ResNet-110, pad-4 crop + flip). The data set lives on the device and is augmented there in batches. Ort
+uses the SRIP authors' form and epoch schedule; RR the full reverse pass with per-element (mean) reduction, and by
+default its reverse pass leaves the batch norms' moving averages alone (``rr_bn_update=False``): letting it update
 them, as the official TF code does, breaks the eval-mode network at this depth (measured on Fashion-MNIST, ResNet-20).
 """
 from __future__ import annotations

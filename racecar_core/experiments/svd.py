@@ -1,6 +1,7 @@
 """The SVD tests of the paper (Fig. 3): MNIST (784 -> 10 linear) and peak (784 -> 128 -> 2, BN + ReLU).
 
-``run(dataset, profile, **overrides)`` trains (through ``grid.run_grid``) Std / Ort / RR / Pre over several seeds in two variants:
+``run(dataset, profile, **overrides)`` trains (through ``grid.run_grid``) Std / Ort / RR / Pre over several seeds in
+two variants:
 
 - *official*: what the official TensorFlow scripts do: raw pixels 0..255, the double-softmax cross-entropy, the
   published lambdas, a reverse pass that also updates the batch norms' moving averages, and evaluation with every

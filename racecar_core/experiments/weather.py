@@ -288,8 +288,9 @@ def claim(result: ExperimentResult) -> dict:
     if "Std" not in mse or "RR" not in mse:
         return {"rr_mse": mse.get("RR"), "std_mse": mse.get("Std"), "rr_gain_percent": None,
                 "paper_gain_percent": paper_gain, "rr_better": None, "rr_gain_percent_by_score": None}
-    by_score = {var: {k: 100 * (table["Std"][var][k]["mean"] - table["RR"][var][k]["mean"]) / table["Std"][var][k]["mean"]
-                      for k in ERROR_SCORES if k in table["Std"][var]} for var in table["Std"] if var != "all"}
+    std, rr = table["Std"], table["RR"]
+    by_score = {var: {k: 100 * (std[var][k]["mean"] - rr[var][k]["mean"]) / std[var][k]["mean"]
+                      for k in ERROR_SCORES if k in std[var]} for var in std if var != "all"}
     return {"rr_mse": mse["RR"], "std_mse": mse["Std"], "rr_gain_percent": 100 * (mse["Std"] - mse["RR"]) / mse["Std"],
             "paper_gain_percent": paper_gain, "rr_better": mse["RR"] < mse["Std"], "rr_gain_percent_by_score": by_score}
 

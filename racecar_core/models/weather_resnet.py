@@ -32,6 +32,7 @@ def weather_resnet(in_channels: int, out_channels: int = 3, channels: int = 128,
     unit = dict(dropout=dropout, leaky_slope=leaky_slope, bn_momentum=bn_momentum, bn_eps=bn_eps)
     layers: list[nn.Module] = _unit(in_channels, channels, stem_kernel, **unit)
     for _ in range(blocks):
-        layers.append(Residual(nn.Sequential(*_unit(channels, channels, 3, **unit), *_unit(channels, channels, 3, **unit))))
+        layers.append(Residual(nn.Sequential(*_unit(channels, channels, 3, **unit),
+                                             *_unit(channels, channels, 3, **unit))))
     layers.append(PeriodicConv2d(channels, out_channels, 3))
     return nn.Sequential(*layers)
