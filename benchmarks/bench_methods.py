@@ -1,8 +1,8 @@
 """Cost of one optimisation step of RR, Ort and Pre relative to Std (``make bench``).
 
-For four models, the peak MLP (784 -> 128 -> 2, BN + ReLU, batch 100: the official setting), a small CNN
+For five models, the peak MLP (784 -> 128 -> 2, BN + ReLU, batch 100: the official setting), a small CNN
 (three 3x3 conv + BN + ReLU blocks and a linear head, 28x28 inputs, batch 64), the CIFAR ResNet-110 (batch 8 on the
-CPU, 128 on CUDA) and the weather ResNet (reduced on the CPU, the paper's size on CUDA), one training step (forward,
+CPU, 128 on CUDA), torchvision's ResNet-18 as it comes (no Pre: not a Sequential) and the weather ResNet (reduced on the CPU, the paper's size on CUDA), one training step (forward,
 loss, backward, Adam step) is timed for
 
 - ``Std``: the task loss alone (also Pre's fine-tuning step),
@@ -44,7 +44,12 @@ SETTINGS: dict[str, dict] = {
 }
 DEFAULT_ROUNDS, QUICK_ROUNDS = 200, 20
 DEFAULT_BUDGET_S, QUICK_BUDGET_S = 25.0, 3.0
-DEFAULT_MODELS = ("peak MLP", "small CNN", "ResNet-110", "weather ResNet")
+DEFAULT_MODELS = ("peak MLP", "small CNN", "ResNet-110", "resnet18", "weather ResNet")
+
+
+def _torchvision(name: str) -> nn.Module:
+    import torchvision
+    return getattr(torchvision.models, name)(num_classes=10)
 
 
 def small_cnn() -> nn.Sequential:
@@ -64,6 +69,7 @@ class Workload:
     classes: int
     task: str
     shape: tuple[int, ...] = (1, 28, 28)
+    methods: tuple[str, ...] = METHODS    # Pre needs an nn.Sequential (greedy layer-wise)
 
 
 MODELS: dict[str, Workload] = {
@@ -73,6 +79,8 @@ MODELS: dict[str, Workload] = {
     # ResNet-110 on CIFAR-sized inputs: a small batch on the CPU, the paper's 128 on CUDA
     "ResNet-110": Workload(lambda cuda: resnet_cifar(110), (8, 128), 10, "ce", (3, 32, 32)),
     # the weather ResNet: a reduced one on the CPU (32 channels, 3 blocks), the paper's size on CUDA
+    # torchvision's ResNet-18 as it comes (not a Sequential: traced by the graph walk), on CIFAR-sized inputs
+    "resnet18": Workload(lambda cuda: _torchvision("resnet18"), (8, 128), 10, "ce", (3, 32, 32), ("Std", "RR", "Ort")),
     "weather ResNet": Workload(lambda cuda: weather_resnet(117, 3, 128, 19) if cuda else weather_resnet(11, 3, 32, 3),
                                (4, 32), 0, "mse", (11, 32, 64)),
 }
@@ -195,7 +203,8 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
     device = torch.device(device)
     cuda = device.type == "cuda"
     base, x, y, task = workload(model_name, device)
-    steppers = {name: Stepper(name, copy.deepcopy(base), task, x, y) for name in METHODS}
+    methods = MODELS[model_name].methods
+    steppers = {name: Stepper(name, copy.deepcopy(base), task, x, y) for name in methods}
     times = interleaved_times(steppers, device, rounds, warmup, budget_s)
     memory = {k: peak_step_bytes(s, device) if cuda else saved_activation_bytes(s) for k, s in steppers.items()}
     time_ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
@@ -203,8 +212,8 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
         "model": model_name, "device": str(device), "rounds": len(times["Std"]),
         "memory_kind": "peak memory" if cuda else "saved-activation memory",
         "time_ms": time_ms, "memory_bytes": memory,
-        "time_ratio": {k: time_ms[k] / time_ms["Std"] for k in METHODS[1:]},
-        "memory_ratio": {k: memory[k] / memory["Std"] for k in METHODS[1:]},
+        "time_ratio": {k: time_ms[k] / time_ms["Std"] for k in methods[1:]},
+        "memory_ratio": {k: memory[k] / memory["Std"] for k in methods[1:]},
     }
 
 

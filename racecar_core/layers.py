@@ -1,53 +1,28 @@
 """Reversible building blocks that torch lacks: residual blocks, the option-A shortcut, periodic convolutions."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import reverse
+from .rules import conv2d_transpose
 
 
 class Residual(nn.Module):
-    """``y = S x + F(x)`` with ``F`` an ``nn.Sequential`` branch and ``S`` the shortcut (identity by default).
+    """``y = S x + F(x)`` with ``F`` a branch (e.g. an ``nn.Sequential``) and ``S`` the shortcut (identity by default).
 
-    Reverse pass (full mode): ``x' = S^T y' + F^T y'``, where ``F^T`` walks the branch's layers backwards with the
-    usual rules (the branch's inner layers add their own reconstruction pairs). Put the activation that follows
-    the addition *after* the block in the enclosing ``nn.Sequential``, so the walk re-applies it as the lower
-    layer's activation of the next block.
+    Nothing special for the reverse pass: it traces the addition and sends the signal of the sum into the branch
+    and the shortcut (``racecar_core.reverse``). Put the activation that follows the addition *after* the block in
+    the enclosing ``nn.Sequential``; the walk re-applies it as the lower layer's activation of the next block.
     """
 
-    def __init__(self, branch: nn.Sequential, shortcut: nn.Module | None = None):
+    def __init__(self, branch: nn.Module, shortcut: nn.Module | None = None):
         super().__init__()
         self.branch = branch
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
-        r = reverse.role(self.shortcut)
-        if r == "pointwise" and not isinstance(self.shortcut, nn.Identity):
-            raise TypeError("racecar: a residual shortcut must be identity, a shape layer or a weight layer")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.shortcut(x) + self.branch(x)
-
-    def racecar_forward(self, x: Tensor) -> tuple[Tensor, Any]:
-        """Forward, keeping the branch's trace for the reverse pass."""
-        trace = reverse.forward_trace(self.branch, x)
-        return self.shortcut(x) + trace.output, (trace, x.shape)
-
-    def _shortcut_t(self, y: Tensor, shape: torch.Size) -> Tensor:
-        if isinstance(self.shortcut, nn.Identity):
-            return y
-        return reverse.transpose(self.shortcut, reverse.subtract_bias(self.shortcut, y), shape)
-
-    def racecar_reverse(self, y: Tensor | None, saved: Any, mode: str) -> tuple[Tensor | None, list]:
-        """``S^T y + F^T y`` and the branch's inner pairs (full); the branch's local pairs (local)."""
-        trace, shape = saved
-        if mode in ("local", "local_padded"):
-            return None, reverse.reverse_pass(trace, mode)
-        pairs = reverse.reverse_pass(trace, "full", start=y)
-        x_branch = reverse.undo_prefix(trace, pairs[0][1])
-        return self._shortcut_t(y, shape) + x_branch, pairs[1:]
 
 
 class OptionAShortcut(nn.Module):
@@ -96,13 +71,13 @@ class PeriodicConv2d(nn.Conv2d):
         """The padded input and its reconstruction by the transposed *unpadded* convolution of ``y`` (the output
         without the bias): the ``local_padded`` pair of the authors' WeatherBench draft."""
         xp = self._padded(x)
-        return xp, reverse.conv2d_transpose(self, y, xp.shape)
+        return xp, conv2d_transpose(self, y, xp.shape)
 
     def racecar_transpose(self, y: Tensor, input_shape: torch.Size) -> Tensor:
         """``(pad-then-conv)^T y`` without the bias."""
         p = self.pad
         h, w = input_shape[-2] + 2 * p, input_shape[-1] + 2 * p
-        z = reverse.conv2d_transpose(self, y, torch.Size((*input_shape[:-2], h, w)))  # the unpadded conv's transpose
+        z = conv2d_transpose(self, y, torch.Size((*input_shape[:-2], h, w)))  # the unpadded conv's transpose
         z = z[..., p:h - p, :]
         if p == 0:
             return z

@@ -153,13 +153,18 @@ class RR(Method):
     ``pair_weights`` multiply the terms of the reconstruction pairs, bottom layer first (missing ones are 1): e.g.
     ``[255**2]`` keeps the input term of a network fed pixels in [0, 1] at the size it has on raw 0..255 pixels,
     while the terms of batch-normalised hidden layers, which do not depend on the input scale, keep weight 1.
+    ``norms="forward"`` re-applies training-mode batch norms with the forward pass's statistics instead of the
+    reverse signal's own (see ``reverse.reverse_pass``): for deep bottleneck networks such as ResNet-50.
     """
     name = "RR"
 
     def __init__(self, task: str | TaskLoss = "ce", lam: float = 1e-5, mode: reverse.Mode = "full",
                  reduction: reverse.Reduction = "sum", reverse_bn_update: bool = True,
-                 pair_weights: list[float] | None = None):
+                 pair_weights: list[float] | None = None, norms: reverse.Norms = "batch"):
         super().__init__(task)
+        if norms not in reverse.NORMS:
+            raise ValueError(f"racecar: RR's norms must be one of {reverse.NORMS}, got {norms!r}")
+        self.norms = norms
         if mode not in reverse.MODES or reduction not in ("sum", "mean"):
             raise ValueError(f"racecar: RR needs a mode of {reverse.MODES} and reduction 'sum' or 'mean', got "
                              f"{mode!r}, {reduction!r}")
@@ -167,16 +172,32 @@ class RR(Method):
         self.reverse_bn_update = reverse_bn_update
         self.pair_weights = list(pair_weights) if pair_weights else None
 
-    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
-        trace = reverse.forward_trace(model, x)
+    def phases(self, model: nn.Module, steps: int) -> list[Phase]:
+        plan = reverse.plan_of(model)  # traced once per training run, not per step
+
+        def loss(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
+            out, rec = self.reconstruction(model, x, plan)
+            task = self.task(out, y)
+            return task + self.lam * rec, out, {"task": task.detach(), "rr": rec.detach()}
+        return [Phase("train", steps, list(model.parameters()), loss)]
+
+    def reconstruction(self, model: nn.Module, x: Tensor, plan: reverse.Plan | None = None) -> tuple[Tensor, Tensor]:
+        """The network output and the (unweighted) reconstruction loss of the reverse pass."""
+        trace = reverse.forward_trace(model, x, plan)
         with contextlib.nullcontext() if self.reverse_bn_update else reverse.frozen_norm_statistics(model):
-            rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, self.mode), self.reduction,
-                                              self.pair_weights)
-        return trace.output, self.lam * rec, {"rr": rec.detach()}
+            rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, self.mode, norms=self.norms),
+                                              self.reduction, self.pair_weights)
+        return trace.output, rec
+
+    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
+        out, rec = self.reconstruction(model, x)
+        return out, self.lam * rec, {"rr": rec.detach()}
 
     def describe(self) -> dict:
         d = {"method": self.name, "lam": self.lam, "mode": self.mode, "reduction": self.reduction,
              "reverse_bn_update": self.reverse_bn_update}
+        if self.norms != "batch":  # left out at the official setting: earlier run configs keep their keys
+            d["norms"] = self.norms
         return {**d, "pair_weights": self.pair_weights} if self.pair_weights else d
 
 
@@ -218,27 +239,28 @@ class Pre(Method):
 
     def phases(self, model: nn.Module, steps: int) -> list[Phase]:
         layers = reverse.layers_of(model)
-        widx = [i for i, m in enumerate(layers) if reverse.role(m) == "weight"]
+        widx = [i for i, m in enumerate(layers) if reverse.weight_modules(m)]  # weight layers and blocks
         phases = []
         for k, start in enumerate(widx):
             end = widx[k + 1] if k + 1 < len(widx) else len(layers)
             params = [p for m in layers[start:end] for p in m.parameters()]
             phases.append(Phase(f"pretrain-{k + 1}", self.pre_steps, params,
-                                self._ae_loss(layers, start, end), frozen=layers[:start],
-                                lr_scale=self.pre_lr_scale))
+                                self._ae_loss(nn.Sequential(*layers[:end]), layers[:start], layers[start]),
+                                frozen=layers[:start], lr_scale=self.pre_lr_scale))
         phases.append(Phase("finetune", steps, list(model.parameters()), self._loss))
         return phases
 
-    def _ae_loss(self, layers: list[nn.Module], start: int, end: int) -> LossFn:
+    def _ae_loss(self, upto: nn.Sequential, frozen: list[nn.Module], unit: nn.Module) -> LossFn:
+        """Unit k's autoencoder: the network up to the next weight layer or block (the layers below frozen, run
+        without gradients), reversed through unit k down to its input."""
+        plan = reverse.plan_of(upto)
+        inside = {id(m) for m in unit.modules()}
+        floor = min(s.index for s in plan.steps if s.call == "module" and id(s.target) in inside)
+
         def loss(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
-            with torch.no_grad():
-                lower = reverse.forward_trace(layers[:start], x)
-            upper = reverse.forward_trace(layers[start:end], lower.output)
-            saved = {**lower.saved, **{k + start: v for k, v in upper.saved.items()}}
-            trace = reverse.Trace(layers[:end], lower.inputs + upper.inputs, upper.output, saved)
-            h = upper.output
-            rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, "full", levels=1), self.reduction)
-            return rec, h, {"ae": rec.detach()}
+            trace = reverse.forward_trace(upto, x, plan, frozen=frozen)
+            rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, "full", floor=floor), self.reduction)
+            return rec, trace.output, {"ae": rec.detach()}
         return loss
 
     def describe(self) -> dict:

@@ -1,386 +1,535 @@
-"""The reverse pass of RR ("racecar") training and its loss.
+"""The reverse pass of RR ("racecar") training, on any traceable PyTorch network, and its loss.
 
-A network is read as a flat list of layers (nested ``nn.Sequential`` are unrolled). Each layer has one of three
-*roles* in the reverse pass:
+**Plan.** A model is traced once with ``torch.fx`` (``plan_of``; re-planned when its modules change) into a graph
+of steps. Every module with a reverse rule (``racecar_core.rules``: Linear, Conv, BatchNorm, ReLU, pooling, ...)
+stays one step; other modules (a torchvision ``BasicBlock``, a U-Net stage) are traced through, and one that fx
+cannot trace (data-dependent control flow) becomes one step, which then needs a rule. Each step has a role:
+``weight`` (an affine map; the reverse applies its transpose to the signal minus the bias), ``pointwise`` (a norm or
+activation: re-applied forwards), ``shape`` (a linear data move: flatten, view, permute, pooling, padding,
+interpolation, cat, slicing; the reverse applies its adjoint), ``join`` (a sum of tensors, a residual connection),
+``scale`` (a product with a number).
 
-- ``weight``: a linear map with bias (Linear, Conv2d). The reverse applies the transpose after subtracting the bias,
-  ``W^T (y' - b)``; the reconstruction of the layer's input ``d_m`` is compared with ``d_m``.
-- ``pointwise``: normalisation and activation (BatchNorm, ReLU, LeakyReLU, ELU, Identity, ...). On the way down
-  they are *re-applied forwards* as in the official code: ``d'_m = f_{m-1}(N_{m-1}(W_m^T (d'_{m+1} - b_m)))``.
-- ``shape``: layers that only move numbers (Flatten, pooling, padding). The reverse applies their adjoint.
+**Walk (full mode, the paper).** The signal starts at the network output and runs down the graph in reverse
+topological order; a value used by several steps (a fan-out) receives the sum of what comes back from each. The
+rule of the official MLP code, ``d'_m = f_{m-1}(N_{m-1}(W_m^T (d'_{m+1} - b_m)))``, generalises as follows:
 
-Where shape layers sit between two weight layers (conv -> BN -> ReLU -> Flatten -> Linear), the reconstruction is
-compared with the forward tensor at the place the walk reaches: there, the ReLU output before the Flatten.
+1. A weight step sends ``W^T (y - b)`` to its input; the signal is now *armed*: it reconstructs something.
+2. A shape step sends its adjoint to its input(s) (a cat splits the signal); a scale step scales it.
+3. A chain of pointwise steps (norms and activations applied one after another, each value used once) is *the lower
+   layer's norm and activation* of whatever reads the chain's output. An armed signal that reaches the chain's
+   output is passed through the whole chain forwards, in forward order; it now reconstructs the chain's output.
+   Pointwise steps with no weight step below them (on the raw input) belong to no layer: the walk ends there.
+   An unarmed signal passes pointwise steps unchanged (above the top weight layer the official walk starts from
+   the output and does not undo the last norm or activation).
+4. The walk ends a segment at the output of a weight step, of a join, at the network input and where pointwise
+   steps belong to no layer: an armed signal arriving there gives one *pair* ``(d, d')``, with ``d`` the forward
+   value at the place the signal reconstructs: the output of the lowest pointwise chain it passed, else the input
+   of the lowest shape step, else the value itself.
+5. A join (``a + b``) sends its (unarmed) signal unchanged to every summand, reduced to each summand's shape. Its
+   own pair is taken at its output: each summand receives the signal of the *sum*, not a reconstruction of itself.
+6. Where signals meet at a fan-out, an armed signal that already passed a chain above the meeting point takes its
+   pair first; the rest are summed and walk on together. So a ResNet block input ``x = relu(s)``, read by the block's
+   first convolution and by its shortcut, is reconstructed as ``relu(conv1^T(...) + shortcut^T(y))``, exactly the
+   nested-Sequential rule of the earlier code.
 
-Two modes: ``full`` (the paper: one pass from the output down to the input, reconstructing every weight layer's input)
-and ``local`` (each weight layer reconstructs its own input from its own output, ``W^T W d``).
+One pair per segment: an MLP gets one per layer, a CIFAR ResNet one per block input, one per block-internal
+convolution and one at the network input; a U-Net's cat sends the pieces of an armed signal to both the skip and
+the upsampled path, each taking its own pair. ``local``: each weight step reconstructs its own input from its own
+output, ``W^T W d``; ``local_padded``: as local, but a layer that pads its input itself (``racecar_padded_pair``, the
+periodic convolution) reconstructs the padded input (the authors' WeatherBench draft).
 
-A *block* (a residual block, say) is a module with ``racecar_forward(x) -> (y, saved)`` and
-``racecar_reverse(y, saved, mode) -> (x', pairs)``: the walk treats it like a weight layer whose transpose it computes
-itself, and it adds the reconstruction pairs of the layers inside it (see ``racecar_core.layers.Residual``).
-
-Adding a layer type is one call: ``register_affine`` (an affine layer: its transpose is the exact generic
-vector-Jacobian product), ``register_weight`` (with a hand-written transpose), ``register_pointwise`` or
-``register_shape`` (with its adjoint). Conv1d/3d and the transposed convolutions use the generic transpose. A module
-may instead define a method
-``racecar_transpose(y, input_shape)`` (weight role; takes the bias-free output) or
-``racecar_adjoint(y, input_shape)`` (shape role).
+Adding an operation is one call (``register_affine``, ``register_weight``, ``register_pointwise``,
+``register_shape``, ``register_function``); an operation without a rule is an error that names it and that call.
 """
 from __future__ import annotations
 
-import math
+import copy
+import operator
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .rules import (DROPOUT, MAXPOOL, FunctionRule, apply_dropout, conv2d_transpose, dropout_mask,  # noqa: F401
+                    function_name, function_rule, is_weight_leaf, known_role, linear_vjp, maxpool_adjoint,
+                    maxpool_forward, register_affine, register_function, register_pointwise, register_shape,
+                    register_weight, role, subtract_bias, transpose, vjp_transpose, weight_modules)
+
 Mode = Literal["full", "local", "local_padded"]
 MODES = ("full", "local", "local_padded")
+Norms = Literal["batch", "forward"]
+NORMS = ("batch", "forward")
 Reduction = Literal["sum", "mean"]
-Adjoint = Callable[[nn.Module, Tensor, torch.Size], Tensor]
-
-_WEIGHT: dict[type, Adjoint] = {}
-_SHAPE: dict[type, Adjoint] = {}
-_POINTWISE: set[type] = set()
+_NON_TENSOR_METHODS = {"size", "dim", "numel", "stride", "is_contiguous", "element_size", "nelement"}
 
 
-def register_weight(cls: type, transpose: Adjoint) -> None:
-    """Declare ``cls`` a weight layer whose bias-free transpose is ``transpose(module, y, input_shape)``."""
-    _WEIGHT[cls] = transpose
+# ---------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class Ref:
+    """A reference to the value of step ``index`` inside a step's arguments."""
+    index: int
 
 
-def register_shape(cls: type, adjoint: Adjoint) -> None:
-    """Declare ``cls`` a shape layer whose adjoint is ``adjoint(module, y, input_shape)``."""
-    _SHAPE[cls] = adjoint
+@dataclass
+class Step:
+    """One node of the traced graph, resolved for the walk."""
+    index: int
+    name: str
+    op: str                 # input, output, const, weight, pointwise, shape, join, scale, value (a non-tensor)
+    call: str               # module, function, method, attr, input, output
+    target: Any             # the module, the function, the method's name, or (owner module, attribute)
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    inputs: list[int] = field(default_factory=list)   # the steps whose reverse signal this step carries, in order
+    users: int = 0          # how many signal-carrying steps read this step's value
+    weight_below: bool = False
+    chain: tuple[int, ...] = ()   # pointwise: the chain this step tops, bottom step first
+    base: int = -1                # pointwise: the input of the chain's bottom step
+    plain: Any = None             # pointwise module: a copy that does not work in place (for the reverse pass)
 
 
-def register_pointwise(cls: type) -> None:
-    """Declare ``cls`` a norm/activation layer that the reverse pass re-applies forwards."""
-    _POINTWISE.add(cls)
+@dataclass
+class Plan:
+    """A model's steps in topological order, resolved once (``plan_of``)."""
+    steps: list[Step]
+    output: int
+    signature: tuple
+
+    @property
+    def weights(self) -> list[Step]:
+        """The weight steps, in forward order."""
+        return [s for s in self.steps if s.op == "weight"]
+
+    def step_of(self, m: nn.Module) -> Step:
+        """The (first) step that calls module ``m``."""
+        for s in self.steps:
+            if s.call == "module" and s.target is m:
+                return s
+        raise KeyError(f"racecar: the plan has no step calling {type(m).__name__}")
+
+    def describe(self) -> str:
+        """One line per step: index, role, what it calls, the steps it reads (for reading a plan)."""
+        def what(s: Step) -> str:
+            return type(s.target).__name__ if s.call == "module" else (
+                function_name(s.target) if s.call in ("function", "method") else s.call)
+        return "\n".join(f"{s.index:4d} {s.op:9s} {what(s):28s} <- {s.inputs}" for s in self.steps)
 
 
-def vjp_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
-    """``A^T y`` of an affine module ``m(x) = A x + b``, exact and generic: the vector-Jacobian product of ``m`` at
-    ``x = 0`` (an affine map's Jacobian is ``A`` everywhere). Differentiable in the weights when grad mode is on.
-    Hand-written transposes stay where they are faster or compile without graph breaks (Linear, zero-padded Conv2d)."""
-    differentiable = torch.is_grad_enabled()
-    x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
-    with torch.enable_grad():
-        out = m(x)
-        if out.shape != y.shape:
-            raise ValueError(f"racecar: {type(m).__name__} maps an input of shape {tuple(shape)} to "
-                             f"{tuple(out.shape)}, but the reverse signal has shape {tuple(y.shape)}")
-        (g,) = torch.autograd.grad(out, x, y, create_graph=differentiable)
-    return g
+class _Tracer(fx.Tracer):
+    """Keeps every module with a reverse rule as one step, traces into the others, and makes a module that fx cannot
+    trace into one step (a leaf) instead of failing."""
+
+    def __init__(self):
+        super().__init__()
+        self.untraceable: dict[str, str] = {}
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if known_role(m) is not None or qualname in self.untraceable:
+            return True
+        return super().is_leaf_module(m, qualname) and not isinstance(m, nn.ModuleList | nn.ModuleDict)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        qualname = self.path_of_module(m)
+        if self.is_leaf_module(m, qualname):
+            return self.create_proxy("call_module", qualname, args, kwargs)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as e:  # noqa: BLE001  data-dependent control flow, an unsupported python construct
+            self.untraceable[qualname] = f"{type(e).__name__}: {e}"
+            return self.create_proxy("call_module", qualname, args, kwargs)
 
 
-def register_affine(cls: type) -> None:
-    """Declare ``cls`` an affine weight layer (``m(x) = A x + b``): its transpose is the generic ``vjp_transpose``."""
-    register_weight(cls, vjp_transpose)
+def _signature(model: nn.Module) -> tuple:
+    return tuple((name, id(m)) for name, m in model.named_modules())
 
 
-def _linear_t(m: nn.Linear, y: Tensor, shape: torch.Size) -> Tensor:
-    return y @ m.weight
+def _refs(obj: Any, index: dict[fx.Node, int]) -> Any:
+    if isinstance(obj, fx.Node):
+        return Ref(index[obj])
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_refs(o, index) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _refs(v, index) for k, v in obj.items()}
+    if isinstance(obj, slice):
+        return slice(_refs(obj.start, index), _refs(obj.stop, index), _refs(obj.step, index))
+    return obj
 
 
-def _conv_output_padding(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> tuple[int, int]:
-    pads = []
-    for i in range(2):
-        size = (y.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i] + m.dilation[i] * (m.kernel_size[i] - 1) + 1
-        pads.append(shape[-2 + i] - size)
-    return pads[0], pads[1]
+def _ref_list(obj: Any) -> list[int]:
+    """The step indices referenced in ``obj``, in argument order, repeats kept."""
+    if isinstance(obj, Ref):
+        return [obj.index]
+    if isinstance(obj, (list, tuple)):
+        return [i for o in obj for i in _ref_list(o)]
+    if isinstance(obj, dict):
+        return [i for o in obj.values() for i in _ref_list(o)]
+    return []
 
 
-def conv2d_transpose(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> Tensor:
-    """``W^T y`` of a convolution: the transposed convolution back to an input of ``shape`` (integer zero padding),
-    else the generic ``vjp_transpose`` (circular, reflect or replicate padding, ``padding="same"``)."""
-    if m.padding_mode != "zeros" or isinstance(m.padding, str):
-        return vjp_transpose(m, y, shape)
-    return F.conv_transpose2d(y, m.weight, None, m.stride, m.padding, _conv_output_padding(m, y, shape),
-                              m.groups, m.dilation)
+def _resolve(model: nn.Module, qualname: str) -> Any:
+    owner, _, attr = qualname.rpartition(".")
+    return (model.get_submodule(owner) if owner else model), attr
 
 
-MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+def _no_rule_error(what: str, where: str, hint: str) -> TypeError:
+    return TypeError(f"racecar: no reverse rule for {what} (at {where!r} in the traced model). {hint}")
 
 
-def _maxpool_forward(m: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Max pooling and the positions it picked (flat per channel), which its adjoint needs."""
-    pool = (F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d if isinstance(m, nn.MaxPool2d)
-            else F.max_pool3d)
-    return pool(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode, return_indices=True)
+def _classify(model: nn.Module, node: fx.Node, tensor: dict[int, bool], const: set[int], index: dict[fx.Node, int],
+              untraceable: dict[str, str]) -> Step:
+    args, kwargs = _refs(node.args, index), _refs(node.kwargs, index)
+    i = index[node]
+    refs = [j for j in _ref_list(args) + _ref_list(kwargs) if tensor[j]]
+    step = Step(i, node.name, "value", node.op, node.target, args, kwargs)
+    if node.op == "placeholder":
+        step.op, step.call = "input", "input"
+    elif node.op == "output":
+        step.op, step.inputs = "output", refs
+    elif node.op == "get_attr":
+        step.op, step.call, step.target = "const", "attr", _resolve(model, node.target)
+    elif node.op == "call_module":
+        m = model.get_submodule(node.target)
+        step.target, step.call = m, "module"
+        r = known_role(m)
+        if r is None:
+            name = type(m).__name__
+            why = (f" torch.fx could not trace into it ({untraceable[node.target]})." if node.target in untraceable
+                   else "")
+            raise _no_rule_error(f"layer {name}", node.target,
+                                 f"{why} If it is affine (a linear map plus a bias), one call registers it: "
+                                 f"racecar_core.reverse.register_affine({name}); a norm or activation: "
+                                 f"register_pointwise({name}); a layer that only moves numbers: register_shape({name}, "
+                                 "adjoint). Or give the module a racecar_transpose(y, input_shape) or "
+                                 "racecar_adjoint(y, input_shape) method.")
+        step.op, step.inputs = r, refs[:1]
+        if r == "pointwise" and getattr(m, "inplace", False):
+            step.plain = copy.copy(m)
+            step.plain.inplace = False
+    else:  # call_function, call_method
+        step.call = "function" if node.op == "call_function" else "method"
+        if not any(tensor[j] for j in _ref_list(args) + _ref_list(kwargs)) or (
+                node.op == "call_method" and node.target in _NON_TENSOR_METHODS) or node.target is getattr:
+            return step                                      # a size, a shape, arithmetic on numbers: no signal
+        rule = function_rule(node.target)
+        if rule is None:
+            fn = function_name(node.target)
+            raise _no_rule_error(fn, node.name, f"Declare it with racecar_core.reverse.register_function("
+                                 f"{fn if node.op == 'call_function' else repr(node.target)}, 'pointwise' or "
+                                 "'shape', adjoint=None); 'shape' means linear in its tensor inputs (the exact generic "
+                                 "adjoint is used unless you give one).")
+        signal = [j for j in refs if j not in const]
+        step.op = rule.role
+        if rule.role == "pointwise":
+            step.inputs = refs[:1]
+        elif rule.role in ("join", "scale") and len(signal) < 2:
+            step.op, step.inputs = "scale", signal     # with a number, a parameter or a buffer: x + b, a * x, -x
+        elif rule.role == "scale":
+            raise _no_rule_error(f"{function_name(node.target)} of two signals", node.name,
+                                 "A product of two signals (gating, attention) is not linear; make the module that "
+                                 "computes it one step with a rule (racecar_core.reverse.register_shape or "
+                                 "register_affine) if its reverse is known.")
+        else:
+            step.inputs = signal
+    return step
 
 
-def maxpool_adjoint(y: Tensor, indices: Tensor, shape: torch.Size) -> Tensor:
-    """The adjoint of max pooling at the forward pass's picks: each value goes back to the input position it came
-    from (summed where overlapping windows picked the same one), zeros elsewhere."""
-    x = y.new_zeros(tuple(shape[:2]) + (math.prod(shape[2:]),))
-    x.scatter_add_(2, indices.flatten(2), y.flatten(2))
-    return x.reshape(shape)
+def make_plan(model: nn.Module) -> Plan:
+    """Trace ``model`` with torch.fx and resolve every step's role, inputs, users and pointwise chain."""
+    root = model if known_role(model) is None else nn.Sequential(model)
+    tracer = _Tracer()
+    graph = tracer.trace(root)
+    nodes = list(graph.nodes)
+    out_node = next(n for n in nodes if n.op == "output")
+    needed, todo = set(), [out_node]
+    while todo:                                  # drop what the output does not depend on (e.g. a failed trace)
+        n = todo.pop()
+        if n not in needed:
+            needed.add(n)
+            todo.extend(n.all_input_nodes)
+    nodes = [n for n in nodes if n in needed or n.op == "placeholder"]
+    if sum(n.op == "placeholder" for n in nodes) != 1:
+        raise TypeError("racecar: the reverse pass needs a model with exactly one input tensor")
+    index = {n: i for i, n in enumerate(nodes)}
+    tensor: dict[int, bool] = {}
+    const = {index[n] for n in nodes if n.op == "get_attr"}   # parameters and buffers: no reverse signal
+    steps: list[Step] = []
+    for n in nodes:
+        step = _classify(root, n, tensor, const, index, tracer.untraceable)
+        tensor[index[n]] = step.op != "value"
+        steps.append(step)
+    out = steps[-1]
+    if len(out.inputs) != 1 or not isinstance(out.args[0], Ref):
+        raise TypeError("racecar: the reverse pass starts from one output tensor; this model returns "
+                        f"{type(out_node.args[0]).__name__}. Wrap it so that forward returns the tensor to reverse.")
+    for s in steps:
+        for j in s.inputs:
+            steps[j].users += 1
+        s.weight_below = any(steps[j].op == "weight" or steps[j].weight_below for j in s.inputs)
+    for s in steps:
+        if s.op == "pointwise":
+            chain, j = [s.index], s.inputs[0]
+            while steps[j].op == "pointwise" and steps[j].users == 1:
+                chain.insert(0, j)
+                j = steps[j].inputs[0]
+            s.chain, s.base = tuple(chain), j
+    if not any(s.op == "weight" for s in steps):
+        raise ValueError("racecar: the model has no weight layer (Linear, Conv, ...) to reverse")
+    return Plan(steps, out.args[0].index, _signature(model))
 
 
-def _maxpool_without_indices(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
-    raise ValueError(f"racecar: the adjoint of {type(m).__name__} needs the positions the forward pass picked; walk "
-                     "the model with reverse.forward_trace / reverse_pass, which record them")
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _flatten_adj(m: nn.Flatten, y: Tensor, shape: torch.Size) -> Tensor:
-    return y.reshape(shape)
+def plan_of(model: nn.Module) -> Plan:
+    """The model's plan: traced once, reused, and made again when the model's modules change."""
+    plan = _PLANS.get(model)
+    if plan is None or plan.signature != _signature(model):
+        plan = _PLANS[model] = make_plan(model)
+    return plan
 
 
-def _pool_windows(m: nn.Module, shape: torch.Size) -> tuple[int, int] | None:
-    """The window ``(kh, kw)`` when the average pool tiles its input in disjoint windows, else None."""
-    h, w = shape[-2], shape[-1]
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        oh, ow = (m.output_size, m.output_size) if isinstance(m.output_size, int) else m.output_size
-        oh, ow = oh or h, ow or w
-        return (h // oh, w // ow) if h % oh == 0 and w % ow == 0 else None
-    k = (m.kernel_size, m.kernel_size) if isinstance(m.kernel_size, int) else tuple(m.kernel_size)
-    st = k if m.stride is None else (m.stride, m.stride) if isinstance(m.stride, int) else tuple(m.stride)
-    plain = m.padding in (0, (0, 0)) and not m.ceil_mode and m.divisor_override is None
-    return k if plain and st == k else None
-
-
-def _avgpool_adj(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
-    # Disjoint windows (global pooling, AvgPool2d(k)): spread each output evenly over its window, zeros for the
-    # rows/columns the pool drops. Other pools: the vector-Jacobian product (exact, but a graph break under compile).
-    win = _pool_windows(m, shape)
-    if win is not None:
-        kh, kw = win
-        x = (y / (kh * kw)).repeat_interleave(kh, -2).repeat_interleave(kw, -1)
-        return F.pad(x, (0, shape[-1] - x.shape[-1], 0, shape[-2] - x.shape[-2]))
-    x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
-    with torch.enable_grad():
-        out = m(x)
-        (g,) = torch.autograd.grad(out, x, y, create_graph=True)
-    return g
-
-
-register_weight(nn.Linear, _linear_t)
-register_weight(nn.Conv2d, conv2d_transpose)
-for _cls in (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
-    register_affine(_cls)  # grouped, strided, dilated, any padding: the generic transpose is exact
-register_shape(nn.Flatten, _flatten_adj)
-register_shape(nn.Unflatten, lambda m, y, s: y.reshape(s))
-register_shape(nn.AvgPool2d, _avgpool_adj)
-register_shape(nn.AdaptiveAvgPool2d, _avgpool_adj)
-for _cls in MAXPOOL:  # the adjoint at the forward pass's picks (forward_trace records them)
-    register_shape(_cls, _maxpool_without_indices)
-# Dropout counts as pointwise: the reverse pass re-applies it with the forward pass's own mask (recorded by
-# forward_trace; identity in eval), as it re-applies the lower layer's norm and activation.
-for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Identity, nn.Tanh, nn.Sigmoid,
-             nn.GELU, nn.SiLU, nn.Softplus, nn.GroupNorm, nn.LayerNorm, nn.Dropout, nn.Dropout2d):
-    register_pointwise(_cls)
-
-
-def is_block(m: nn.Module) -> bool:
-    """Whether ``m`` reverses itself (``racecar_forward`` / ``racecar_reverse``), like a residual block."""
-    return hasattr(m, "racecar_reverse") and hasattr(m, "racecar_forward")
-
-
-def is_weight_leaf(m: nn.Module) -> bool:
-    """Whether ``m`` is a plain weight layer (Linear, Conv2d, a registered or ``racecar_transpose`` layer)."""
-    return hasattr(m, "racecar_transpose") or any(cls in _WEIGHT for cls in type(m).__mro__)
-
-
-def weight_modules(model: nn.Module) -> list[nn.Module]:
-    """Every weight layer of ``model``, blocks' insides included, in module order (for Ort and the SVD)."""
-    return [m for m in model.modules() if is_weight_leaf(m)]
-
-
-def role(m: nn.Module) -> str:
-    """The role of a layer in the reverse pass: 'weight' (blocks too), 'pointwise' or 'shape'."""
-    if hasattr(m, "racecar_transpose") or is_block(m):
-        return "weight"
-    if hasattr(m, "racecar_adjoint"):
-        return "shape"
-    for cls in type(m).__mro__:
-        if cls in _WEIGHT:
-            return "weight"
-        if cls in _SHAPE:
-            return "shape"
-        if cls in _POINTWISE:
-            return "pointwise"
-    name = type(m).__name__
-    raise TypeError(
-        f"racecar: no reverse rule for layer {name}. If it is affine (a linear map plus a bias), one call registers "
-        f"it: racecar_core.reverse.register_affine({name}); a norm or activation: register_pointwise({name}); a layer "
-        f"that only moves numbers: register_shape({name}, adjoint). Or give the module a racecar_transpose(y, "
-        "input_shape) or racecar_adjoint(y, input_shape) method.")
-
-
-def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size, saved: Any = None) -> Tensor:
-    """``M^T y`` for a weight layer (bias not included) or the adjoint of a shape layer (``saved``: what the forward
-    trace recorded for it, e.g. max pooling's picks)."""
-    if isinstance(m, MAXPOOL) and saved is not None:
-        return maxpool_adjoint(y, saved, input_shape)
-    if hasattr(m, "racecar_transpose"):
-        return m.racecar_transpose(y, input_shape)
-    if hasattr(m, "racecar_adjoint"):
-        return m.racecar_adjoint(y, input_shape)
-    for cls in type(m).__mro__:
-        if cls in _WEIGHT:
-            return _WEIGHT[cls](m, y, input_shape)
-        if cls in _SHAPE:
-            return _SHAPE[cls](m, y, input_shape)
-    raise TypeError(f"{type(m).__name__} is not a weight or shape layer (role {role(m)!r})")
-
-
-def subtract_bias(m: nn.Module, y: Tensor) -> Tensor:
-    """``y - b``: a Linear's bias runs along the last dimension (``[B, F]`` or ``[B, T, F]``), a convolution's (any
-    other layer's) along the channel dimension 1."""
-    b = getattr(m, "bias", None)
-    if b is None:
-        return y
-    if y.dim() > 2 and not isinstance(m, nn.Linear):
-        return y - b.view(1, -1, *([1] * (y.dim() - 2)))
-    return y - b
-
-
-def layers_of(model: nn.Module | list[nn.Module]) -> list[nn.Module]:
-    """The flat list of layers of a (possibly nested) ``nn.Sequential``, or of ``model.racecar_layers()``."""
-    if isinstance(model, list):
-        return model
-    if hasattr(model, "racecar_layers"):
-        return list(model.racecar_layers())
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(
-            f"racecar: the reverse pass walks an nn.Sequential (nested ones are fine); got {type(model).__name__}. "
-            "Wrap your layers in nn.Sequential or give your model a racecar_layers() method returning them in order.")
-    out: list[nn.Module] = []
-    for m in model:
-        out.extend(layers_of(m) if isinstance(m, nn.Sequential) else [m])
-    return out
+# ---------------------------------------------------------------- the forward pass, recorded
+def _fill(obj: Any, values: list) -> Any:
+    if isinstance(obj, Ref):
+        return values[obj.index]
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_fill(o, values) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _fill(v, values) for k, v in obj.items()}
+    if isinstance(obj, slice):
+        return slice(_fill(obj.start, values), _fill(obj.stop, values), _fill(obj.step, values))
+    return obj
 
 
 @dataclass
 class Trace:
-    """What the forward pass recorded: each layer's input, the network output, and what blocks saved."""
-    layers: list[nn.Module]
-    inputs: list[Tensor]
+    """What the forward pass recorded: every step's value, the network output, and what the reverse pass needs
+    (max pooling's picks, dropout's masks)."""
+    plan: Plan
+    values: list
     output: Tensor
     saved: dict[int, Any] = field(default_factory=dict)
 
+    def input_of(self, m: nn.Module) -> Tensor:
+        """The value module ``m`` read (its first call)."""
+        return self.values[self.plan.step_of(m).inputs[0]]
 
-DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
-
-
-def _dropout_mask(m: nn.Module, x: Tensor) -> Tensor:
-    """A keep-mask for ``x`` as dropout layer ``m`` draws it: per element, or per channel for Dropout1d/2d/3d."""
-    shape = x.shape if type(m) is nn.Dropout else x.shape[:2] + (1,) * (x.dim() - 2)
-    return torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - m.p)
-
-
-def _apply_dropout(m: nn.Module, y: Tensor, mask: Tensor) -> Tensor:
-    return y * mask / (1.0 - m.p)
+    def output_of(self, m: nn.Module) -> Tensor:
+        """The value module ``m`` returned (its first call)."""
+        return self.values[self.plan.step_of(m).index]
 
 
-def forward_trace(model: nn.Module | list[nn.Module], x: Tensor) -> Trace:
-    """Run ``model`` layer by layer on ``x``, keeping every layer's input for the reverse pass (and the mask of every
-    active dropout layer, which the reverse pass re-applies)."""
-    layers = layers_of(model)
-    inputs, saved = [], {}
-    for i, m in enumerate(layers):
-        inputs.append(x)
-        if is_block(m):
-            x, saved[i] = m.racecar_forward(x)
-        elif isinstance(m, DROPOUT) and m.training and m.p > 0:
-            saved[i] = _dropout_mask(m, x)
-            x = _apply_dropout(m, x, saved[i])
-        elif isinstance(m, MAXPOOL):
-            x, saved[i] = _maxpool_forward(m, x)
+def _run_step(s: Step, a: Any, kw: dict, saved: dict[int, Any]) -> Any:
+    if s.call == "module":
+        m = s.target
+        if isinstance(m, DROPOUT) and m.training and m.p > 0:
+            saved[s.index] = dropout_mask(m, a[0])
+            return apply_dropout(m, a[0], saved[s.index])
+        if isinstance(m, MAXPOOL):
+            out, saved[s.index] = maxpool_forward(m, a[0])
+            return out
+        return m(*a, **kw)
+    if s.call == "function":
+        if s.target is F.dropout and kw.get("training", a[2] if len(a) > 2 else True):
+            p = kw.get("p", a[1] if len(a) > 1 else 0.5)
+            if p > 0:
+                saved[s.index] = torch.empty_like(a[0]).bernoulli_(1.0 - p) / (1.0 - p)
+                return a[0] * saved[s.index]
+        return s.target(*a, **kw)
+    return getattr(a[0], s.target)(*a[1:], **kw)
+
+
+def forward_trace(model: nn.Module, x: Tensor, plan: Plan | None = None,
+                  frozen: Sequence[nn.Module] = ()) -> Trace:
+    """Run ``model`` on ``x`` step by step, keeping every value the reverse pass needs. ``frozen``: modules run
+    without gradients (Pre's lower layers)."""
+    plan = plan_of(model) if plan is None else plan
+    values: list = [None] * len(plan.steps)
+    saved: dict[int, Any] = {}
+    frozen_ids = {id(m) for m in frozen}
+    for s in plan.steps:
+        if s.call == "input":
+            values[s.index] = x
+        elif s.call == "output":
+            break
+        elif s.call == "attr":
+            values[s.index] = getattr(*s.target)
+        elif s.call == "module" and id(s.target) in frozen_ids:
+            with torch.no_grad():
+                values[s.index] = _run_step(s, _fill(s.args, values), _fill(s.kwargs, values), saved)
         else:
-            x = m(x)
-    return Trace(layers, inputs, x, saved)
+            values[s.index] = _run_step(s, _fill(s.args, values), _fill(s.kwargs, values), saved)
+    return Trace(plan, values, values[plan.output], saved)
 
 
-def _weight_indices(layers: list[nn.Module]) -> list[int]:
-    idx = [i for i, m in enumerate(layers) if role(m) == "weight"]
-    if not idx:
-        raise ValueError("racecar: the model has no weight layer (Linear/Conv2d) to reverse")
-    return idx
+# ---------------------------------------------------------------- the reverse pass
+def _reapply(s: Step, y: Tensor, trace: Trace, norms: Norms = "batch") -> Tensor:
+    """Pointwise step ``s`` applied forwards to the reverse signal ``y`` (dropout with the forward pass's mask; a
+    training-mode batch norm with the signal's own batch statistics, or with the forward pass's: ``norms``)."""
+    mask = trace.saved.get(s.index)
+    if s.call == "module":
+        m = s.target
+        if mask is not None:
+            return apply_dropout(m, y, mask)
+        if norms == "forward" and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            x = trace.values[s.inputs[0]]
+            dims, shape = [0, *range(2, x.dim())], (1, -1, *([1] * (x.dim() - 2)))
+            z = (y - x.mean(dims).view(shape)) * torch.rsqrt(x.var(dims, unbiased=False).view(shape) + m.eps)
+            return z if m.weight is None else z * m.weight.view(shape) + m.bias.view(shape)
+        return (s.plain or m)(y)
+    if mask is not None:                       # F.dropout: the mask already holds the 1 / (1 - p)
+        return y * mask
+    a, kw = _fill(s.args, trace.values), _fill(s.kwargs, trace.values)
+    if "inplace" in kw:
+        kw["inplace"] = False
+    a = (y, *a[1:])
+    return s.target(*a, **kw) if s.call == "function" else getattr(y, s.target)(*a[1:], **kw)
 
 
-def _walk_between(layers: list[nn.Module], lo: int, hi: int, y: Tensor, inputs: list[Tensor],
-                  saved: dict[int, Any] | None = None) -> tuple[Tensor, int]:
-    """Carry ``y`` from the input of layer ``hi`` down through the layers between ``lo`` and ``hi``.
+def _shape_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
+    """Contributions of a shape, join or scale step's signal ``y`` to each of its signal inputs."""
+    values = trace.values
+    inputs = [values[j] for j in s.inputs]
+    if s.call == "module":
+        return [transpose(s.target, y, inputs[0].shape, trace.saved.get(s.index))]
+    a, kw = _fill(s.args, values), _fill(s.kwargs, values)
+    if s.op == "join":           # a + b, a - b: the signal of the sum to every summand, in its shape
+        name = s.target if isinstance(s.target, str) else getattr(s.target, "__name__", "")
+        out = []
+        for k, x in enumerate(inputs):
+            c = -y if "sub" in name and k == 1 else y
+            out.append(c.sum_to_size(x.shape) if c.shape != x.shape else c)
+        return out
+    if s.op == "scale":          # one signal and a number, a parameter or a buffer
+        name = s.target if isinstance(s.target, str) else getattr(s.target, "__name__", "")
+        j = s.inputs[0]
+        first = bool(s.args) and isinstance(s.args[0], Ref) and s.args[0].index == j
+        other = [v for r, v in zip(s.args, a) if not (isinstance(r, Ref) and r.index == j)]
+        if "neg" in name or ("sub" in name and not first):
+            c = -y
+        elif "add" in name or "sub" in name:
+            c = y
+        elif "mul" in name:
+            c = y * other[0]
+        elif "div" in name and first:
+            c = y / other[0]
+        else:
+            raise TypeError(f"racecar: no reverse rule for {function_name(s.target)} at {s.name!r}: not linear in "
+                            "its signal")
+        return [c.sum_to_size(inputs[0].shape) if c.shape != inputs[0].shape else c]
+    if s.target is operator.getitem and not isinstance(a[0], Tensor):
+        raise TypeError(f"racecar: no reverse rule for indexing a {type(a[0]).__name__} ({s.name})")
+    rule: FunctionRule = function_rule(s.target)
+    if rule.adjoint is not None:
+        out = rule.adjoint(y, list(a), kw, inputs)
+        if all(c is not None for c in out):
+            return out
+    return _generic_adjoint(s, y, trace)
 
-    Shape layers are undone by their adjoints (top to bottom); each run of consecutive pointwise layers is
-    re-applied forwards, in its forward order (the official ``f(N(.))``), dropout with the forward pass's mask from
-    ``saved``. Returns ``y`` and the index ``p`` such
-    that ``y`` reconstructs ``inputs[p]``: the output of the lowest pointwise run (or the input of the lowest
-    shape layer) reached.
+
+def _generic_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
+    """The adjoint of a linear function step: its vector-Jacobian product (exact, one input at a time)."""
+    out = []
+    for k, j in enumerate(s.inputs):
+        def fn(x: Tensor, j: int = j) -> Tensor:
+            values = list(trace.values)
+            values[j] = x
+            a, kw = _fill(s.args, values), _fill(s.kwargs, values)
+            return s.target(*a, **kw) if s.call == "function" else getattr(a[0], s.target)(*a[1:], **kw)
+        out.append(linear_vjp(fn, y, trace.values[j].shape))
+    return out
+
+
+def reverse_pass(trace: Trace, mode: Mode = "full", floor: int | None = None,
+                 norms: Norms = "batch") -> list[tuple[Tensor, Tensor]]:
+    """Pairs ``(d_m, d'_m)``, bottom of the network first (the module docstring says where the pairs sit).
+
+    ``full``: from the network output down to its input (the paper). ``local``: ``d'_m = W_m^T (W_m d_m)`` for each
+    weight step on its own; ``local_padded``: the same with the padded input of self-padding layers.
+    ``floor``: in full mode, weight steps and joins below step ``floor`` end the walk (their pair is taken, nothing
+    is transposed): Pre's autoencoder of one layer or block, which reconstructs that unit's input.
+    ``norms``: how a batch norm in training mode is re-applied: ``batch`` normalises the reverse signal with its own
+    batch statistics (the official code); ``forward`` with the statistics the forward pass used at that layer (an
+    affine map of the signal; on torchvision's ResNet-50 the official rule made the loss so steep that Adam did not
+    lower the reconstruction error, the forward statistics did). Eval-mode norms use their running statistics
+    either way.
     """
-    i, pos = hi - 1, hi
-    while i > lo:
-        if role(layers[i]) == "shape":
-            y = transpose(layers[i], y, inputs[i].shape, (saved or {}).get(i))
-            pos = i
-            i -= 1
-            continue
-        j = i
-        while j - 1 > lo and role(layers[j - 1]) == "pointwise":
-            j -= 1
-        for k in range(j, i + 1):
-            mask = (saved or {}).get(k) if isinstance(layers[k], DROPOUT) else None
-            y = _apply_dropout(layers[k], y, mask) if mask is not None else layers[k](y)
-        pos = i + 1
-        i = j - 1
-    return y, pos
+    if norms not in NORMS:
+        raise ValueError(f"racecar: unknown norms {norms!r}; use one of {NORMS}")
+    return _walk(trace, mode, floor, norms=norms)[0]
 
 
-def reverse_pass(trace: Trace, mode: Mode = "full", levels: int | None = None,
-                 start: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
-    """Pairs ``(d_m, d'_m)`` for every weight layer, bottom layer first.
-
-    ``full``: from the network output down through every weight layer (the paper). The norm/activation above the
-    top weight layer is not undone (the walk starts from the output, as the official code does); shape layers
-    there (pooling, flatten) are undone by their adjoints.
-    ``local``: ``d'_m = W_m^T (W_m d_m)`` for each weight layer on its own.
-    ``local_padded``: as ``local``, but a layer that pads its input itself (``racecar_padded_pair``, e.g. the periodic
-    convolution) reconstructs the *padded* input with the transposed unpadded convolution: the form of the authors'
-    WeatherBench draft (per-convolution, padded input, no norm or activation in between).
-    ``levels``: in full mode, stop after this many weight layers from the top (Pre uses 1).
-    ``start``: in full mode, walk down from this tensor instead of the trace's output (blocks use it).
-    Blocks add the pairs of the layers inside them after their own.
-    """
-    layers, inputs = trace.layers, trace.inputs
-    widx = _weight_indices(layers)
+def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | None = None,
+          norms: Norms = "batch") -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
+    plan, values = trace.plan, trace.values
     pairs: list[tuple[Tensor, Tensor]] = []
     if mode in ("local", "local_padded"):
-        for i in widx:
-            if is_block(layers[i]):
-                pairs.extend(layers[i].racecar_reverse(None, trace.saved[i], mode)[1])
-                continue
-            out = inputs[i + 1] if i + 1 < len(inputs) else trace.output  # the forward output of layer i
-            out_nobias = subtract_bias(layers[i], out)
-            if mode == "local_padded" and hasattr(layers[i], "racecar_padded_pair"):
-                pairs.append(layers[i].racecar_padded_pair(inputs[i], out_nobias))
+        for s in plan.weights:
+            m, x = s.target, values[s.inputs[0]]
+            out = subtract_bias(m, values[s.index])
+            if mode == "local_padded" and hasattr(m, "racecar_padded_pair"):
+                pairs.append(m.racecar_padded_pair(x, out))
             else:
-                pairs.append((inputs[i], transpose(layers[i], out_nobias, inputs[i].shape)))
-        return pairs
+                pairs.append((x, transpose(m, out, x.shape)))
+        return pairs, None
     if mode != "full":
         raise ValueError(f"racecar: unknown reverse-pass mode {mode!r}; use one of {MODES}")
-    y = trace.output if start is None else start
-    for i in range(len(layers) - 1, widx[-1], -1):  # above the top weight layer: undo shapes, skip norm/activation
-        if role(layers[i]) == "shape":
-            y = transpose(layers[i], y, inputs[i].shape, trace.saved.get(i))
-    lowest = 0 if levels is None else max(0, len(widx) - levels)
-    inner: list[tuple[Tensor, Tensor]] = []
-    for n in range(len(widx) - 1, lowest - 1, -1):
-        i = widx[n]
-        if is_block(layers[i]):
-            y, block_pairs = layers[i].racecar_reverse(y, trace.saved[i], "full")
-            inner.extend(block_pairs)
+    steps = plan.steps
+    y0 = trace.output if start is None else start
+    pending: dict[int, list[tuple[Tensor, bool, int]]] = {plan.output: [(y0, False, plan.output)]}
+    at_input = None
+    for s in reversed(steps[:plan.output + 1]):
+        got = pending.pop(s.index, None)
+        if not got:
+            continue
+        if len(got) == 1:
+            y, armed, pos = got[0]
         else:
-            y = transpose(layers[i], subtract_bias(layers[i], y), inputs[i].shape)
-        pos = i
-        if n > 0:
-            y, pos = _walk_between(layers, widx[n - 1], i, y, inputs, trace.saved)
-        pairs.append((inputs[pos], y))
-    return pairs[::-1] + inner
+            ys, armed = [], False
+            for c, a, p in got:
+                if a and p != s.index:          # reconstructs a chain above the meeting point: its pair first
+                    pairs.append((values[p], c))
+                else:
+                    armed = armed or a
+                ys.append(c)
+            y, pos = sum(ys[1:], ys[0]), s.index
+
+        def send(j: int, c: Tensor, a: bool, p: int) -> None:
+            pending.setdefault(j, []).append((c, a, p))
+
+        if s.op in ("input", "weight", "join"):
+            if armed:
+                pairs.append((values[pos], y))
+            if s.op == "input":
+                at_input = y
+            elif floor is not None and s.index < floor:
+                continue
+            elif s.op == "weight":
+                m, j = s.target, s.inputs[0]
+                send(j, transpose(m, subtract_bias(m, y), values[j].shape), True, j)
+            else:
+                for j, c in zip(s.inputs, _shape_adjoint(s, y, trace)):
+                    send(j, c, False, j)
+        elif s.op == "pointwise":
+            if armed and s.weight_below:
+                for k in s.chain:
+                    y = _reapply(steps[k], y, trace, norms)
+                send(s.base, y, True, s.index)
+            else:
+                if armed:                        # on the raw input: belongs to no layer, the walk ends here
+                    pairs.append((values[pos], y))
+                send(s.inputs[0], y, False, s.inputs[0])
+        elif s.op in ("shape", "scale"):
+            for j, c in zip(s.inputs, _shape_adjoint(s, y, trace)):
+                send(j, c, armed, j)
+        elif s.op == "output":
+            send(s.inputs[0], y, armed, pos)
+    return pairs[::-1], at_input
 
 
 def reconstruction_terms(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction = "sum") -> list[Tensor]:
@@ -409,10 +558,35 @@ def reconstruction_loss(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction
     return sum(terms)
 
 
-def rr_loss(model: nn.Module, x: Tensor, mode: Mode = "full", reduction: Reduction = "sum") -> tuple[Tensor, Tensor]:
-    """Forward ``model`` on ``x`` and return ``(output, reconstruction loss)``: RR for any supported Sequential."""
+def rr_loss(model: nn.Module, x: Tensor, mode: Mode = "full", reduction: Reduction = "sum",
+            norms: Norms = "batch") -> tuple[Tensor, Tensor]:
+    """Forward ``model`` on ``x`` and return ``(output, reconstruction loss)``: RR for any traceable network."""
     trace = forward_trace(model, x)
-    return trace.output, reconstruction_loss(reverse_pass(trace, mode), reduction)
+    return trace.output, reconstruction_loss(reverse_pass(trace, mode, norms=norms), reduction)
+
+
+def reconstruct_input(model: nn.Module, x: Tensor) -> Tensor:
+    """The full reverse pass's reconstruction of the network input, in the input's shape (for display): below the
+    lowest weight layer shape steps are undone and norms/activations on the raw input are skipped."""
+    return _walk(forward_trace(model, x), "full")[1]
+
+
+def transpose_network(trace: Trace, y: Tensor) -> Tensor:
+    """The full reverse pass of a signal ``y`` (shaped like the output) down to the network input. For a network
+    whose norms and activations are identities and whose biases are zero, this is the exact adjoint ``A^T y`` of
+    the linear map ``A`` the network computes (at the forward pass's max-pooling picks): the check of every rule."""
+    return _walk(trace, "full", start=y)[1]
+
+
+def layers_of(model: nn.Module) -> list[nn.Module]:
+    """The flat list of layers of a (possibly nested) ``nn.Sequential`` (Pre's greedy layer-wise schedule)."""
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"racecar: Pre's greedy layer-wise pretraining needs an nn.Sequential (nested ones are fine); "
+                        f"got {type(model).__name__}")
+    out: list[nn.Module] = []
+    for m in model:
+        out.extend(layers_of(m) if isinstance(m, nn.Sequential) else [m])
+    return out
 
 
 @contextmanager
@@ -452,19 +626,3 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in zip(norms, modes):
             m.train(mode)
-
-
-def undo_prefix(trace: Trace, y: Tensor) -> Tensor:
-    """Carry a reconstruction of the lowest weight layer's input down to the trace's input: shape layers below it
-    are undone by their adjoints, pointwise ones are skipped (the input layer has no norm or activation)."""
-    first = _weight_indices(trace.layers)[0]
-    for i in range(first - 1, -1, -1):
-        if role(trace.layers[i]) == "shape":
-            y = transpose(trace.layers[i], y, trace.inputs[i].shape, trace.saved.get(i))
-    return y
-
-
-def reconstruct_input(model: nn.Module, x: Tensor) -> Tensor:
-    """The full reverse pass's reconstruction of the network input, in the input's shape (for display)."""
-    trace = forward_trace(model, x)
-    return undo_prefix(trace, reverse_pass(trace, "full")[0][1]).reshape(x.shape)

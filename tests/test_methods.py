@@ -129,3 +129,35 @@ def test_rr_can_keep_batch_norm_statistics_for_the_forward_pass():
         assert torch.equal(frozen.state_dict()[k], reference.state_dict()[k]), k
     assert not torch.equal(shared.state_dict()["2.running_mean"], reference.state_dict()["2.running_mean"])
     assert frozen[2].momentum == 0.1               # restored after the reverse pass
+
+
+# Pre's autoencoder loss per pretraining phase, computed by the nested-Sequential walk the graph walk replaced
+# (racecar_core at commit 48e4474, float64, the models and inputs below): blocks are pretrained as one unit.
+EARLIER_PRE = {
+    "peak": [2257.1135181705454, 287.12622247796094],
+    "resnet8": [19861.603172816685, 11764.295902566386, 9612.272179366399, 8829.393650565966, 5192.76944540223],
+    "weather": [597.7051167603094, 2967.9647230803994, 3681.816663901329, 260.38681379977265],
+}
+
+
+def test_pre_pretrains_layers_and_blocks_as_the_earlier_walk_did():
+    from racecar_core.models import resnet_cifar, weather_resnet
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for name, build, shape in (("peak", peak_mlp, (6, 1, 28, 28)),
+                                   ("resnet8", lambda: resnet_cifar(8, 10), (4, 3, 16, 16)),
+                                   ("weather", lambda: weather_resnet(5, 2, 8, 2), (3, 5, 8, 16))):
+            torch.manual_seed(0)
+            model, x = build(), torch.randn(shape)
+            phases = make_method("Pre", task="ce").phases(model, 1)[:-1]
+            assert len(phases) == len(EARLIER_PRE[name])
+            for phase, expect in zip(phases, EARLIER_PRE[name]):
+                model.train()
+                for m in phase.frozen:
+                    m.eval()
+                torch.manual_seed(1)
+                with torch.no_grad():
+                    assert float(phase.loss(model, x, None, StepInfo(0, 0, 0))[0]) == pytest.approx(expect, rel=1e-9)
+    finally:
+        torch.set_default_dtype(old)

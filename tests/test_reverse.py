@@ -1,182 +1,48 @@
-"""The reverse pass: adjoint tests for every reversible layer and the official MLP formulas."""
+"""The reverse pass as a graph walk: the official MLP formulas, the numbers of the earlier nested-Sequential walk on
+the project's models, where pairs sit at joins, fan-outs and cats, and RR on the networks researchers use."""
+import copy
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from racecar_core import reverse
-from racecar_core.models import mnist_linear, peak_mlp
-
+from racecar_core import reverse, rules
+from racecar_core.layers import OptionAShortcut, PeriodicConv2d, Residual
+from racecar_core.models import mnist_linear, peak_mlp, resnet_cifar, weather_resnet
+from racecar_core.models.weather_resnet import KERAS
 
 
 @pytest.fixture(autouse=True)
 def float64():
-    """Exact adjoint tests in double precision; the default dtype is restored for the other test modules."""
+    """Exact checks in double precision; the default dtype is restored for the other test modules."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
 
 
-def adjoint_gap(m: nn.Module, x_shape: tuple) -> float:
-    """|<M x, y> - <x, M^T y>| / scale for the linear part of a weight or shape layer."""
-    x = torch.randn(x_shape)
-    mx = reverse.subtract_bias(m, m(x)) if reverse.role(m) == "weight" else m(x)
-    y = torch.randn(mx.shape)
-    mty = reverse.transpose(m, y, x.shape)
-    assert mty.shape == x.shape
-    lhs, rhs = (mx * y).sum(), (x * mty).sum()
-    return float(((lhs - rhs).abs() / (lhs.abs() + rhs.abs() + 1e-12)).detach())
-
-
-ADJOINT_CASES = [
-    (nn.Linear(7, 5), (3, 7)),
-    (nn.Linear(4, 6), (2, 3, 4)),                 # on the last axis of a 3-D input
-    (nn.Linear(5, 9, bias=False), (4, 5)),
-    (nn.Conv2d(3, 4, 3, padding=1), (2, 3, 8, 8)),
-    (nn.Conv2d(3, 6, 3, stride=2, padding=1), (2, 3, 9, 9)),   # odd size: needs output_padding
-    (nn.Conv2d(3, 6, 3, stride=2, padding=1), (2, 3, 8, 8)),
-    (nn.Conv2d(4, 4, 5, padding=4, dilation=2, groups=2), (1, 4, 7, 6)),
-    (nn.Conv2d(2, 3, 1, stride=2), (2, 2, 5, 5)),
-    (nn.Flatten(), (2, 3, 4, 4)),
-    (nn.AvgPool2d(2), (2, 3, 6, 6)),
-    (nn.AvgPool2d(2), (2, 3, 7, 5)),              # drops the last row and column
-    (nn.AvgPool2d(3, stride=2, padding=1), (1, 2, 7, 7)),   # overlapping windows: the autograd fallback
-    (nn.AvgPool2d((1, 2)), (1, 2, 3, 6)),
-    (nn.AdaptiveAvgPool2d(1), (2, 3, 5, 5)),
-    (nn.AdaptiveAvgPool2d((2, None)), (2, 3, 4, 5)),
-    (nn.AdaptiveAvgPool2d(3), (1, 2, 5, 5)),       # uneven windows: the autograd fallback
-    # the generic transpose (vector-Jacobian product of the affine map)
-    (nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular"), (1, 2, 5, 5)),
-    (nn.Conv2d(2, 4, 3, padding="same", padding_mode="reflect"), (1, 2, 6, 5)),
-    (nn.Conv1d(3, 4, 5, stride=2, padding=2), (2, 3, 11)),
-    (nn.Conv1d(4, 8, 3, dilation=2, groups=4, padding_mode="replicate", padding=2), (2, 4, 9)),  # depthwise
-    (nn.Conv3d(2, 3, 3, stride=(1, 2, 2), padding=1), (1, 2, 4, 6, 5)),
-    (nn.ConvTranspose1d(3, 2, 4, stride=2, padding=1), (2, 3, 7)),
-    (nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2), (1, 4, 5, 4)),
-    (nn.ConvTranspose3d(2, 2, 2, stride=2), (1, 2, 3, 2, 3)),
-    (nn.Unflatten(1, (2, 6)), (3, 12)),
-]
-
-
-@pytest.mark.parametrize("layer, shape", ADJOINT_CASES, ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
-def test_adjoint(layer, shape):
-    assert adjoint_gap(layer.double(), shape) < 1e-12
-
-
-def test_every_registered_rule_has_an_adjoint_test():
-    tested = {type(layer) for layer, _ in ADJOINT_CASES} | {PeriodicConv2d, OptionAShortcut,  # tested below
-                                                            nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d}
-    rules = set(reverse._WEIGHT) | set(reverse._SHAPE)
-    assert rules <= tested, f"rules without an adjoint test: {sorted(c.__name__ for c in rules - tested)}"
-
-
-def test_disjoint_pools_use_the_closed_form():
-    assert reverse._pool_windows(nn.AdaptiveAvgPool2d(1), torch.Size((1, 3, 8, 8))) == (8, 8)
-    assert reverse._pool_windows(nn.AvgPool2d(2), torch.Size((1, 3, 7, 7))) == (2, 2)
-    assert reverse._pool_windows(nn.AvgPool2d(3, stride=2), torch.Size((1, 3, 7, 7))) is None
-    assert reverse._pool_windows(nn.AdaptiveAvgPool2d(3), torch.Size((1, 3, 5, 5))) is None
-
-
-def test_unsupported_layer_says_the_one_call_that_registers_it():
-    class Scale(nn.Module):  # affine, but unknown to the reverse pass
-        def __init__(self):
-            super().__init__()
-            self.w, self.bias = nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(3))
-
-        def forward(self, x):
-            return x * self.w + self.bias
-
-    with pytest.raises(TypeError, match=r"register_affine\(LSTM\)"):
-        reverse.role(nn.LSTM(3, 3))
-    with pytest.raises(TypeError, match=r"racecar_core.reverse.register_affine\(Scale\)"):
-        reverse.role(Scale())
-    try:
-        reverse.register_affine(Scale)
-        m = Scale()
-        assert reverse.role(m) == "weight" and adjoint_gap(m, (4, 3)) < 1e-12
-    finally:
-        reverse._WEIGHT.pop(Scale)
-
-
-def test_the_generic_transpose_is_differentiable_in_the_weights():
-    conv = nn.Conv1d(2, 3, 3, padding=1, padding_mode="circular")
-    y = torch.randn(4, 3, 8)
-    rec = reverse.transpose(conv, y, torch.Size((4, 2, 8)))
-    (g,) = torch.autograd.grad(rec.pow(2).sum(), conv.weight)
-    assert g.abs().sum() > 0
-    with torch.no_grad():
-        assert not reverse.transpose(conv, y, torch.Size((4, 2, 8))).requires_grad
-
-
-def assert_rr_trains(net: nn.Module, x: torch.Tensor, n_classes: int, steps: int = 30) -> None:
-    """RR with Adam: the loss stays finite, every weight gets a gradient, the reverse pass returns the input's shape
-    and the reconstruction error falls by at least 30 %."""
-    y = torch.randint(0, n_classes, (len(x),))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    recs = []
-    for _ in range(steps):
-        out, rec = reverse.rr_loss(net, x, "full", "mean")
-        loss = nn.functional.cross_entropy(out, y) + rec
-        opt.zero_grad()
-        loss.backward()
-        assert torch.isfinite(loss) and all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
-        opt.step()
-        recs.append(float(rec.detach()))
-    assert reverse.reverse_pass(reverse.forward_trace(net, x))[0][1].shape == x.shape and recs[-1] < 0.7 * recs[0]
-
-
-def test_rr_trains_a_1d_convolutional_net():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv1d(2, 8, 5, padding=2), nn.BatchNorm1d(8), nn.ReLU(), nn.Conv1d(8, 8, 3, stride=2,
-                        padding=1, padding_mode="circular"), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 4))
-    assert_rr_trains(net, torch.randn(16, 2, 32), 4)
-
-
-def test_bias_runs_along_the_features_of_a_linear_and_the_channels_of_a_conv():
-    lin, conv = nn.Linear(3, 4), nn.Conv2d(2, 4, 1)
-    y = torch.randn(2, 4, 4)  # [B, T, F] with T == F: only the module type can tell the axes apart
-    torch.testing.assert_close(reverse.subtract_bias(lin, y), y - lin.bias)
-    y4 = torch.randn(2, 4, 3, 3)
-    torch.testing.assert_close(reverse.subtract_bias(conv, y4), y4 - conv.bias.view(1, 4, 1, 1))
-    torch.testing.assert_close(reverse.transpose(lin, y, torch.Size((2, 4, 3))), y @ lin.weight)
-
-
-def test_reconstruction_loss_is_float32_under_bf16():
-    d, r = torch.randn(4, 8), torch.randn(4, 8)
-    pairs = [(d.bfloat16(), r.bfloat16())]
-    for reduction in ("sum", "mean"):
-        loss = reverse.reconstruction_loss(pairs, reduction)
-        expect = reverse.reconstruction_loss([(d.bfloat16().float(), r.bfloat16().float())], reduction)
-        assert loss.dtype == torch.float32
-        torch.testing.assert_close(loss, expect)
-    assert reverse.reconstruction_loss([(d.double(), r.double())]).dtype == torch.float64
-
-
-def test_non_sequential_model_is_a_clear_error():
-    with pytest.raises(TypeError, match="nn.Sequential"):
-        reverse.layers_of(nn.Linear(3, 3))
-
-
+# ----------------------------------------------------------------- the official formulas
 def test_mnist_reverse_matches_official():
     torch.manual_seed(0)
-    net = mnist_linear().double()
+    net = mnist_linear()
     x = torch.rand(2, 1, 28, 28) * 255
     W, b = net[1].weight.T, net[1].bias          # official row convention: W is [in, out]
     d1 = x.reshape(2, -1)
     back = (d1 @ W + b - b) @ W.T
     pairs = reverse.reverse_pass(reverse.forward_trace(net, x))
-    assert len(pairs) == 1
-    torch.testing.assert_close(pairs[0][0], d1)
-    torch.testing.assert_close(pairs[0][1], back)
+    assert len(pairs) == 1                       # compared at the network input, in the input's shape
+    torch.testing.assert_close(pairs[0][0], x)
+    torch.testing.assert_close(pairs[0][1], back.reshape(x.shape))
     loss = reverse.reconstruction_loss(pairs, "sum")
     torch.testing.assert_close(loss, 0.5 * ((back - d1) ** 2).sum())
 
 
 def test_peak_reverse_matches_official_formulas():
     torch.manual_seed(1)
-    net = peak_mlp().double().train()
-    ref = peak_mlp().double().train()
+    net = peak_mlp().train()
+    ref = peak_mlp().train()
     ref.load_state_dict(net.state_dict())
     x = torch.rand(16, 1, 28, 28) * 255
     out, rec = reverse.rr_loss(net, x, "full", "sum")
@@ -199,7 +65,7 @@ def test_peak_reverse_matches_official_formulas():
 
 def test_gradients_flow_through_both_sides():
     torch.manual_seed(2)
-    net = peak_mlp().double()
+    net = peak_mlp()
     _, rec = reverse.rr_loss(net, torch.rand(8, 1, 28, 28))
     rec.backward()
     for p in net.parameters():
@@ -208,7 +74,7 @@ def test_gradients_flow_through_both_sides():
 
 def test_local_mode_is_wtw():
     torch.manual_seed(3)
-    net = peak_mlp().double()
+    net = peak_mlp()
     x = torch.rand(4, 1, 28, 28)
     pairs = reverse.reverse_pass(reverse.forward_trace(net, x), "local")
     W1 = net[1].weight
@@ -219,7 +85,7 @@ def test_local_mode_is_wtw():
 def test_conv_net_full_pass_shapes_and_flatten():
     torch.manual_seed(4)
     net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                        nn.Flatten(), nn.Linear(4 * 5 * 5, 3)).double()
+                        nn.Flatten(), nn.Linear(4 * 5 * 5, 3))
     x = torch.randn(2, 1, 9, 9)
     trace = reverse.forward_trace(net, x)
     pairs = reverse.reverse_pass(trace)
@@ -227,7 +93,7 @@ def test_conv_net_full_pass_shapes_and_flatten():
     # by hand: linear transpose, unflatten, BN+ReLU re-applied, conv transpose
     y = (trace.output - net[4].bias) @ net[4].weight
     d2 = torch.relu(net[1](y.reshape(2, 4, 5, 5)))
-    torch.testing.assert_close(pairs[1][0], trace.inputs[3])  # compared at the ReLU output (pre-flatten)
+    torch.testing.assert_close(pairs[1][0], trace.output_of(net[2]))  # compared at the ReLU output (pre-flatten)
     torch.testing.assert_close(pairs[1][1], d2)
     assert reverse.reconstruct_input(net, x).shape == x.shape
 
@@ -236,7 +102,7 @@ def test_custom_layer_with_one_method():
     class Scale(nn.Module):
         def __init__(self):
             super().__init__()
-            self.weight = nn.Parameter(torch.tensor([2.0, 3.0], dtype=torch.float64))
+            self.weight = nn.Parameter(torch.tensor([2.0, 3.0]))
 
         def forward(self, x):
             return x * self.weight
@@ -245,9 +111,9 @@ def test_custom_layer_with_one_method():
             return y * self.weight
 
     net = nn.Sequential(Scale())
-    x = torch.ones(1, 2, dtype=torch.float64)
+    x = torch.ones(1, 2)
     pairs = reverse.reverse_pass(reverse.forward_trace(net, x))
-    torch.testing.assert_close(pairs[0][1], torch.tensor([[4.0, 9.0]], dtype=torch.float64))
+    torch.testing.assert_close(pairs[0][1], torch.tensor([[4.0, 9.0]]))
 
 
 def test_bad_mode_and_reduction():
@@ -259,74 +125,190 @@ def test_bad_mode_and_reduction():
         reverse.reconstruction_loss(reverse.reverse_pass(trace), "max")
 
 
-# ----------------------------------------------------------------- blocks and layers of racecar_core.layers
-from racecar_core.layers import OptionAShortcut, PeriodicConv2d, Residual  # noqa: E402
+def test_reconstruction_loss_is_float32_under_bf16():
+    d, r = torch.randn(4, 8, dtype=torch.float32), torch.randn(4, 8, dtype=torch.float32)
+    pairs = [(d.bfloat16(), r.bfloat16())]
+    for reduction in ("sum", "mean"):
+        loss = reverse.reconstruction_loss(pairs, reduction)
+        expect = reverse.reconstruction_loss([(d.bfloat16().float(), r.bfloat16().float())], reduction)
+        assert loss.dtype == torch.float32
+        torch.testing.assert_close(loss, expect)
+    assert reverse.reconstruction_loss([(d.double(), r.double())]).dtype == torch.float64
 
 
-@pytest.mark.parametrize("layer, shape", [
-    (OptionAShortcut(4, 8, 2), (2, 4, 8, 8)),
-    (OptionAShortcut(4, 8, 2), (2, 4, 7, 7)),
-    (OptionAShortcut(3, 3, 1), (1, 3, 5, 5)),
-    (PeriodicConv2d(3, 4, 3), (2, 3, 8, 16)),
-    (PeriodicConv2d(2, 3, 7), (1, 2, 8, 16)),
-    (PeriodicConv2d(2, 3, 3, stride=2), (1, 2, 9, 16)),
-    (PeriodicConv2d(2, 2, 1), (1, 2, 4, 4)),
-])
-def test_adjoint_custom_layers(layer, shape):
-    assert adjoint_gap(layer.double(), shape) < 1e-12
+def test_pre_needs_a_sequential():
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        reverse.layers_of(nn.Linear(3, 3))
 
 
-def test_periodic_conv_wraps_in_longitude_only():
-    conv = PeriodicConv2d(1, 1, 3, bias=False).double()
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.weight[0, 0, 1, 0] = 1.0          # picks the western neighbour
-    x = torch.arange(12, dtype=torch.float64).reshape(1, 1, 3, 4)
-    torch.testing.assert_close(conv(x)[0, 0, :, 0], x[0, 0, :, 3])   # wraps around
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.weight[0, 0, 0, 1] = 1.0          # picks the northern neighbour
-    assert conv(x)[0, 0, 0].abs().sum() == 0   # zero padding in latitude
+# ----------------------------------------------------------------- the project's models give the earlier numbers
+# Computed by the nested-Sequential walk this graph walk replaced (racecar_core at commit 48e4474, float64, the
+# models and inputs of `_earlier_cases`): (pairs, sum of the "sum" terms, sum of the "mean" terms) per mode, and the
+# squared norm of the input reconstruction.
+EARLIER = {
+    "peak_mlp/full": (2, 2807.7232637712013, 1.607203233034445),
+    "peak_mlp/local": (2, 2613.8067149450326, 1.5280230540284527),
+    "peak_mlp/local_padded": (2, 2613.8067149450326, 1.5280230540284527),
+    "peak_mlp/reconstruct_input": 45.615055098968895,
+    "mnist_linear/full": (1, 2315.145057202125, 0.9843303814634885),
+    "mnist_linear/local": (1, 2315.145057202125, 0.9843303814634885),
+    "mnist_linear/local_padded": (1, 2315.145057202125, 0.9843303814634885),
+    "mnist_linear/reconstruct_input": 233.29805398990845,
+    "mlp_tanh/full": (3, 37.82440245182707, 1.1844477576162167),
+    "mlp_tanh/local": (3, 29.131751293123394, 1.0306797424410268),
+    "mlp_tanh/local_padded": (3, 29.131751293123394, 1.0306797424410268),
+    "mlp_tanh/reconstruct_input": 0.5276663161347406,
+    "resnet8/full": (8, 186852.15121146318, 15.474544410526594),
+    "resnet8/local": (8, 914922.3635290464, 108.410264544534),
+    "resnet8/local_padded": (8, 914922.3635290464, 108.410264544534),
+    "resnet8/reconstruct_input": 704.5402245125267,
+    "resnet14_w4/full": (14, 16070.637952016916, 17.43125059667104),
+    "resnet14_w4/local": (14, 43337.39673141196, 44.71671704862727),
+    "resnet14_w4/local_padded": (14, 43337.39673141196, 44.71671704862727),
+    "resnet14_w4/reconstruct_input": 77.2655899773753,
+    "weather/full": (6, 15982.632843813384, 10.819927229778473),
+    "weather/local": (6, 9629.756134132733, 6.440988147287046),
+    "weather/local_padded": (6, 11674.115940036498, 5.381037535854008),
+    "weather/reconstruct_input": 2.634520472160464,
+}
 
 
-def _linear_residual(shortcut, cin, cout, stride):
-    branch = nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                           nn.Conv2d(cout, cout, 3, padding=1, bias=False))
-    return Residual(branch, shortcut).double()
+def _earlier_cases():
+    """The models and inputs of ``EARLIER`` (float32 initialisation, then float64, as they were made)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        torch.manual_seed(0)
+        yield "peak_mlp", peak_mlp(), torch.randn(6, 1, 28, 28)
+        torch.manual_seed(1)
+        yield "mnist_linear", mnist_linear(), torch.randn(6, 1, 28, 28)
+        torch.manual_seed(2)
+        yield "mlp_tanh", nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 5), nn.BatchNorm1d(5),
+                                        nn.ReLU(), nn.Linear(5, 3)), torch.randn(6, 3, 4)
+        torch.manual_seed(3)
+        yield "resnet8", resnet_cifar(8, 10), torch.randn(4, 3, 32, 32)      # option-A shortcuts
+        torch.manual_seed(4)
+        yield "resnet14_w4", resnet_cifar(14, 10, width=4), torch.randn(3, 3, 16, 16)
+        torch.manual_seed(5)
+        yield "weather", weather_resnet(5, 2, 8, 2, **KERAS), torch.randn(3, 5, 8, 16)   # periodic convs, dropout
+    finally:
+        torch.set_default_dtype(old)
 
 
-@pytest.mark.parametrize("shortcut, cin, cout, stride", [(None, 3, 3, 1), (OptionAShortcut(2, 4, 2), 2, 4, 2)])
-def test_residual_block_adjoint(shortcut, cin, cout, stride):
-    """With a linear branch, the block's reverse is the exact adjoint S^T y + F^T y."""
-    block = _linear_residual(shortcut, cin, cout, stride)
-    x = torch.randn(2, cin, 8, 8, dtype=torch.float64)
-    y_fwd, saved = block.racecar_forward(x)
-    torch.testing.assert_close(y_fwd, block(x))
-    y = torch.randn_like(y_fwd)
-    xt, pairs = block.racecar_reverse(y, saved, "full")
-    assert len(pairs) == 1 and pairs[0][0].shape == pairs[0][1].shape
-    lhs, rhs = (block(x) * y).sum(), (x * xt).sum()
-    assert float(((lhs - rhs) / lhs.abs()).abs().detach()) < 1e-12
+def test_the_project_models_give_the_earlier_walks_numbers():
+    for name, model, x in _earlier_cases():
+        model, x = model.double().train(), x.double()
+        for mode in ("full", "local", "local_padded"):
+            torch.manual_seed(10)                # the same dropout masks
+            with torch.no_grad():
+                pairs = reverse.reverse_pass(reverse.forward_trace(model, x), mode)
+            n, total, mean = EARLIER[f"{name}/{mode}"]
+            assert len(pairs) == n, (name, mode)
+            assert float(sum(reverse.reconstruction_terms(pairs, "sum"))) == pytest.approx(total, rel=1e-9)
+            assert float(sum(reverse.reconstruction_terms(pairs, "mean"))) == pytest.approx(mean, rel=1e-9)
+        model.eval()
+        rec = reverse.reconstruct_input(model, x)
+        assert float(rec.detach().pow(2).sum()) == pytest.approx(EARLIER[f"{name}/reconstruct_input"], rel=1e-9), name
 
 
-def test_resnet_style_full_pass_pairs_and_ort_sees_inner_convs():
+# ----------------------------------------------------------------- where the pairs sit in a graph
+def test_a_resnet_block_input_is_reconstructed_after_the_sum_of_branch_and_shortcut():
+    """``x = relu(s)`` feeds the block's conv1 and its shortcut: ``x' = relu(conv1^T(...) + S^T y)``, one pair."""
     torch.manual_seed(0)
     block = Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
                                    nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)))
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), block, nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).double()
-    x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(2, 1, 6, 6)
     trace = reverse.forward_trace(net, x)
     torch.testing.assert_close(trace.output, net(x))
     pairs = reverse.reverse_pass(trace)
-    # stem conv input, block input, linear input (reached at the pooled ReLU output), and the inner conv's input
-    assert len(pairs) == 4
-    assert all(d.shape == r.shape for d, r in pairs)
-    assert len(reverse.weight_modules(net)) == 4
-    _, rec = reverse.rr_loss(net, x)
-    rec.backward()
-    assert all(p.grad is not None for p in net.parameters())
-    assert len(reverse.reverse_pass(trace, "local")) == 4
+    # stem conv input, block input, the inner conv's input, the linear input (at the pooled ReLU output)
+    assert len(pairs) == 4 and all(d.shape == r.shape for d, r in pairs)
+    c1, bn1, _, c2, _ = block.branch
+    y = (trace.output - net[7].bias) @ net[7].weight                          # Linear^T
+    r4 = torch.relu(y.reshape(2, 4, 1, 1).expand(2, 4, 6, 6) / 36)           # pool^T, the ReLU after the block
+    r3 = torch.relu(bn1(F.conv_transpose2d(r4, c2.weight, padding=1)))      # conv2^T, BN1 and ReLU re-applied
+    r2 = torch.relu(net[1](F.conv_transpose2d(r3, c1.weight, padding=1) + r4))  # branch + identity, stem BN, ReLU
+    expect = {id(trace.output_of(net[4])): r4, id(trace.output_of(block.branch[2])): r3,
+              id(trace.output_of(net[2])): r2}
+    for d, r in pairs[1:]:
+        torch.testing.assert_close(r, expect[id(d)])
+    assert len(reverse.weight_modules(net)) == 4 and len(reverse.reverse_pass(trace, "local")) == 4
+
+
+def linear_part(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` with every norm/activation an identity and every bias zero, in eval mode: a linear map."""
+    net = copy.deepcopy(net).eval()
+    for name, m in list(net.named_modules()):
+        if name and rules.known_role(m) == "pointwise":
+            parent, _, attr = name.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, attr, nn.Identity())
+    for m in reverse.weight_modules(net):
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    return net
+
+
+def assert_linear_part_is_adjoint(net: nn.Module, x: torch.Tensor) -> None:
+    """<A x, y> = <x, A^T y> for the linear part of ``net``, ``A^T y`` by the full reverse walk."""
+    lin = linear_part(net)
+    trace = reverse.forward_trace(lin, x)
+    y = torch.randn(trace.output.shape)
+    back = reverse.transpose_network(trace, y)
+    lhs, rhs = (trace.output * y).sum(), (x * back).sum()
+    tol = 1e-10 if x.dtype == torch.float64 else 1e-4
+    assert back.shape == x.shape and float(abs(lhs - rhs) / (abs(lhs) + abs(rhs))) < tol
+
+
+@pytest.mark.parametrize("shortcut, cin, cout, stride", [(None, 3, 3, 1), (OptionAShortcut(2, 4, 2), 2, 4, 2),
+                                                          (nn.Sequential(nn.Conv2d(2, 4, 1, stride=2),
+                                                                         nn.BatchNorm2d(4)), 2, 4, 2)])
+def test_residual_block_reverse_is_the_adjoint_of_its_linear_part(shortcut, cin, cout, stride):
+    branch = nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                           nn.Conv2d(cout, cout, 3, padding=1))
+    assert_linear_part_is_adjoint(Residual(branch, shortcut).double(), torch.randn(2, cin, 8, 8))
+
+
+def test_a_cat_splits_the_signal_and_each_piece_takes_its_own_pair():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 2), nn.Linear(3, 4)
+            self.head = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.head(torch.cat([torch.tanh(self.a(x)), torch.relu(self.b(x))], dim=1))
+
+    torch.manual_seed(0)
+    net = Two()
+    x = torch.randn(5, 3)
+    trace = reverse.forward_trace(net, x)
+    pairs = reverse.reverse_pass(trace)
+    y = (trace.output - net.head.bias) @ net.head.weight
+    ya, yb = torch.tanh(y[:, :2]), torch.relu(y[:, 2:])       # each piece through its own activation
+    assert len(pairs) == 3
+    torch.testing.assert_close(pairs[1][1], ya)
+    torch.testing.assert_close(pairs[2][1], yb)
+    # both paths meet again at the input: their transposes are summed there
+    torch.testing.assert_close(pairs[0][1], (ya - net.a.bias) @ net.a.weight + (yb - net.b.bias) @ net.b.weight)
+
+
+def test_functional_activations_are_reapplied_like_modules():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(4, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.l2(F.relu(self.l1(x), inplace=True))
+
+    torch.manual_seed(0)
+    net = Functional()
+    seq = nn.Sequential(net.l1, nn.ReLU(), net.l2)
+    x = torch.randn(5, 4)
+    for a, b in zip(reverse.reverse_pass(reverse.forward_trace(net, x)), reverse.reverse_pass(reverse.forward_trace(seq, x))):
+        torch.testing.assert_close(a[1], b[1])
 
 
 @pytest.mark.parametrize("drop", [nn.Dropout(0.5), nn.Dropout2d(0.5)], ids=["Dropout", "Dropout2d"])
@@ -335,9 +317,9 @@ def test_dropout_reuses_the_forward_mask_in_the_reverse_pass(drop):
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), drop, nn.Conv2d(8, 4, 3, padding=1)).train()
     x = torch.randn(4, 3, 6, 6)
     trace = reverse.forward_trace(net, x)
-    mask = trace.saved[2]
+    mask = trace.saved[trace.plan.step_of(drop).index]
     assert mask.shape == ((4, 8, 6, 6) if type(drop) is nn.Dropout else (4, 8, 1, 1))
-    assert torch.equal(trace.inputs[3], trace.inputs[2] * mask * 2)  # the forward pass used the recorded mask
+    assert torch.equal(trace.output_of(drop), trace.input_of(drop) * mask * 2)  # the forward pass used the recorded mask
     (_, first), (d2, second) = reverse.reverse_pass(trace)
     dropped = (mask == 0).expand_as(second)
     assert dropped.any() and (second[dropped] == 0).all() and (second[~dropped] != 0).any()
@@ -345,18 +327,16 @@ def test_dropout_reuses_the_forward_mask_in_the_reverse_pass(drop):
     assert torch.equal(again[1][1], second) and torch.equal(again[0][1], first)
     net.eval()
     ev = reverse.forward_trace(net, x)
-    assert 2 not in ev.saved and torch.equal(ev.inputs[3], ev.inputs[2])  # eval: dropout is the identity
+    assert not ev.saved and torch.equal(ev.output_of(drop), ev.input_of(drop))  # eval: dropout is the identity
 
 
 def test_local_padded_reconstructs_each_periodic_convolutions_padded_input():
     """The authors' draft: every convolution reconstructs its padded input with the transposed unpadded convolution."""
-    import torch.nn.functional as F
     torch.manual_seed(0)
     conv = PeriodicConv2d(2, 3, 3)
     net = nn.Sequential(conv, nn.LeakyReLU(0.3), Residual(nn.Sequential(PeriodicConv2d(3, 3, 3), nn.ReLU())),
                         PeriodicConv2d(3, 1, 3))
-    x = torch.randn(2, 2, 4, 8, dtype=torch.float64)
-    net.double()
+    x = torch.randn(2, 2, 4, 8)
     with torch.no_grad():
         trace = reverse.forward_trace(net, x)
         pairs = reverse.reverse_pass(trace, "local_padded")
@@ -374,33 +354,180 @@ def test_local_padded_reconstructs_each_periodic_convolutions_padded_input():
     assert [p[0].shape[-2:] for p in local] == [(4, 8)] * 3  # the plain local mode folds the padding back
 
 
-@pytest.mark.parametrize("pool, shape", [(nn.MaxPool2d(2), (2, 3, 6, 7)), (nn.MaxPool2d(3, stride=1, padding=1), (1, 2, 5, 5)),
-                                         (nn.MaxPool1d(3, stride=2), (2, 2, 9)), (nn.MaxPool3d(2), (1, 2, 4, 4, 4))],
-                         ids=["2x2", "overlapping", "1d", "3d"])
-def test_max_pooling_adjoint_at_the_forward_picks(pool, shape):
-    x = torch.randn(shape)
-    trace = reverse.forward_trace(nn.Sequential(pool), x)
-    idx, out = trace.saved[0], trace.output
-    assert torch.equal(out, pool(x))
-    def pick(v):  # the linear map max pooling is at these picks
-        return v.flatten(2).gather(2, idx.flatten(2)).reshape(out.shape)
-    v, y = torch.randn(shape), torch.randn(out.shape)
-    back = reverse.transpose(pool, y, torch.Size(shape), idx)
-    assert float((pick(v) * y).sum()) == pytest.approx(float((v * back).sum()), rel=1e-12)
-    with pytest.raises(ValueError, match="needs the positions"):
-        reverse.transpose(pool, y, torch.Size(shape))
+def test_a_max_pool_below_the_first_weight_layer_is_undone_for_the_input_reconstruction():
+    net = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 4))
+    x = torch.randn(3, 1, 8, 8)
+    rec = reverse.reconstruct_input(net, x)
+    assert rec.shape == x.shape and ((rec != 0).sum(dim=(2, 3)) <= 16).all()  # one pick per 2x2 window at most
+
+
+def test_a_norm_on_the_raw_input_belongs_to_no_layer():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 3))
+    x = torch.randn(8, 4)
+    trace = reverse.forward_trace(net, x)
+    (d, r), = reverse.reverse_pass(trace)
+    torch.testing.assert_close(d, trace.output_of(net[0]))     # compared with what the Linear read, not re-normalised
+    torch.testing.assert_close(r, (trace.output - net[1].bias) @ net[1].weight)
+
+
+# ----------------------------------------------------------------- planned once, clear errors
+def test_the_plan_is_made_once_and_again_when_the_model_changes():
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    plan = reverse.plan_of(net)
+    assert reverse.plan_of(net) is plan
+    assert "weight" in plan.describe() and len(plan.weights) == 2
+    net[1] = nn.Tanh()
+    replanned = reverse.plan_of(net)
+    assert replanned is not plan and replanned.step_of(net[1]).op == "pointwise"
+
+
+def test_an_untraceable_module_becomes_one_step_and_needs_a_rule():
+    class Branchy(nn.Module):            # data-dependent control flow: fx cannot trace into it
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(x) if x.sum() > 0 else -self.lin(x)
+
+    net = nn.Sequential(nn.Linear(3, 3), Branchy(), nn.Linear(3, 2))
+    with pytest.raises(TypeError, match=r"could not trace into it .*register_affine\(Branchy\)"):
+        reverse.plan_of(net)
+
+    class Mixed(nn.Module):
+        def forward(self, x):
+            return x * x.sigmoid()           # a product of two signals: not linear
+
+    with pytest.raises(TypeError, match="two signals"):
+        reverse.plan_of(nn.Sequential(nn.Linear(3, 3), Mixed()))
+
+    class Sorts(nn.Module):
+        def forward(self, x):
+            return torch.sort(x, dim=1).values
+
+    with pytest.raises(TypeError, match=r"register_function\(torch.sort"):
+        reverse.plan_of(nn.Sequential(nn.Linear(3, 3), Sorts()))
+    with pytest.raises(ValueError, match="no weight layer"):
+        reverse.plan_of(nn.Sequential(nn.ReLU()))
+
+
+def test_one_output_tensor():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(x), x
+
+    with pytest.raises(TypeError, match="one output tensor"):
+        reverse.plan_of(Pair())
+
+
+# ----------------------------------------------------------------- RR on networks researchers use
+def assert_rr_trains(net: nn.Module, x: torch.Tensor, steps: int = 30, lr: float = 1e-2, drop: float = 0.7,
+                     norms: str = "batch") -> None:
+    """RR with Adam on a fixed random regression target: the loss stays finite, every parameter gets a gradient,
+    the reverse pass returns the input's shape, the linear part's reverse is its adjoint, and the reconstruction
+    error falls to ``drop`` of its start or below."""
+    assert_linear_part_is_adjoint(net, x)
+    net.train()
+    target = torch.randn(reverse.forward_trace(net, x).output.shape)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    recs = []
+    for _ in range(steps):
+        out, rec = reverse.rr_loss(net, x, "full", "mean", norms)
+        loss = F.mse_loss(out, target) + rec
+        opt.zero_grad()
+        loss.backward()
+        missing = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+        assert torch.isfinite(loss) and not missing, missing
+        opt.step()
+        recs.append(float(rec.detach()))
+    assert reverse.reconstruct_input(net, x).shape == x.shape
+    assert recs[-1] < drop * recs[0], recs
+
+
+def test_rr_trains_a_1d_convolutional_net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(2, 8, 5, padding=2), nn.BatchNorm1d(8), nn.ReLU(), nn.Conv1d(8, 8, 3, stride=2,
+                        padding=1, padding_mode="circular"), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 4))
+    assert_rr_trains(net, torch.randn(16, 2, 32))
 
 
 def test_rr_trains_a_cnn_with_max_pooling():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
-    assert_rr_trains(net, torch.randn(12, 1, 16, 16), 3)
+    assert_rr_trains(net, torch.randn(12, 1, 16, 16))
 
 
+class UNet(nn.Module):
+    """A small U-Net: two levels, max pooling down, transposed convolution up, a concatenation skip."""
 
-def test_a_max_pool_below_the_first_weight_layer_is_undone_for_the_input_reconstruction():
-    net = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 4))
-    x = torch.randn(3, 1, 8, 8)
-    rec = reverse.reconstruct_input(net, x)
-    assert rec.shape == x.shape and ((rec != 0).sum(dim=(2, 3)) <= 16).all()  # one pick per 2x2 window at most
+    def __init__(self, cin: int = 1, classes: int = 3, width: int = 8):
+        super().__init__()
+        def unit(a, b):
+            return nn.Sequential(nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU())
+        self.enc1, self.enc2 = unit(cin, width), unit(width, 2 * width)
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
+        self.dec = unit(2 * width, width)
+        self.head = nn.Conv2d(width, classes, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        return self.head(self.dec(torch.cat([self.up(e2), e1], dim=1)))
+
+
+class MixerBlock(nn.Module):
+    def __init__(self, tokens: int, dim: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.tokens = nn.Sequential(nn.Linear(tokens, 2 * tokens), nn.GELU(), nn.Linear(2 * tokens, tokens))
+        self.channels = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):                                   # [B, T, C]
+        x = x + self.tokens(self.norm1(x).permute(0, 2, 1)).permute(0, 2, 1)
+        return x + self.channels(self.norm2(x))
+
+
+class Mixer(nn.Module):
+    """An MLP-Mixer (Tolstikhin et al. 2021) in miniature: patches, token and channel mixing with permutes."""
+
+    def __init__(self, size: int = 16, patch: int = 4, dim: int = 16, depth: int = 2, classes: int = 10):
+        super().__init__()
+        self.embed = nn.Conv2d(1, dim, patch, stride=patch)
+        self.blocks = nn.Sequential(*[MixerBlock((size // patch) ** 2, dim) for _ in range(depth)])
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).permute(0, 2, 1)
+        return self.head(self.norm(self.blocks(x)).mean(dim=1))
+
+
+def test_rr_trains_a_unet_with_concatenation_skips():
+    torch.manual_seed(0)
+    assert_rr_trains(UNet(), torch.randn(4, 1, 16, 16))
+
+
+def test_rr_trains_an_mlp_mixer_with_permutes():
+    torch.manual_seed(0)
+    assert_rr_trains(Mixer(), torch.randn(8, 1, 16, 16))
+
+
+@pytest.mark.parametrize("name, norms, lr", [("resnet18", "batch", 1e-3), ("resnet50", "forward", 1e-4),
+                                             ("vgg11_bn", "batch", 1e-4)])
+def test_rr_trains_torchvision_networks(name, norms, lr):
+    """The models as torchvision builds them, on 32x32 inputs, in float32. ResNet-50 re-applies its batch norms with
+    the forward pass's statistics: with the reverse signal's own (the official rule) its reconstruction error did
+    not fall at any Adam step size from 3e-5 to 1e-2 in our measurements (the gradient's squared norm is 6e9 at the
+    start: a very steep loss); with the forward pass's it falls from 100 to 73 in ten steps at 1e-4."""
+    import torchvision
+    torch.set_default_dtype(torch.float32)
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, name)(num_classes=10)
+    assert_rr_trains(net, torch.randn(8 if name == "resnet50" else 4, 3, 32, 32), steps=8, lr=lr, drop=0.9,
+                     norms=norms)

@@ -28,7 +28,7 @@ from ..methods import Method, make_method
 
 # The methods' parameters, with the same names and defaults in every experiment; a profile overrides what it needs.
 METHOD_DEFAULTS: dict[str, Any] = dict(
-    rr_lambda=1e-3, rr_mode="full", rr_reduction="mean", rr_bn_update=False, rr_pair_weights=None,
+    rr_lambda=1e-3, rr_mode="full", rr_reduction="mean", rr_bn_update=False, rr_pair_weights=None, rr_norms="batch",
     ort_weight=1e-2, ort_form="srip", ort_schedule=False,
     pre_steps=None, pre_epochs=1, pre_reduction="sum", pre_lr_scale=1.0,
 )
@@ -214,15 +214,16 @@ def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
 def build_method(name: str, params: dict, task: Any, steps_per_epoch: int = 1, **fixed: Any) -> Method:
     """The method ``name`` from an experiment's parameters, with the same names in every experiment.
 
-    RR: ``rr_lambda``, ``rr_mode``, ``rr_reduction``, ``rr_bn_update``, ``rr_pair_weights``; Ort: ``ort_weight``,
-    ``ort_form``, ``ort_schedule``; Pre: ``pre_steps`` per layer (or ``pre_epochs`` x ``steps_per_epoch`` when
+    RR: ``rr_lambda``, ``rr_mode``, ``rr_reduction``, ``rr_bn_update``, ``rr_pair_weights``, ``rr_norms``; Ort:
+    ``ort_weight``, ``ort_form``, ``ort_schedule``; Pre: ``pre_steps`` per layer (or ``pre_epochs`` x ``steps_per_epoch`` when
     ``pre_steps`` is None), ``pre_reduction``, ``pre_lr_scale``. Missing names take ``METHOD_DEFAULTS``; ``fixed``
     overrides both (what a variant fixes, e.g. the SVD test's batch-norm behaviour).
     """
     p = {**METHOD_DEFAULTS, **params, **fixed}
     if name == "RR":
         return make_method("RR", task=task, lam=p["rr_lambda"], mode=p["rr_mode"], reduction=p["rr_reduction"],
-                           reverse_bn_update=p["rr_bn_update"], pair_weights=p["rr_pair_weights"])
+                           reverse_bn_update=p["rr_bn_update"], pair_weights=p["rr_pair_weights"],
+                           norms=p["rr_norms"])
     if name == "Ort":
         return make_method("Ort", task=task, weight=p["ort_weight"], form=p["ort_form"], schedule=p["ort_schedule"])
     if name == "Pre":

@@ -1,0 +1,378 @@
+"""How each operation of a network is treated by the RR reverse pass: its *role* and, where it has one, its adjoint.
+
+Three roles (``racecar_core.reverse`` explains how the walk uses them):
+
+- ``weight``: an affine map ``A x + b`` with trainable ``A`` (Linear, Conv1d/2d/3d, ConvTranspose, or any module
+  registered with ``register_affine``). The reverse pass applies ``A^T`` to the signal minus the bias.
+- ``pointwise``: a norm or activation (BatchNorm, ReLU, GELU, LayerNorm, dropout, ...). The reverse pass re-applies
+  it *forwards*, as the lower layer's norm and activation in the official code.
+- ``shape``: a linear map that only moves, copies, averages or selects numbers (flatten, view, permute, pooling,
+  padding, interpolation, cat, slicing). The reverse pass applies its adjoint.
+
+Modules are looked up by class (``register_weight``, ``register_affine``, ``register_pointwise``, ``register_shape``,
+or a module's own ``racecar_transpose`` / ``racecar_adjoint`` method); functions and tensor methods that a traced
+``forward`` calls directly (``torch.flatten``, ``x.permute``, ``F.relu``, ``torch.cat``, ...) by the function or the
+method's name (``register_function``). A linear function without a hand-written adjoint gets the exact generic one,
+the vector-Jacobian product at zero input.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Adjoint = Callable[[nn.Module, Tensor, torch.Size], Tensor]
+
+_WEIGHT: dict[type, Adjoint] = {}
+_SHAPE: dict[type, Adjoint] = {}
+_POINTWISE: set[type] = set()
+
+
+def register_weight(cls: type, transpose: Adjoint) -> None:
+    """Declare ``cls`` a weight layer whose bias-free transpose is ``transpose(module, y, input_shape)``."""
+    _WEIGHT[cls] = transpose
+
+
+def register_shape(cls: type, adjoint: Adjoint) -> None:
+    """Declare ``cls`` a shape layer whose adjoint is ``adjoint(module, y, input_shape)``."""
+    _SHAPE[cls] = adjoint
+
+
+def register_pointwise(cls: type) -> None:
+    """Declare ``cls`` a norm/activation layer that the reverse pass re-applies forwards."""
+    _POINTWISE.add(cls)
+
+
+def vjp_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
+    """``A^T y`` of an affine module ``m(x) = A x + b``, exact and generic: the vector-Jacobian product of ``m`` at
+    ``x = 0`` (an affine map's Jacobian is ``A`` everywhere). Differentiable in the weights when grad mode is on.
+    Hand-written transposes stay where they are faster or compile without graph breaks (Linear, zero-padded Conv2d)."""
+    differentiable = torch.is_grad_enabled()
+    x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
+    with torch.enable_grad():
+        out = m(x)
+        if out.shape != y.shape:
+            raise ValueError(f"racecar: {type(m).__name__} maps an input of shape {tuple(shape)} to "
+                             f"{tuple(out.shape)}, but the reverse signal has shape {tuple(y.shape)}")
+        (g,) = torch.autograd.grad(out, x, y, create_graph=differentiable)
+    return g
+
+
+def register_affine(cls: type) -> None:
+    """Declare ``cls`` an affine weight layer (``m(x) = A x + b``): its transpose is the generic ``vjp_transpose``."""
+    register_weight(cls, vjp_transpose)
+
+
+def _linear_t(m: nn.Linear, y: Tensor, shape: torch.Size) -> Tensor:
+    return y @ m.weight
+
+
+def _conv_output_padding(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> tuple[int, int]:
+    pads = []
+    for i in range(2):
+        size = (y.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i] + m.dilation[i] * (m.kernel_size[i] - 1) + 1
+        pads.append(shape[-2 + i] - size)
+    return pads[0], pads[1]
+
+
+def conv2d_transpose(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> Tensor:
+    """``W^T y`` of a convolution: the transposed convolution back to an input of ``shape`` (integer zero padding),
+    else the generic ``vjp_transpose`` (circular, reflect or replicate padding, ``padding="same"``)."""
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return vjp_transpose(m, y, shape)
+    return F.conv_transpose2d(y, m.weight, None, m.stride, m.padding, _conv_output_padding(m, y, shape),
+                              m.groups, m.dilation)
+
+
+MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+
+
+def maxpool_forward(m: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Max pooling and the positions it picked (flat per channel), which its adjoint needs."""
+    pool = (F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d if isinstance(m, nn.MaxPool2d)
+            else F.max_pool3d)
+    return pool(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode, return_indices=True)
+
+
+def maxpool_adjoint(y: Tensor, indices: Tensor, shape: torch.Size) -> Tensor:
+    """The adjoint of max pooling at the forward pass's picks: each value goes back to the input position it came
+    from (summed where overlapping windows picked the same one), zeros elsewhere."""
+    x = y.new_zeros(tuple(shape[:2]) + (math.prod(shape[2:]),))
+    x.scatter_add_(2, indices.flatten(2), y.flatten(2))
+    return x.reshape(shape)
+
+
+def _maxpool_without_indices(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
+    raise ValueError(f"racecar: the adjoint of {type(m).__name__} needs the positions the forward pass picked; walk "
+                     "the model with reverse.forward_trace / reverse_pass, which record them")
+
+
+def dropout_mask(m: nn.Module, x: Tensor) -> Tensor:
+    """A keep-mask for ``x`` as dropout layer ``m`` draws it: per element, or per channel for Dropout1d/2d/3d."""
+    shape = x.shape if type(m) is nn.Dropout else x.shape[:2] + (1,) * (x.dim() - 2)
+    return torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - m.p)
+
+
+def apply_dropout(m: nn.Module, y: Tensor, mask: Tensor) -> Tensor:
+    """``y`` through dropout layer ``m`` with a given keep-mask (the forward pass's, in the reverse pass)."""
+    return y * mask / (1.0 - m.p)
+
+
+def _pool_windows(m: nn.Module, shape: torch.Size) -> tuple[int, int] | None:
+    """The window ``(kh, kw)`` when the average pool tiles its input in disjoint windows, else None."""
+    h, w = shape[-2], shape[-1]
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        oh, ow = (m.output_size, m.output_size) if isinstance(m.output_size, int) else m.output_size
+        oh, ow = oh or h, ow or w
+        return (h // oh, w // ow) if h % oh == 0 and w % ow == 0 else None
+    k = (m.kernel_size, m.kernel_size) if isinstance(m.kernel_size, int) else tuple(m.kernel_size)
+    st = k if m.stride is None else (m.stride, m.stride) if isinstance(m.stride, int) else tuple(m.stride)
+    plain = m.padding in (0, (0, 0)) and not m.ceil_mode and m.divisor_override is None
+    return k if plain and st == k else None
+
+
+def linear_vjp(fn: Callable[[Tensor], Tensor], y: Tensor, shape: torch.Size) -> Tensor:
+    """The adjoint of a linear map ``fn`` at ``y``: its vector-Jacobian product at a zero input of ``shape``
+    (exact, differentiable in ``y``; a graph break under torch.compile, so common maps have closed forms)."""
+    x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(fn(x), x, y, create_graph=torch.is_grad_enabled())
+    return g
+
+
+def _avgpool_adj(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
+    # Disjoint windows (global pooling, AvgPool2d(k)): spread each output evenly over its window, zeros for the
+    # rows/columns the pool drops. Other pools: the vector-Jacobian product (exact, but a graph break under compile).
+    win = _pool_windows(m, shape)
+    if win is not None:
+        kh, kw = win
+        x = (y / (kh * kw)).repeat_interleave(kh, -2).repeat_interleave(kw, -1)
+        return F.pad(x, (0, shape[-1] - x.shape[-1], 0, shape[-2] - x.shape[-2]))
+    return linear_vjp(m, y, shape)
+
+
+register_weight(nn.Linear, _linear_t)
+register_weight(nn.Conv2d, conv2d_transpose)
+for _cls in (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+    register_affine(_cls)  # grouped, strided, dilated, any padding: the generic transpose is exact
+register_shape(nn.Flatten, lambda m, y, s: y.reshape(s))
+register_shape(nn.Unflatten, lambda m, y, s: y.reshape(s))
+register_shape(nn.AvgPool2d, _avgpool_adj)
+register_shape(nn.AdaptiveAvgPool2d, _avgpool_adj)
+for _cls in (nn.AvgPool1d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool3d, nn.Upsample,
+             nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.CircularPad1d, nn.CircularPad2d,
+             nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d, nn.PixelShuffle,
+             nn.PixelUnshuffle):
+    register_shape(_cls, lambda m, y, s: linear_vjp(m, y, s))
+for _cls in MAXPOOL:  # the adjoint at the forward pass's picks (forward_trace records them)
+    register_shape(_cls, _maxpool_without_indices)
+# Dropout counts as pointwise: the reverse pass re-applies it with the forward pass's own mask (recorded by
+# forward_trace; identity in eval), as it re-applies the lower layer's norm and activation.
+for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Identity,
+             nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Softplus, nn.GroupNorm, nn.LayerNorm,
+             nn.InstanceNorm1d, nn.InstanceNorm2d, *DROPOUT):
+    register_pointwise(_cls)
+
+
+def is_weight_leaf(m: nn.Module) -> bool:
+    """Whether ``m`` is a weight layer (Linear, Conv, a registered or ``racecar_transpose`` layer)."""
+    return hasattr(m, "racecar_transpose") or any(cls in _WEIGHT for cls in type(m).__mro__)
+
+
+def weight_modules(model: nn.Module) -> list[nn.Module]:
+    """Every weight layer of ``model`` in module order (for Ort and the SVD)."""
+    return [m for m in model.modules() if is_weight_leaf(m)]
+
+
+def known_role(m: nn.Module) -> str | None:
+    """The role of module ``m`` ('weight', 'pointwise', 'shape'), or None when it has no rule."""
+    if hasattr(m, "racecar_transpose"):
+        return "weight"
+    if hasattr(m, "racecar_adjoint"):
+        return "shape"
+    for cls in type(m).__mro__:
+        if cls in _WEIGHT:
+            return "weight"
+        if cls in _SHAPE:
+            return "shape"
+        if cls in _POINTWISE:
+            return "pointwise"
+    return None
+
+
+def role(m: nn.Module) -> str:
+    """The role of a module in the reverse pass ('weight', 'pointwise', 'shape'); a clear error when it has none."""
+    r = known_role(m)
+    if r is None:
+        name = type(m).__name__
+        raise TypeError(
+            f"racecar: no reverse rule for layer {name}. If it is affine (a linear map plus a bias), one call "
+            f"registers it: racecar_core.reverse.register_affine({name}); a norm or activation: "
+            f"register_pointwise({name}); a layer that only moves numbers: register_shape({name}, adjoint). Or give "
+            "the module a racecar_transpose(y, input_shape) or racecar_adjoint(y, input_shape) method.")
+    return r
+
+
+def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size, saved: Any = None) -> Tensor:
+    """``M^T y`` for a weight layer (bias not included) or the adjoint of a shape layer (``saved``: what the forward
+    trace recorded for it, e.g. max pooling's picks)."""
+    if isinstance(m, MAXPOOL) and saved is not None:
+        return maxpool_adjoint(y, saved, input_shape)
+    if hasattr(m, "racecar_transpose"):
+        return m.racecar_transpose(y, input_shape)
+    if hasattr(m, "racecar_adjoint"):
+        return m.racecar_adjoint(y, input_shape)
+    for cls in type(m).__mro__:
+        if cls in _WEIGHT:
+            return _WEIGHT[cls](m, y, input_shape)
+        if cls in _SHAPE:
+            return _SHAPE[cls](m, y, input_shape)
+    raise TypeError(f"{type(m).__name__} is not a weight or shape layer (role {role(m)!r})")
+
+
+def subtract_bias(m: nn.Module, y: Tensor) -> Tensor:
+    """``y - b``: a Linear's bias runs along the last dimension (``[B, F]`` or ``[B, T, F]``), a convolution's (any
+    other layer's) along the channel dimension 1."""
+    b = getattr(m, "bias", None)
+    if b is None:
+        return y
+    if y.dim() > 2 and not isinstance(m, nn.Linear):
+        return y - b.view(1, -1, *([1] * (y.dim() - 2)))
+    return y - b
+
+
+# ---------------------------------------------------------------- functions and tensor methods in traced code
+FunctionAdjoint = Callable[[Tensor, list, dict, list[Tensor]], list[Tensor | None]]
+
+
+@dataclass(frozen=True)
+class FunctionRule:
+    """The reverse rule of a function or tensor method: its role and, for shape (linear) ones, the adjoint
+    ``adjoint(y, args, kwargs, inputs) -> [contribution per tensor input]`` (None: the generic vector-Jacobian
+    product). ``args``/``kwargs`` are the forward call's evaluated arguments, ``inputs`` its tensor inputs in order.
+    Role ``join``: a sum of tensors (``a + b``, ``a - b``); ``scale``: a product or quotient with a number."""
+    role: str
+    adjoint: FunctionAdjoint | None = None
+
+
+_FUNCTIONS: dict[Any, FunctionRule] = {}
+
+
+def register_function(fn: Any, role: str, adjoint: FunctionAdjoint | None = None) -> None:
+    """Declare how the reverse pass treats ``fn`` (a function such as ``torch.roll``, or a tensor method's name such
+    as ``"roll"``) when a traced forward calls it: ``"pointwise"`` (re-applied forwards, like an activation) or
+    ``"shape"`` (linear in its tensor inputs; ``adjoint`` as in ``FunctionRule``, default the exact generic one)."""
+    if role not in ("pointwise", "shape", "join", "scale"):
+        raise ValueError(f"racecar: a function's role is 'pointwise' or 'shape', got {role!r}")
+    _FUNCTIONS[fn] = FunctionRule(role, adjoint)
+
+
+def function_rule(fn: Any) -> FunctionRule | None:
+    """The rule of a traced function or method name, or None."""
+    try:
+        return _FUNCTIONS.get(fn)
+    except TypeError:  # an unhashable target
+        return None
+
+
+def function_name(fn: Any) -> str:
+    """A readable name for a traced function target (``torch.cat``, ``Tensor.permute``)."""
+    if isinstance(fn, str):
+        return f"Tensor.{fn}"
+    mod = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+    if mod.startswith("torch._C") or mod == "torch" or not mod or name.startswith("_VariableFunctionsClass."):
+        mod, name = "torch", getattr(fn, "__name__", name)
+    return f"{mod}.{name}" if mod not in ("_operator", "operator", "builtins") else f"operator.{name}"
+
+
+def _reshape_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    return [y.reshape(inputs[0].shape)]
+
+
+def _permute_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    dims = args[1:] if len(args) > 2 or isinstance(args[1], int) else args[1]
+    dims = kwargs.get("dims", dims)
+    inverse = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inverse[d % len(dims)] = i
+    return [y.permute(*inverse)]
+
+
+def _transpose_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    return [y.transpose(args[1], args[2])]
+
+
+def _cat_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    return list(torch.split(y, [t.shape[dim] for t in inputs], dim=dim))
+
+
+def _mean_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    x = inputs[0]
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    keepdim = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+    if dim is None:
+        return [y.expand(x.shape) / x.numel()]
+    dims = [d % x.dim() for d in ((dim,) if isinstance(dim, int) else dim)]
+    if not keepdim:
+        for d in sorted(dims):
+            y = y.unsqueeze(d)
+    return [y.expand(x.shape) / math.prod(x.shape[d] for d in dims)]
+
+
+def _pad_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+    pad = kwargs.get("pad", args[1])
+    if mode != "constant":
+        return [None]
+    index = [slice(None)] * y.dim()
+    for i in range(len(pad) // 2):
+        d = y.dim() - 1 - i
+        index[d] = slice(pad[2 * i], y.shape[d] - pad[2 * i + 1])
+    return [y[tuple(index)]]
+
+
+def _getitem_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    x = y.new_zeros(inputs[0].shape)
+    x[args[1]] = y
+    return [x]
+
+
+def _cast_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    return [y.to(inputs[0].dtype)]
+
+
+for _fn in (torch.flatten, "flatten", "view", "reshape", torch.reshape, "squeeze", torch.squeeze, "unsqueeze",
+            torch.unsqueeze, "unflatten", torch.unflatten, "view_as", "reshape_as"):
+    register_function(_fn, "shape", _reshape_back)
+for _fn in ("contiguous", "clone", torch.clone, "float", "double", "half", "bfloat16", "to", "type_as"):
+    register_function(_fn, "shape", _cast_back)
+for _fn in (torch.permute, "permute"):
+    register_function(_fn, "shape", _permute_back)
+for _fn in (torch.transpose, "transpose"):
+    register_function(_fn, "shape", _transpose_back)
+register_function(torch.cat, "shape", _cat_back)
+register_function(torch.concat, "shape", _cat_back)
+for _fn in (torch.mean, "mean"):
+    register_function(_fn, "shape", _mean_back)
+register_function(F.pad, "shape", _pad_back)
+register_function(operator.getitem, "shape", _getitem_back)
+for _fn in (F.interpolate, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+            F.adaptive_avg_pool3d, F.pixel_shuffle, F.pixel_unshuffle, torch.roll, "roll", torch.sum, "sum"):
+    register_function(_fn, "shape")
+for _fn in (operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, operator.isub, torch.sub, "sub"):
+    register_function(_fn, "join")
+for _fn in (operator.mul, operator.imul, torch.mul, "mul", operator.truediv, torch.div, "div", operator.neg,
+            torch.neg, "neg"):
+    register_function(_fn, "scale")
+for _fn in (F.relu, torch.relu, "relu", "relu_", F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish,
+            F.softplus, torch.tanh, "tanh", torch.sigmoid, "sigmoid", F.layer_norm, F.group_norm, F.batch_norm,
+            F.dropout, F.normalize):
+    register_function(_fn, "pointwise")
