@@ -48,3 +48,14 @@ def test_weather_resnet_paper_setting_is_the_authors_keras_model():
     acts = [m for m in net.modules() if isinstance(m, torch.nn.LeakyReLU)]
     assert len(bn) == 39 and all(b.momentum == 0.01 and b.eps == 1e-3 for b in bn)
     assert len(acts) == 39 and all(a.negative_slope == 0.3 for a in acts)
+
+
+def test_torchvision_networks_read_grey_images_when_asked():
+    from racecar_core.models import from_torchvision
+    net = from_torchvision("resnet18", 7, in_channels=1)
+    assert net.conv1.in_channels == 1 and net.conv1.kernel_size == (7, 7) and net.fc.out_features == 7
+    assert net(torch.randn(2, 1, 32, 32)).shape == (2, 7)
+    vgg = from_torchvision("vgg11_bn", 3, in_channels=2)
+    assert vgg.features[0].in_channels == 2
+    with pytest.raises(ValueError, match="no network"):
+        from_torchvision("not_a_net")

@@ -258,7 +258,7 @@ def assert_linear_part_is_adjoint(net: nn.Module, x: torch.Tensor) -> None:
     back = reverse.transpose_network(trace, y)
     lhs, rhs = (trace.output * y).sum(), (x * back).sum()
     tol = 1e-10 if x.dtype == torch.float64 else 1e-4
-    assert back.shape == x.shape and float(abs(lhs - rhs) / (abs(lhs) + abs(rhs))) < tol
+    assert back.shape == x.shape and float((abs(lhs - rhs) / (abs(lhs) + abs(rhs))).detach()) < tol
 
 
 @pytest.mark.parametrize("shortcut, cin, cout, stride", [(None, 3, 3, 1), (OptionAShortcut(2, 4, 2), 2, 4, 2),

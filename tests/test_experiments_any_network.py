@@ -1,0 +1,47 @@
+"""RR on your own network end to end: torchvision's ResNet-18 on tiny real-format Fashion-MNIST files."""
+import pytest
+import torch
+
+from racecar_core.experiments import any_network, any_network_figures
+from test_experiments_cifar import tiny_fashion  # noqa: F401  (the fixture)
+
+TINY = dict(steps=4, batch_size=20, eval_every=2, n_train=60, n_test=20, n_rec=8, shown=4, device="cpu",
+            progress=False)
+
+
+def test_runs_summary_claim_results_and_figures(tiny_fashion):  # noqa: F811
+    result = any_network.run("smoke", report=None, **TINY)
+    assert [r.spec.key for r in result.runs] == ["Std/seed0", "RR/seed0"]
+    for r in result.runs:
+        assert [e["step"] for e in r.evals] == [0, 2, 4]
+        assert r.arrays["inputs"].shape == r.arrays["reconstruction"].shape == (4, 1, 32, 32)
+        assert 0 <= r.metrics["final_acc"] <= 1 and r.metrics["rec_error"] > 0
+    first = {r.spec.method: r.evals[0]["rec_error"] for r in result.runs}
+    assert first["Std"] == pytest.approx(first["RR"])  # the same initial network: the same reconstruction
+    table = any_network.summary(result)
+    assert list(table.index) == ["Std", "RR"] and set(table.columns) >= {"acc_mean", "rec_error_mean"}
+    verdict = any_network.claim(result)
+    assert isinstance(verdict["rr_reconstructs_better"], bool)
+    out = any_network.results(result)
+    assert set(out["per_run"]) == {"Std/seed0", "RR/seed0"} and len(out["per_run"]["RR/seed0"]["curve"]) == 3
+    for fig in (any_network_figures.reconstructions(result), any_network_figures.curves(result)):
+        assert fig.axes
+    again = any_network.run("smoke", report=None, **TINY)
+    assert again.trained_now == 0   # the run cache
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ValueError, match="no network 'resnet9000'"):
+        any_network.resolve_params("smoke", model="resnet9000")
+    with pytest.raises(ValueError, match="Pre needs an nn.Sequential"):
+        any_network.resolve_params("smoke", methods=["Pre"])
+    with pytest.raises(ValueError, match="unknown parameter"):
+        any_network.resolve_params("smoke", depth=20)
+
+
+def test_reconstruction_error_is_zero_for_a_perfect_reverse_pass():
+    lin = torch.nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(4))          # identity: W^T W x = x
+    x = torch.randn(8, 4)
+    assert any_network.reconstruction_error(torch.nn.Sequential(lin), x) == pytest.approx(0.0, abs=1e-12)
