@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rules import conv2d_transpose
+from .rules import conv_transpose
 
 
 class Residual(nn.Module):
@@ -71,13 +71,13 @@ class PeriodicConv2d(nn.Conv2d):
         """The padded input and its reconstruction by the transposed *unpadded* convolution of ``y`` (the output
         without the bias): the ``local_padded`` pair of the authors' WeatherBench draft."""
         xp = self._padded(x)
-        return xp, conv2d_transpose(self, y, xp.shape)
+        return xp, conv_transpose(self, y, xp.shape)
 
     def racecar_transpose(self, y: Tensor, input_shape: torch.Size) -> Tensor:
         """``(pad-then-conv)^T y`` without the bias."""
         p = self.pad
         h, w = input_shape[-2] + 2 * p, input_shape[-1] + 2 * p
-        z = conv2d_transpose(self, y, torch.Size((*input_shape[:-2], h, w)))  # the unpadded conv's transpose
+        z = conv_transpose(self, y, torch.Size((*input_shape[:-2], h, w)))  # the unpadded conv's transpose
         z = z[..., p:h - p, :]
         if p == 0:
             return z

@@ -55,7 +55,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rules import (DROPOUT, MAXPOOL, FunctionRule, apply_dropout, conv2d_transpose, dropout_mask,  # noqa: F401
+from .rules import (DROPOUT, MAXPOOL, FunctionRule, apply_dropout, conv_transpose, dropout_mask,  # noqa: F401
                     function_name, function_rule, is_weight_leaf, known_role, linear_vjp, maxpool_adjoint,
                     maxpool_forward, register_affine, register_function, register_pointwise, register_shape,
                     register_weight, role, subtract_bias, transpose, vjp_transpose, weight_modules)
@@ -151,8 +151,10 @@ def _signature(model: nn.Module) -> tuple:
 def _refs(obj: Any, index: dict[fx.Node, int]) -> Any:
     if isinstance(obj, fx.Node):
         return Ref(index[obj])
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_refs(o, index) for o in obj)
+    if isinstance(obj, list):          # fx's immutable_list: a plain list, which torch.compile can trace
+        return [_refs(o, index) for o in obj]
+    if isinstance(obj, tuple):
+        return tuple(_refs(o, index) for o in obj)
     if isinstance(obj, dict):
         return {k: _refs(v, index) for k, v in obj.items()}
     if isinstance(obj, slice):
@@ -532,19 +534,40 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
     return pairs[::-1], at_input
 
 
+class _SquaredDistance(torch.autograd.Function):
+    """``scale * sum((d - r)^2)`` with one pass over the data forwards and one (two when both sides need gradients)
+    backwards; the composed ``sub, pow, sum`` take about five of each, which on the CPU were 7 % of a ResNet-110 RR
+    step."""
+
+    @staticmethod
+    def forward(ctx: Any, d: Tensor, r: Tensor, scale: float) -> Tensor:
+        with torch.autocast(d.device.type, enabled=False):   # in the inputs' precision (float32 at least)
+            diff = d - r
+            ctx.save_for_backward(diff)
+            ctx.scale = scale
+            flat = diff.reshape(-1)
+            return torch.dot(flat, flat) * scale
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        (diff,) = ctx.saved_tensors
+        g = diff * (2.0 * ctx.scale * grad)
+        return (g if ctx.needs_input_grad[0] else None), (-g if ctx.needs_input_grad[1] else None), None
+
+
 def reconstruction_terms(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction = "sum") -> list[Tensor]:
     """One term per pair: ``0.5 * sum (d_m - d'_m)^2`` (``sum``, the official form) or ``mean (d_m - d'_m)^2``.
 
     Computed in float32 at least: under bf16 autocast, ``d - d'`` of a good reconstruction is below bf16's precision.
     """
-    def diff(d: Tensor, r: Tensor) -> Tensor:
+    def cast(d: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
         dtype = torch.promote_types(torch.promote_types(d.dtype, r.dtype), torch.float32)
-        return d.to(dtype) - r.to(dtype)
+        return d.to(dtype), r.to(dtype)
 
     if reduction == "sum":
-        return [0.5 * diff(d, r).pow(2).sum() for d, r in pairs]
+        return [_SquaredDistance.apply(*cast(d, r), 0.5) for d, r in pairs]
     if reduction == "mean":
-        return [diff(d, r).pow(2).mean() for d, r in pairs]
+        return [_SquaredDistance.apply(*cast(d, r), 1.0 / d.numel()) for d, r in pairs]
     raise ValueError(f"racecar: unknown reduction {reduction!r}; use 'sum' or 'mean'")
 
 

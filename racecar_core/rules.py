@@ -51,7 +51,8 @@ def register_pointwise(cls: type) -> None:
 def vjp_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
     """``A^T y`` of an affine module ``m(x) = A x + b``, exact and generic: the vector-Jacobian product of ``m`` at
     ``x = 0`` (an affine map's Jacobian is ``A`` everywhere). Differentiable in the weights when grad mode is on.
-    Hand-written transposes stay where they are faster or compile without graph breaks (Linear, zero-padded Conv2d)."""
+    Hand-written transposes stay where they are faster or compile without graph breaks (Linear, zero-padded
+    convolutions and transposed convolutions)."""
     differentiable = torch.is_grad_enabled()
     x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
     with torch.enable_grad():
@@ -72,21 +73,31 @@ def _linear_t(m: nn.Linear, y: Tensor, shape: torch.Size) -> Tensor:
     return y @ m.weight
 
 
-def _conv_output_padding(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> tuple[int, int]:
-    pads = []
-    for i in range(2):
-        size = (y.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i] + m.dilation[i] * (m.kernel_size[i] - 1) + 1
-        pads.append(shape[-2 + i] - size)
-    return pads[0], pads[1]
+_CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3: (F.conv3d, F.conv_transpose3d)}
 
 
-def conv2d_transpose(m: nn.Conv2d, y: Tensor, shape: torch.Size) -> Tensor:
-    """``W^T y`` of a convolution: the transposed convolution back to an input of ``shape`` (integer zero padding),
-    else the generic ``vjp_transpose`` (circular, reflect or replicate padding, ``padding="same"``)."""
+def _conv_output_padding(m: nn.Module, y: Tensor, shape: torch.Size) -> list[int]:
+    n = y.dim() - 2
+    return [shape[-n + i] - ((y.shape[-n + i] - 1) * m.stride[i] - 2 * m.padding[i]
+                             + m.dilation[i] * (m.kernel_size[i] - 1) + 1) for i in range(n)]
+
+
+def conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
+    """``W^T y`` of a convolution (1-D to 3-D): the transposed convolution back to an input of ``shape`` (integer
+    zero padding), else the generic ``vjp_transpose`` (circular, reflect or replicate padding, ``padding="same"``)."""
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
         return vjp_transpose(m, y, shape)
-    return F.conv_transpose2d(y, m.weight, None, m.stride, m.padding, _conv_output_padding(m, y, shape),
-                              m.groups, m.dilation)
+    return _CONV[y.dim() - 2][1](y, m.weight, None, m.stride, m.padding, _conv_output_padding(m, y, shape),
+                                 m.groups, m.dilation)
+
+
+
+
+def transposed_conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
+    """``W^T y`` of a transposed convolution: the convolution with the same weight (zero padding; else generic)."""
+    if m.padding_mode != "zeros":
+        return vjp_transpose(m, y, shape)
+    return _CONV[y.dim() - 2][0](y, m.weight, None, m.stride, m.padding, m.dilation, m.groups)
 
 
 MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
@@ -158,9 +169,10 @@ def _avgpool_adj(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
 
 
 register_weight(nn.Linear, _linear_t)
-register_weight(nn.Conv2d, conv2d_transpose)
-for _cls in (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
-    register_affine(_cls)  # grouped, strided, dilated, any padding: the generic transpose is exact
+for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):   # grouped, strided, dilated; other paddings: the generic transpose
+    register_weight(_cls, conv_transpose)
+for _cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+    register_weight(_cls, transposed_conv_transpose)
 register_shape(nn.Flatten, lambda m, y, s: y.reshape(s))
 register_shape(nn.Unflatten, lambda m, y, s: y.reshape(s))
 register_shape(nn.AvgPool2d, _avgpool_adj)
@@ -321,10 +333,12 @@ def _mean_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> lis
     if dim is None:
         return [y.expand(x.shape) / x.numel()]
     dims = [d % x.dim() for d in ((dim,) if isinstance(dim, int) else dim)]
-    if not keepdim:
-        for d in sorted(dims):
+    count = 1
+    for d in sorted(dims):
+        count *= x.shape[d]
+        if not keepdim:
             y = y.unsqueeze(d)
-    return [y.expand(x.shape) / math.prod(x.shape[d] for d in dims)]
+    return [y.expand(x.shape) / count]
 
 
 def _pad_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:

@@ -134,6 +134,22 @@ def test_reconstruction_loss_is_float32_under_bf16():
         assert loss.dtype == torch.float32
         torch.testing.assert_close(loss, expect)
     assert reverse.reconstruction_loss([(d.double(), r.double())]).dtype == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert reverse.reconstruction_loss(pairs, "mean").dtype == torch.float32
+
+
+def test_reconstruction_terms_and_their_gradients_are_the_squared_distance():
+    d, r = torch.randn(3, 4, requires_grad=True), torch.randn(3, 4, requires_grad=True)
+    for reduction, expect in (("sum", lambda: 0.5 * (d - r).pow(2).sum()), ("mean", lambda: (d - r).pow(2).mean())):
+        (term,) = reverse.reconstruction_terms([(d, r)], reduction)
+        want = expect()
+        torch.testing.assert_close(term, want)
+        got, ref = torch.autograd.grad(term, (d, r)), torch.autograd.grad(want, (d, r))
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b)
+    (only_r,) = reverse.reconstruction_terms([(d.detach(), r)])  # the input side needs no gradient
+    (g,) = torch.autograd.grad(only_r, r)
+    torch.testing.assert_close(g, r - d.detach())
 
 
 def test_pre_needs_a_sequential():
@@ -307,7 +323,8 @@ def test_functional_activations_are_reapplied_like_modules():
     net = Functional()
     seq = nn.Sequential(net.l1, nn.ReLU(), net.l2)
     x = torch.randn(5, 4)
-    for a, b in zip(reverse.reverse_pass(reverse.forward_trace(net, x)), reverse.reverse_pass(reverse.forward_trace(seq, x))):
+    pairs = [reverse.reverse_pass(reverse.forward_trace(m, x)) for m in (net, seq)]
+    for a, b in zip(*pairs):
         torch.testing.assert_close(a[1], b[1])
 
 
@@ -319,7 +336,7 @@ def test_dropout_reuses_the_forward_mask_in_the_reverse_pass(drop):
     trace = reverse.forward_trace(net, x)
     mask = trace.saved[trace.plan.step_of(drop).index]
     assert mask.shape == ((4, 8, 6, 6) if type(drop) is nn.Dropout else (4, 8, 1, 1))
-    assert torch.equal(trace.output_of(drop), trace.input_of(drop) * mask * 2)  # the forward pass used the recorded mask
+    assert torch.equal(trace.output_of(drop), trace.input_of(drop) * mask * 2)  # the forward pass used this mask
     (_, first), (d2, second) = reverse.reverse_pass(trace)
     dropped = (mask == 0).expand_as(second)
     assert dropped.any() and (second[dropped] == 0).all() and (second[~dropped] != 0).any()
@@ -459,7 +476,8 @@ def test_rr_trains_a_1d_convolutional_net():
 def test_rr_trains_a_cnn_with_max_pooling():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
+                        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(8 * 4 * 4, 3))
     assert_rr_trains(net, torch.randn(12, 1, 16, 16))
 
 

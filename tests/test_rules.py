@@ -95,7 +95,8 @@ def test_module_adjoint(layer, shape):
     assert adjoint_gap(layer.double(), shape) < 1e-12
 
 
-@pytest.mark.parametrize("pool, shape", [(nn.MaxPool2d(2), (2, 3, 6, 7)), (nn.MaxPool2d(3, stride=1, padding=1), (1, 2, 5, 5)),
+@pytest.mark.parametrize("pool, shape", [(nn.MaxPool2d(2), (2, 3, 6, 7)),
+                                         (nn.MaxPool2d(3, stride=1, padding=1), (1, 2, 5, 5)),
                                          (nn.MaxPool1d(3, stride=2), (2, 2, 9)), (nn.MaxPool3d(2), (1, 2, 4, 4, 4))],
                          ids=["2x2", "overlapping", "1d", "3d"])
 def test_max_pooling_adjoint_at_the_forward_picks(pool, shape):

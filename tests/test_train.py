@@ -169,16 +169,23 @@ def test_compiled_step_gives_the_eager_numbers(name, kw):
 
 
 def test_rr_step_traces_as_one_graph():
-    # the whole RR loss (forward, reverse pass through residual blocks and pooling, BN statistics left alone)
-    # must trace without graph breaks, or torch.compile cannot fuse it
+    # the whole RR loss (forward, the graph walk through residual additions, fan-outs, cats, permutes and pooling,
+    # BN statistics left alone) must trace without graph breaks, or torch.compile cannot fuse it
     from racecar_core.methods import StepInfo
-    from racecar_core.models import resnet_cifar, weather_resnet
+    from racecar_core.models import from_torchvision, resnet_cifar, weather_resnet
+    from test_reverse import Mixer, UNet
     torch._dynamo.reset()
-    for model, x, task in ((resnet_cifar(8, 10), torch.randn(2, 3, 32, 32), "ce"),
-                           (weather_resnet(5, 2, 8, 1), torch.randn(2, 5, 16, 32), "mse")):
+    cases = ((resnet_cifar(8, 10), torch.randn(2, 3, 32, 32), "ce"),
+             (weather_resnet(5, 2, 8, 1), torch.randn(2, 5, 16, 32), "mse"),
+             (from_torchvision("resnet18", 10, 1), torch.randn(2, 1, 32, 32), "ce"),
+             (UNet(), torch.randn(2, 1, 16, 16), "mse"),
+             (Mixer(), torch.randn(2, 1, 16, 16), "ce"))
+    for model, x, task in cases:
         phase = make_method("RR", task=task, lam=1e-2, mode="full", reduction="mean",
                             reverse_bn_update=False).phases(model, 1)[0]
-        y = torch.randint(0, 10, (2,)) if task == "ce" else torch.randn(2, 2, 16, 32)
+        with torch.no_grad():
+            out = model(x)
+        y = torch.randint(0, 10, (2,)) if task == "ce" else torch.randn_like(out)
         explained = torch._dynamo.explain(phase.loss)(model, x, y, StepInfo(0, 0, 0))
         assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
     torch._dynamo.reset()
