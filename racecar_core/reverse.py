@@ -80,7 +80,8 @@ class Step:
     """One node of the traced graph, resolved for the walk."""
     index: int
     name: str
-    op: str                 # input, output, const, weight, pointwise, shape, join, scale, value (a non-tensor)
+    op: str                 # input, output, weight, pointwise, shape, join, scale; const (parameters, buffers and
+                            # what is computed from them alone), value (a non-tensor): no reverse signal
     call: str               # module, function, method, attr, input, output
     target: Any             # the module, the function, the method's name, or (owner module, attribute)
     args: tuple = ()
@@ -217,6 +218,10 @@ def _classify(model: nn.Module, node: fx.Node, tensor: dict[int, bool], const: s
         if not any(tensor[j] for j in _ref_list(args) + _ref_list(kwargs)) or (
                 node.op == "call_method" and node.target in _NON_TENSOR_METHODS) or node.target is getattr:
             return step                                      # a size, a shape, arithmetic on numbers: no signal
+        if all(j in const for j in refs):                    # computed from parameters or buffers alone
+            const.add(i)
+            step.op = "const"
+            return step
         rule = function_rule(node.target)
         if rule is None:
             fn = function_name(node.target)
@@ -236,7 +241,7 @@ def _classify(model: nn.Module, node: fx.Node, tensor: dict[int, bool], const: s
                                  "computes it one step with a rule (racecar_core.reverse.register_shape or "
                                  "register_affine) if its reverse is known.")
         else:
-            step.inputs = signal
+            step.inputs = refs if rule.role == "shape" else signal   # a cat's adjoint needs its constant pieces too
     return step
 
 
@@ -434,10 +439,14 @@ def _shape_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
     return _generic_adjoint(s, y, trace)
 
 
-def _generic_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
+def _generic_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor | None]:
     """The adjoint of a linear function step: its vector-Jacobian product (exact, one input at a time)."""
-    out = []
-    for k, j in enumerate(s.inputs):
+    out: list[Tensor | None] = []
+    for j in s.inputs:
+        if trace.plan.steps[j].op == "const":     # a parameter or buffer: no signal to send
+            out.append(None)
+            continue
+
         def fn(x: Tensor, j: int = j) -> Tensor:
             values = list(trace.values)
             values[j] = x
@@ -528,9 +537,8 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
                 send(s.inputs[0], y, False, s.inputs[0])
         elif s.op in ("shape", "scale"):
             for j, c in zip(s.inputs, _shape_adjoint(s, y, trace)):
-                send(j, c, armed, j)
-        elif s.op == "output":
-            send(s.inputs[0], y, armed, pos)
+                if c is not None and steps[j].op != "const":
+                    send(j, c, armed, j)
     return pairs[::-1], at_input
 
 

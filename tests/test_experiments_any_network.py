@@ -15,7 +15,7 @@ def test_runs_summary_claim_results_and_figures(tiny_fashion):  # noqa: F811
     for r in result.runs:
         assert [e["step"] for e in r.evals] == [0, 2, 4]
         assert r.arrays["inputs"].shape == r.arrays["reconstruction"].shape == (4, 1, 32, 32)
-        assert 0 <= r.metrics["final_acc"] <= 1 and r.metrics["rec_error"] > 0
+        assert 0 <= r.metrics["final_acc"] <= 1 and r.metrics["rec_error"] > 0 and -1 <= r.metrics["rec_cosine"] <= 1
     first = {r.spec.method: r.evals[0]["rec_error"] for r in result.runs}
     assert first["Std"] == pytest.approx(first["RR"])  # the same initial network: the same reconstruction
     table = any_network.summary(result)
@@ -39,9 +39,14 @@ def test_parameters_are_checked():
         any_network.resolve_params("smoke", depth=20)
 
 
-def test_reconstruction_error_is_zero_for_a_perfect_reverse_pass():
+def test_reconstruction_scores_of_a_perfect_and_a_scaled_reverse_pass():
     lin = torch.nn.Linear(4, 4, bias=False)
     with torch.no_grad():
         lin.weight.copy_(torch.eye(4))          # identity: W^T W x = x
     x = torch.randn(8, 4)
-    assert any_network.reconstruction_error(torch.nn.Sequential(lin), x) == pytest.approx(0.0, abs=1e-12)
+    scores = any_network.reconstruction_scores(torch.nn.Sequential(lin), x)
+    assert scores == pytest.approx({"rec_error": 0.0, "rec_cosine": 1.0}, abs=1e-6)
+    with torch.no_grad():
+        lin.weight.mul_(2.0)                    # W^T W x = 4 x: error 9, the same direction
+    scores = any_network.reconstruction_scores(torch.nn.Sequential(lin), x)
+    assert scores == pytest.approx({"rec_error": 9.0, "rec_cosine": 1.0}, rel=1e-5)

@@ -317,3 +317,24 @@ def test_periodic_conv_wraps_in_longitude_only():
         conv.weight.zero_()
         conv.weight[0, 0, 0, 1] = 1.0          # picks the northern neighbour
     assert conv(x)[0, 0, 0].abs().sum() == 0   # zero padding in latitude
+
+
+def test_constant_pieces_of_a_cat_and_constants_computed_from_parameters_carry_no_signal():
+    class Token(nn.Module):          # a learned token concatenated in front, as in a vision transformer
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3, bias=False)
+            self.token = nn.Parameter(torch.randn(1, 1, 3))
+
+        def forward(self, x):
+            y = self.lin(x)
+            return torch.cat([self.token.expand(y.shape[0], -1, -1), y], dim=1) * 2.0
+
+    net = Token()
+    plan = reverse.plan_of(net)
+    assert [s.op for s in plan.steps if s.call == "method" and s.target == "expand"] == ["const"]
+    x = torch.randn(2, 4, 3)
+    trace = reverse.forward_trace(net, x)
+    y = torch.randn(trace.output.shape)
+    back = reverse.transpose_network(trace, y)
+    torch.testing.assert_close(back, (2.0 * y[:, 1:]) @ net.lin.weight)   # the token's row sends nothing back

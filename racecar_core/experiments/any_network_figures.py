@@ -14,8 +14,9 @@ def reconstructions(result: ExperimentResult, seed: int | None = None) -> Figure
     seed = result.seeds[0] if seed is None else seed
     runs = [result.one(m, seed) for m in result.methods]
     inputs = runs[0].arrays["inputs"]
-    rows = [("test images", inputs)] + [(f"{r.spec.method}: reverse pass, error {r.metrics['rec_error']:.2f}",
-                                         r.arrays["reconstruction"]) for r in runs]
+    rows = [("test images", inputs)] + [(f"{r.spec.method}: reverse pass, error {r.metrics['rec_error']:.2f}, "
+                                         f"cosine {r.metrics['rec_cosine']:.2f}", r.arrays["reconstruction"])
+                                        for r in runs]
     fig, axes = plt.subplots(len(rows), 1, figsize=(0.55 * len(inputs) + 0.4, 0.75 * len(rows) + 0.5))
     for ax, (title, images) in zip(axes, rows):
         image_grid(ax, [im[0] for im in images], len(images))
@@ -26,17 +27,18 @@ def reconstructions(result: ExperimentResult, seed: int | None = None) -> Figure
 
 
 def curves(result: ExperimentResult) -> Figure:
-    """Test accuracy and input reconstruction error over training steps, mean +- std over seeds, per method."""
-    fig, (acc, rec) = plt.subplots(1, 2, figsize=(7.0, 2.6))
+    """Test accuracy, input reconstruction error and cosine over training steps, mean +- std over seeds, per method."""
+    fig, (acc, rec, cos) = plt.subplots(1, 3, figsize=(9.5, 2.6))
     for m in result.methods:
-        for ax, key in ((acc, "test_acc"), (rec, "rec_error")):
+        for ax, key in ((acc, "test_acc"), (rec, "rec_error"), (cos, "rec_cosine")):
             steps, mean, std = result.curve(key, m, x="step")
             ax.plot(steps, mean, color=METHOD_COLORS[m], label=m)
             ax.fill_between(steps, mean - std, mean + std, color=METHOD_COLORS[m], alpha=0.2, lw=0)
     acc.set_ylabel("test accuracy")
     rec.set_ylabel("||x' - x||^2 / ||x||^2")
     rec.set_yscale("log")
-    for ax in (acc, rec):
+    cos.set_ylabel("cosine(x', x)")
+    for ax in (acc, rec, cos):
         ax.set_xlabel("step")
     acc.legend()
     return fig
