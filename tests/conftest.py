@@ -1,7 +1,8 @@
-"""Fixtures shared by the data tests: a private data folder and a machine without network."""
+"""Shared fixtures: a private data folder, a machine without network, double precision."""
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture
@@ -22,3 +23,12 @@ def no_network(monkeypatch):
 
     for cls in (MNIST, FashionMNIST, CIFAR10, CIFAR100):
         monkeypatch.setattr(cls, "download", _refuse)
+
+
+@pytest.fixture
+def float64():
+    """torch's default dtype float64 for the test (exact adjoint checks), restored afterwards."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

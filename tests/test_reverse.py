@@ -14,13 +14,7 @@ from racecar_core.models import mnist_linear, peak_mlp, resnet_cifar, weather_re
 from racecar_core.models.weather_resnet import KERAS
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Exact checks in double precision; the default dtype is restored for the other test modules."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")   # exact checks in double precision (tests/conftest.py)
 
 
 # ----------------------------------------------------------------- the official formulas

@@ -11,13 +11,7 @@ from racecar_core import reverse, rules
 from racecar_core.layers import OptionAShortcut, PeriodicConv2d
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Exact adjoint tests in double precision; the default dtype is restored for the other test modules."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")   # exact checks in double precision (tests/conftest.py)
 
 
 def relative_gap(lhs: torch.Tensor, rhs: torch.Tensor) -> float:
