@@ -23,9 +23,8 @@ from ..data.augment import make_transform
 from ..data.cifar import NAMES
 from ..models import from_torchvision
 from ..train import TensorBatches, TrainConfig, fit
-from . import grid
 from .cifar import accuracy
-from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
+from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method
 
 _BASE = dict(dataset="fashion_mnist", model="resnet18", methods=["Std", "RR"], seeds=[0, 1, 2], steps=3000,
              batch_size=128, lr=1e-3, rr_lambda=1e-2, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
@@ -50,16 +49,6 @@ def _check(params: dict) -> dict:
         raise ValueError(f"racecar: methods here are Std, RR and Ort (Pre needs an nn.Sequential), got "
                          f"{params['methods']}")
     return params
-
-
-def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
-    """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
-    return grid.resolve_params(EXPERIMENT, profile, overrides)
-
-
-def run(profile: str = "quick", report: Callable[[str], None] | None = print, **overrides: Any) -> ExperimentResult:
-    """Train (or load) every (method, seed) and return the typed results."""
-    return run_grid(EXPERIMENT, profile, overrides, report)
 
 
 def _load(p: dict) -> LoadedData:
@@ -134,6 +123,8 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
 
 EXPERIMENT = Experiment(name="any_network", profiles=PROFILES, load=_load, train=_train,
                         folder=lambda p: f"any_network_{p['model']}_{p['dataset']}", resolve=_check)
+run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
+resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
 
 
 def summary(result: ExperimentResult) -> pd.DataFrame:
@@ -142,7 +133,6 @@ def summary(result: ExperimentResult) -> pd.DataFrame:
     rows = []
     for m in result.methods:
         rs = result.select(m)
-        acc = np.array([r.metrics["final_acc"] for r in rs])
         row = {"method": m}
         for key, name in (("final_acc", "acc"), ("rec_error", "rec_error"), ("rec_cosine", "rec_cosine")):
             v = np.array([r.metrics[key] for r in rs])

@@ -23,8 +23,7 @@ from ..data.cifar import NAMES
 from ..models import resnet_cifar
 from ..models.resnet_cifar import check_depth
 from ..train import TensorBatches, TrainConfig, fit
-from . import grid
-from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
+from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method
 
 PAPER_ACCURACY = {"Std": 0.921, "Ort": 0.925, "RR": 0.928}   # Fig. 1c, CIFAR-10, ResNet-110
 _BASE = dict(dataset="cifar10", depth=110, methods=["Std", "Ort", "RR"], seeds=[0, 1, 2, 3, 4], epochs=164,
@@ -49,16 +48,6 @@ def _check(params: dict) -> dict:
     if params["dataset"] not in NAMES:
         raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use one of {', '.join(NAMES)}")
     return params
-
-
-def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
-    """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
-    return grid.resolve_params(EXPERIMENT, profile, overrides)
-
-
-def run(profile: str = "quick", report: Callable[[str], None] | None = print, **overrides: Any) -> ExperimentResult:
-    """Train (or load) every (method, seed) and return the typed results."""
-    return run_grid(EXPERIMENT, profile, overrides, report)
 
 
 def load(p: dict):
@@ -127,6 +116,8 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
 
 EXPERIMENT = Experiment(name="cifar", profiles=PROFILES, load=_load, train=_train,
                         folder=lambda p: f"cifar_{p['dataset']}", resolve=_check)
+run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
+resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
 
 
 SWEEP_LAMBDAS = (1e-3, 1e-2, 1e-1)

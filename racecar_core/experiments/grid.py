@@ -151,6 +151,15 @@ class Experiment:
     resolve: Callable[[dict], dict] = lambda params: params
     extras: Callable[[dict, Any], dict] | None = None
 
+    def run(self, profile: str = "quick", report: Callable[[str], None] | None = print,
+            **overrides: Any) -> "ExperimentResult":
+        """Train (or load) every run of the profile's grid, with ``overrides``, and return the typed results."""
+        return run_grid(self, profile, overrides, report)
+
+    def resolve_params(self, profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+        """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
+        return resolve_params(self, profile, overrides)
+
 
 def resolve_device(device: str) -> str:
     """``auto`` becomes ``cuda`` when there is a GPU, else ``cpu``; asking for a GPU that is not there is an error."""

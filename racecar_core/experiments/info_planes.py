@@ -31,8 +31,7 @@ from ..data.mnist import mnist_imageset
 from ..data.morpho import ANGLES, THICKNESS, FactorDigits, controlled_digits
 from ..models import mlp
 from ..train import TensorBatches, TrainConfig, fit
-from . import grid
-from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
+from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method
 
 FACTORS = ("digit", "rotation", "thickness")
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -60,16 +59,6 @@ def _check(params: dict) -> dict:
     if not set(params["methods"]) <= {"Std", "Ort", "Pre", "RR"}:
         raise ValueError(f"racecar: unknown method(s) in {params['methods']}")
     return params
-
-
-def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
-    """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
-    return grid.resolve_params(EXPERIMENT, profile, overrides)
-
-
-def run(profile: str = "quick", report: Callable[[str], None] | None = print, **overrides: Any) -> ExperimentResult:
-    """Train (or load) every (method, seed) on task A then B and return the typed results."""
-    return run_grid(EXPERIMENT, profile, overrides, report)
 
 
 def _load(p: dict) -> LoadedData:
@@ -173,6 +162,8 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
 
 EXPERIMENT = Experiment(name="info_planes", profiles=PROFILES, load=_load, train=_train,
                         folder=lambda p: f"info_planes_{p['task_a']}_{p['task_b']}", resolve=_check)
+run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
+resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
 
 
 def centrality(plane: list[list[float]], h_x: float, h_y: float) -> float:

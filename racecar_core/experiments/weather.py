@@ -25,8 +25,7 @@ from ..data.weatherbench import default_root, is_synthetic
 from ..models import weather_resnet
 from ..models.weather_resnet import KERAS
 from ..train import TensorBatches, TrainConfig, fit
-from . import grid
-from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
+from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method
 
 PAPER = {"Std": 0.0123, "RR": 0.0106}   # Fig. 1d: latitude-weighted error, normalised units
 PAPER_EXAMPLE_TIME = "2019-08-09T22:00"
@@ -55,16 +54,6 @@ def _check(p: dict) -> dict:
     if p["source"] not in ("weatherbench", "synthetic"):
         raise ValueError(f"racecar: source must be 'weatherbench' or 'synthetic', got {p['source']!r}")
     return p
-
-
-def resolve_params(profile: str = "quick", **overrides: Any) -> dict[str, Any]:
-    """The profile's parameters with ``overrides`` applied; unknown names are an error."""
-    return grid.resolve_params(EXPERIMENT, profile, overrides)
-
-
-def run(profile: str = "quick", report: Callable[[str], None] | None = print, **overrides: Any) -> ExperimentResult:
-    """Train (or load) every (method, seed); the result's ``extras`` hold persistence's and climatology's scores."""
-    return run_grid(EXPERIMENT, profile, overrides, report)
 
 
 def data_root(p: dict) -> Path:
@@ -243,6 +232,8 @@ def _load(p: dict) -> LoadedData:
 EXPERIMENT = Experiment(name="weather", profiles=PROFILES, load=_load, train=_train,
                         folder=lambda p: f"weather_{p['source']}", resolve=_check,
                         extras=lambda p, sets: {"baselines": baselines(sets, lat_weights_tensor(sets["train"]))})
+run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
+resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
 
 
 def synthetic(result: ExperimentResult) -> bool:
