@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from racecar_core.experiments import info_planes
+from racecar_core.experiments import info_planes, info_planes_figures
 
 
 @pytest.fixture
@@ -21,6 +21,11 @@ def test_smoke_runs_both_tasks_and_measures_every_layer(private_runs):
                 plane = np.array(r.metrics[key][est])
                 assert plane.shape == (3, 2)                   # two hidden layers (16, 8 units) and the output
                 assert (plane[:, 0] <= np.log2(48) + 1e-9).all() and (plane >= -1e-9).all()
+    for f, n in (("digit", 10), ("rotation", 5), ("thickness", 4)):    # Fig. 1b's strips, after task A
+        r = result.runs[-1]
+        assert r.arrays[f"strip_{f}"].shape == r.arrays[f"strip_{f}_rec"].shape == (n, 1, 28, 28)
+    assert info_planes_figures.strips(result).axes
+    assert info_planes_figures.planes(result, "B").axes
     table = info_planes.summary(result)
     assert list(table.index.get_level_values("task").unique()) == ["A", "B"]
     for est, verdict in info_planes.claim(result).items():

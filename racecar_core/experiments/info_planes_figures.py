@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..plotting import image_grid
 from .grid import ExperimentResult
 from .info_planes import ESTIMATORS, plane_of
 
@@ -46,4 +47,21 @@ def planes(result: ExperimentResult, task: str = "A", seed: int | None = None) -
     label = p["task_a"] if task == "A" else f"{p['task_b']} (fine-tuned from {p['task_a']})"
     fig.suptitle(f"task {task}: {label}; colour: training step (dark early, yellow late); black: the end, "
                  f"layers numbered", fontsize=8)
+    return fig
+
+
+def strips(result: ExperimentResult, seed: int | None = None) -> Figure:
+    """Fig. 1b's strips after task A: for each factor (digit, rotation, thickness) the images varying it, then each
+    method's full reverse pass of them from its own output (each image scaled to its own range)."""
+    seed = result.seeds[0] if seed is None else seed
+    runs = [result.one(m, seed) for m in result.methods]
+    factors = ("digit", "rotation", "thickness")
+    rows = [r for f in factors for r in [(f"{f}: input", runs[0].arrays[f"strip_{f}"])] +
+            [(f"{f}: {run.spec.method}", run.arrays[f"strip_{f}_rec"]) for run in runs]]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(6.0, 0.62 * len(rows) + 0.4))
+    for ax, (title, images) in zip(axes, rows):
+        image_grid(ax, [im[0] for im in images], 10)
+        ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(f"after task A ({result.params['task_a']}): inputs and reverse-pass reconstructions, seed {seed}",
+                 fontsize=8)
     return fig
