@@ -2,8 +2,8 @@
 
 For five models, the peak MLP (784 -> 128 -> 2, BN + ReLU, batch 100: the official setting), a small CNN
 (three 3x3 conv + BN + ReLU blocks and a linear head, 28x28 inputs, batch 64), the CIFAR ResNet-110 (batch 8 on the
-CPU, 128 on CUDA), torchvision's ResNet-18 as it comes (no Pre: not a Sequential) and the weather ResNet (reduced on the CPU, the paper's size on CUDA), one training step (forward,
-loss, backward, Adam step) is timed for
+CPU, 128 on CUDA), torchvision's ResNet-18 as it comes (no Pre: not a Sequential) and the weather ResNet (reduced
+on the CPU, the paper's size on CUDA), one training step (forward, loss, backward, Adam step) is timed for
 
 - ``Std``: the task loss alone (also Pre's fine-tuning step),
 - ``RR``: full reverse pass, mean reduction, lambda 1e-3,

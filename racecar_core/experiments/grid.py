@@ -224,9 +224,9 @@ def build_method(name: str, params: dict, task: Any, steps_per_epoch: int = 1, *
     """The method ``name`` from an experiment's parameters, with the same names in every experiment.
 
     RR: ``rr_lambda``, ``rr_mode``, ``rr_reduction``, ``rr_bn_update``, ``rr_pair_weights``, ``rr_norms``; Ort:
-    ``ort_weight``, ``ort_form``, ``ort_schedule``; Pre: ``pre_steps`` per layer (or ``pre_epochs`` x ``steps_per_epoch`` when
-    ``pre_steps`` is None), ``pre_reduction``, ``pre_lr_scale``. Missing names take ``METHOD_DEFAULTS``; ``fixed``
-    overrides both (what a variant fixes, e.g. the SVD test's batch-norm behaviour).
+    ``ort_weight``, ``ort_form``, ``ort_schedule``; Pre: ``pre_steps`` per layer (or ``pre_epochs`` x
+    ``steps_per_epoch`` when ``pre_steps`` is None), ``pre_reduction``, ``pre_lr_scale``. Missing names take
+    ``METHOD_DEFAULTS``; ``fixed`` overrides both (what a variant fixes, e.g. the SVD test's batch-norm behaviour).
     """
     p = {**METHOD_DEFAULTS, **params, **fixed}
     if name == "RR":
