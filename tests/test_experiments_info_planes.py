@@ -36,6 +36,12 @@ def test_smoke_runs_both_tasks_and_measures_every_layer(private_runs):
     assert out["per_run"]["RR/seed0"]["evals"][-1]["kde"] == result.runs[2].metrics["plane_b"]["kde"]
     again = info_planes.run("smoke", report=None, methods=["Std", "Pre", "RR"], n_train=96, n_eval=48)
     assert again.trained_now == 0                              # the run cache
+    study = info_planes.lambda_study(result, lambdas=(0.1, 1.0), report=None)
+    assert list(study["method"]) == ["Std", "RR", "RR"] and list(study["lambda"]) == [0.0, 0.1, 1.0]
+    assert set(study.columns) >= {"acc_a", "centrality_binning", "centrality_kde"}
+    assert study.iloc[0]["acc_a"] == pytest.approx(info_planes.summary(result).loc[("Std", "A"), "acc"])  # cached
+    assert info_planes_figures.lambda_study_plot(study).axes
+    assert info_planes.results(result, study)["lambda_study"][2]["lambda"] == 1.0
 
 
 def test_centrality_is_zero_in_the_centre_and_grows_towards_the_corners():

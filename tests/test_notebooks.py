@@ -18,7 +18,7 @@ EXPERIMENT_OF = {"01_svd_mnist": (svd, svd.PROFILES["mnist"]), "02_svd_peak": (s
                  "03_cifar_resnet110": (cifar, cifar.PROFILES), "04_weatherbench": (weather, weather.PROFILES),
                  "05_information_planes": (info_planes, info_planes.PROFILES),
                  "06_rr_on_your_network": (any_network, any_network.PROFILES)}
-NOTEBOOK_ONLY = {"profile", "output", "sweep", "sweep_lambdas", "sweep_seeds"}
+NOTEBOOK_ONLY = {"profile", "output", "sweep", "sweep_lambdas", "sweep_seeds", "lambda_study"}
 
 
 def _code_cells(path: Path) -> list[str]:

@@ -235,14 +235,36 @@ def claim_for(result: ExperimentResult, estimator: str = "binning") -> dict:
             "pre_first_layer_highest_ixt": bool(pre_margin > 1e-9), "pre_ixt_first_margin_bits": pre_margin}
 
 
+STUDY_LAMBDAS = (1e-2, 1e-1, 1.0)
+
+
+def lambda_study(result: ExperimentResult, lambdas=STUDY_LAMBDAS,
+                 report: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """RR at each ``lambda`` with ``result``'s other parameters (its seeds; every run cached like any other), next to
+    Std: task-A accuracy and both estimators' centrality of the task-A plane (means over seeds), per row."""
+    p = {k: v for k, v in result.params.items() if k not in ("profile", "methods", "rr_lambda")}
+    rows = []
+    for method, lam in [("Std", 0.0)] + [("RR", float(v)) for v in lambdas]:
+        extra = {} if method == "Std" else {"rr_lambda": lam}
+        res = run(result.profile, report, **{**p, "methods": [method], **extra})
+        row = {"method": method, "lambda": lam}
+        for est in ESTIMATORS:
+            t = summary(res, est).loc[(method, "A")]
+            row.update({"acc_a": float(t["acc"]), f"centrality_{est}": float(t["centrality"])})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def claim(result: ExperimentResult) -> dict[str, dict]:
     """``claim_for`` with each estimator."""
     return {est: claim_for(result, est) for est in ESTIMATORS}
 
 
-def results(result: ExperimentResult) -> dict:
-    """What the notebook writes to ``results.json``: every plane point of every evaluation, summaries, claims."""
+def results(result: ExperimentResult, study: pd.DataFrame | None = None) -> dict:
+    """What the notebook writes to ``results.json``: every plane point of every evaluation, summaries, claims, and
+    the lambda study when it ran."""
     return {
+        "lambda_study": None if study is None else study.to_dict(orient="records"),
         "summary": {est: summary(result, est).reset_index().to_dict(orient="records") for est in ESTIMATORS},
         "per_run": {r.spec.key: {"acc_a": r.metrics["acc_a"], "acc_b": r.metrics["acc_b"], "wall_time_s": r.wall_time,
                                  "evals": [{"task": e["task"], "step": e["step"], "test_acc": e["test_acc"],

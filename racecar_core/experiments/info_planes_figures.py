@@ -65,3 +65,19 @@ def strips(result: ExperimentResult, seed: int | None = None) -> Figure:
     fig.suptitle(f"after task A ({result.params['task_a']}): inputs and reverse-pass reconstructions, seed {seed}",
                  fontsize=8)
     return fig
+
+
+def lambda_study_plot(study) -> Figure:
+    """RR's task-A accuracy and plane centrality (both estimators; lower is more central) against lambda, Std as
+    horizontal lines."""
+    rr, std = study[study["method"] == "RR"], study[study["method"] == "Std"].iloc[0]
+    fig, axes = plt.subplots(1, 1 + len(ESTIMATORS), figsize=(3.0 * (1 + len(ESTIMATORS)), 2.5))
+    for ax, key, label in zip(axes, ["acc_a"] + [f"centrality_{e}" for e in ESTIMATORS],
+                              ["task-A accuracy"] + [f"centrality ({e})" for e in ESTIMATORS]):
+        ax.plot(rr["lambda"], rr[key], "o-", label="RR")
+        ax.axhline(std[key], color="k", ls="--", lw=1, label="Std")
+        ax.set_xscale("log")
+        ax.set_xlabel("RR's lambda")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    return fig
