@@ -48,20 +48,27 @@ def register_pointwise(cls: type) -> None:
     _POINTWISE.add(cls)
 
 
-def vjp_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
-    """``A^T y`` of an affine module ``m(x) = A x + b``, exact and generic: the vector-Jacobian product of ``m`` at
-    ``x = 0`` (an affine map's Jacobian is ``A`` everywhere). Differentiable in the weights when grad mode is on.
-    Hand-written transposes stay where they are faster or compile without graph breaks (Linear, zero-padded
-    convolutions and transposed convolutions)."""
-    differentiable = torch.is_grad_enabled()
+def linear_vjp(fn: Callable[[Tensor], Tensor], y: Tensor, shape: torch.Size) -> Tensor:
+    """The adjoint of a linear (or affine) map ``fn`` applied to ``y``: its vector-Jacobian product at a zero input
+    of ``shape`` (an affine map's Jacobian is the same everywhere). Exact, and differentiable in ``y`` and ``fn``'s
+    weights when grad mode is on; a graph break under torch.compile, so common maps have closed forms."""
+    differentiable = torch.is_grad_enabled()   # the caller's mode, before enable_grad below
     x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
     with torch.enable_grad():
-        out = m(x)
+        out = fn(x)
         if out.shape != y.shape:
-            raise ValueError(f"racecar: {type(m).__name__} maps an input of shape {tuple(shape)} to "
-                             f"{tuple(out.shape)}, but the reverse signal has shape {tuple(y.shape)}")
+            name = type(fn).__name__ if isinstance(fn, nn.Module) else getattr(fn, "__name__", "the map")
+            raise ValueError(f"racecar: {name} maps an input of shape {tuple(shape)} to {tuple(out.shape)}, but the "
+                             f"reverse signal has shape {tuple(y.shape)}")
         (g,) = torch.autograd.grad(out, x, y, create_graph=differentiable)
     return g
+
+
+def vjp_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
+    """``A^T y`` of an affine module ``m(x) = A x + b``, exact and generic (``linear_vjp``). Hand-written transposes
+    stay where they are faster or compile without graph breaks (Linear, zero-padded convolutions and transposed
+    convolutions)."""
+    return linear_vjp(m, y, shape)
 
 
 def register_affine(cls: type) -> None:
@@ -148,15 +155,6 @@ def _pool_windows(m: nn.Module, shape: torch.Size) -> tuple[int, int] | None:
     return k if plain and st == k else None
 
 
-def linear_vjp(fn: Callable[[Tensor], Tensor], y: Tensor, shape: torch.Size) -> Tensor:
-    """The adjoint of a linear map ``fn`` at ``y``: its vector-Jacobian product at a zero input of ``shape``
-    (exact, differentiable in ``y``; a graph break under torch.compile, so common maps have closed forms)."""
-    x = torch.zeros(shape, dtype=y.dtype, device=y.device, requires_grad=True)
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(fn(x), x, y, create_graph=torch.is_grad_enabled())
-    return g
-
-
 def _avgpool_adj(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
     # Disjoint windows (global pooling, AvgPool2d(k)): spread each output evenly over its window, zeros for the
     # rows/columns the pool drops. Other pools: the vector-Jacobian product (exact, but a graph break under compile).
@@ -181,7 +179,7 @@ for _cls in (nn.AvgPool1d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPoo
              nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.CircularPad1d, nn.CircularPad2d,
              nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d, nn.PixelShuffle,
              nn.PixelUnshuffle):
-    register_shape(_cls, lambda m, y, s: linear_vjp(m, y, s))
+    register_shape(_cls, linear_vjp)
 for _cls in MAXPOOL:  # the adjoint at the forward pass's picks (forward_trace records them)
     register_shape(_cls, _maxpool_without_indices)
 # Dropout counts as pointwise: the reverse pass re-applies it with the forward pass's own mask (recorded by
@@ -281,7 +279,7 @@ def register_function(fn: Any, role: str, adjoint: FunctionAdjoint | None = None
     as ``"roll"``) when a traced forward calls it: ``"pointwise"`` (re-applied forwards, like an activation) or
     ``"shape"`` (linear in its tensor inputs; ``adjoint`` as in ``FunctionRule``, default the exact generic one)."""
     if role not in ("pointwise", "shape", "join", "scale"):
-        raise ValueError(f"racecar: a function's role is 'pointwise' or 'shape', got {role!r}")
+        raise ValueError(f"racecar: a function's role is 'pointwise', 'shape', 'join' or 'scale', got {role!r}")
     _FUNCTIONS[fn] = FunctionRule(role, adjoint)
 
 
