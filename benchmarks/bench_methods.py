@@ -17,6 +17,9 @@ A time budget per model caps the rounds on a slow or busy machine; the footer gi
 what was allocated just before it; on the CPU, the "saved-activation memory": the bytes of the distinct storages
 autograd saves for backward during the step (parameters excluded).
 
+For the convolutional models, ``torch.profiler`` splits RR/Std into the convolution kernels and the rest of the step.
+Freed memory stays in the process (``keep_freed_memory``; ``--system-malloc`` leaves glibc's default).
+
 Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick] [--models ...]``.
 """
 from __future__ import annotations
@@ -70,10 +73,11 @@ class Workload:
     task: str
     shape: tuple[int, ...] = (1, 28, 28)
     methods: tuple[str, ...] = METHODS    # Pre needs an nn.Sequential (greedy layer-wise)
+    convolutional: bool = True            # report the profiled convolution time of RR against Std
 
 
 MODELS: dict[str, Workload] = {
-    "peak MLP": Workload(lambda cuda: peak_mlp(), (100, 100), 2, "ce_official"),
+    "peak MLP": Workload(lambda cuda: peak_mlp(), (100, 100), 2, "ce_official", convolutional=False),
     "small CNN": Workload(lambda cuda: small_cnn(), (64, 64), 10, "ce"),
     "ResNet-20": Workload(lambda cuda: resnet_cifar(20), (32, 128), 10, "ce", (3, 32, 32)),
     # ResNet-110 on CIFAR-sized inputs: a small batch on the CPU, the paper's 128 on CUDA
@@ -187,6 +191,27 @@ def interleaved_times(steppers: dict, device: torch.device, rounds: int, warmup:
     return times
 
 
+CONV_OPS = ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution_backward", "aten::cudnn_convolution",
+            "aten::cudnn_convolution_transpose", "aten::slow_conv_transpose2d", "aten::thnn_conv2d")
+
+
+def convolution_ms(stepper: Stepper, steps: int = 2) -> float:
+    """Milliseconds per step spent in convolution kernels (forward, transposed and backward; self time of the aten
+    operators in ``CONV_OPS``), from ``torch.profiler`` over ``steps`` steps."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if stepper.x.is_cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            stepper.step()
+        if stepper.x.is_cuda:
+            torch.cuda.synchronize(stepper.x.device)
+    total = 0.0
+    for e in prof.key_averages():
+        if e.key in CONV_OPS:
+            total += e.self_device_time_total if stepper.x.is_cuda else e.self_cpu_time_total
+    return total / 1e3 / steps
+
+
 def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int = DEFAULT_ROUNDS,
               warmup: int = 5, budget_s: float | None = None) -> dict:
     """Time and measure one step of each method on ``model_name`` ('peak MLP' or 'small CNN').
@@ -207,6 +232,7 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
     steppers = {name: Stepper(name, copy.deepcopy(base), task, x, y) for name in methods}
     times = interleaved_times(steppers, device, rounds, warmup, budget_s)
     memory = {k: peak_step_bytes(s, device) if cuda else saved_activation_bytes(s) for k, s in steppers.items()}
+    conv = {k: convolution_ms(steppers[k]) for k in ("Std", "RR")} if MODELS[model_name].convolutional else {}
     time_ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     return {
         "model": model_name, "device": str(device), "rounds": len(times["Std"]),
@@ -214,7 +240,14 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
         "time_ms": time_ms, "memory_bytes": memory,
         "time_ratio": {k: time_ms[k] / time_ms["Std"] for k in methods[1:]},
         "memory_ratio": {k: memory[k] / memory["Std"] for k in methods[1:]},
+        "conv_ms": conv, "conv_ratio": conv["RR"] / conv["Std"] if conv else None,
     }
+
+
+def rest_ratio(r: dict) -> float:
+    """RR/Std of the step time outside the convolutions (profiled convolution ms subtracted from the median step)."""
+    rr, std = r["time_ms"]["RR"] - r["conv_ms"]["RR"], r["time_ms"]["Std"] - r["conv_ms"]["Std"]
+    return rr / std
 
 
 def report(results: list[dict]) -> str:
@@ -223,6 +256,9 @@ def report(results: list[dict]) -> str:
     for r in results:
         lines += [f"{r['model']}: {k}/Std step time {v:.2f}" for k, v in r["time_ratio"].items()]
         lines += [f"{r['model']}: {k}/Std {r['memory_kind']} {v:.2f}" for k, v in r["memory_ratio"].items()]
+        if r["conv_ratio"] is not None:
+            lines.append(f"{r['model']}: RR/Std convolution time {r['conv_ratio']:.2f} (profiled), rest of the step "
+                         f"{rest_ratio(r):.2f}")
     r0 = results[0]
     lines.append("")
     lines.append(f"device {r0['device']}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -235,6 +271,24 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep freed memory for reuse instead of returning every large block to the system (its
+    default for blocks over 128 KiB-32 MiB): each fresh block then costs page faults on first touch, which on the CPU
+    made the many activation-sized temporaries of a ResNet-110 RR step 4 % dearer. The same as starting Python with
+    ``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=2147483647``. Returns False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return bool(mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, 2**31 - 1)
+                and mallopt(m_top_pad, 256 << 20))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -244,18 +298,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1, robust on shared machines; 0 keeps torch's default)")
     parser.add_argument("--quick", action="store_true", help="few rounds, for a smoke test")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (default: keep freed memory for reuse, "
+                             "see keep_freed_memory)")
     parser.add_argument("--models", nargs="*", choices=list(MODELS), help=f"which workloads (default: {', '.join(DEFAULT_MODELS)})")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    kept = False if args.system_malloc else keep_freed_memory()
     rounds = args.repeats or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
     warmup, budget = (3, QUICK_BUDGET_S) if args.quick else (5, DEFAULT_BUDGET_S)
     if args.repeats:
         budget = None  # an explicit round count is honoured
     names = args.models or list(DEFAULT_MODELS)
     print(report([benchmark(name, args.device, rounds, warmup, budget) for name in names]))
+    print("malloc: " + ("freed memory kept for reuse (--system-malloc to leave it as it is)" if kept
+                        else "as the system has it"))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,16 @@ def test_bench_methods_reports_every_ratio():
     assert all(v > 0 for v in (*r["time_ms"].values(), *r["memory_bytes"].values()))
     text = bench_methods.report([r])
     assert "peak MLP: RR/Std step time" in text and "saved-activation memory" in text
+    assert r["conv_ratio"] is None and "convolution time" not in text
     with pytest.raises(ValueError, match="unknown model"):
         bench_methods.benchmark("VGG", "cpu")
+
+
+def test_bench_methods_profiles_the_convolutions_of_a_convolutional_net():
+    r = bench_methods.benchmark("small CNN", "cpu", rounds=2, warmup=1)
+    assert 0 < r["conv_ms"]["Std"] < r["time_ms"]["Std"] and 0 < r["conv_ms"]["RR"] < r["time_ms"]["RR"]
+    assert r["conv_ratio"] > 1.0           # RR adds a transposed convolution and its backward per convolution
+    assert "small CNN: RR/Std convolution time" in bench_methods.report([r])
 
 
 def test_bench_compile_compares_eager_and_compiled():
@@ -43,3 +51,14 @@ def test_bench_weather_times_both_rr_forms_and_extrapolates_the_paper_profile():
     assert r["steps_per_epoch"] == r["train_samples"] // 32 and 50_000 < r["train_samples"] < 54_100
     text = bench_weather.report(r)
     assert "weather network (reduced): RR full/Std step time" in text and "NOT the paper's network" in text
+
+
+def test_bench_methods_main_keeps_freed_memory_and_says_so(capsys):
+    import subprocess
+    code = "import sys; sys.path.insert(0, 'benchmarks'); import bench_methods; print(bench_methods.keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == ("True" if sys.platform.startswith("linux") else out.strip())
+    bench_methods.main(["--models", "peak MLP", "--repeats", "2", "--system-malloc"])
+    text = capsys.readouterr().out
+    assert "peak MLP: RR/Std step time" in text and "malloc: as the system has it" in text

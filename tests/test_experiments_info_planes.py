@@ -54,3 +54,17 @@ def test_parameters_are_checked():
         info_planes.resolve_params("smoke", task_b="colour")
     with pytest.raises(ValueError, match="activation"):
         info_planes.resolve_params("smoke", activation="sine")
+    with pytest.raises(ValueError, match="network"):
+        info_planes.resolve_params("smoke", network="transformer")
+
+
+def test_the_cnn_and_relu_variants_run_all_four_methods(private_runs):
+    result = info_planes.run("smoke", report=None, network="cnn", activation="relu", channels=[4, 8], hidden=[8],
+                             n_train=64, n_eval=32)
+    assert [r.spec.method for r in result.runs] == ["Std", "Ort", "Pre", "RR"]
+    assert result.runs[0].spec.experiment.endswith("_cnn")
+    for r in result.runs:
+        for est in info_planes.ESTIMATORS:     # conv 4x14x14, conv 8x7x7, dense 8, output: four D_m
+            assert np.array(r.metrics["plane_a"][est]).shape == np.array(r.metrics["plane_b"][est]).shape == (4, 2)
+        assert r.arrays["strip_digit_rec"].shape == (10, 1, 28, 28)
+        assert 0.0 <= r.metrics["acc_b"] <= 1.0

