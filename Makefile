@@ -5,6 +5,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= quick
 ONLY    ?=
+LAB_ARGS ?=
 FORCE   ?=
 FROM    ?=
 CHANNELS ?=
@@ -13,23 +14,33 @@ YEARS   ?=
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env figures test lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
+.PHONY: env lock figures test lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1]"
-	@echo "make test | make bench | make bench-compile | make bench-weather | make lab | make env | make clean"
+	@echo "make test | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
 	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather"
 	@echo "make data-mnist-official | data-peak-official [FROM=<SVD-example folder or URL>]  (official SVD-test images)"
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions of requirements-lock.txt (what CI used); LOCK=0 installs from pyproject.toml's ranges instead.
+LOCK    ?= 1
+
+$(VENV)/.installed: pyproject.toml requirements-lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# (this machine's pip config lists local indexes that print one warning per package: filtered out)
-	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]" 2>&1 \
+	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check \
+	  $(if $(filter 1,$(LOCK)),-c requirements-lock.txt) -e ".[dev]" 2>&1 \
 	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (racecar)" >/dev/null
 	@touch $@
 
 env: $(VENV)/.installed
+
+# requirements-lock.txt from the installed environment (after changing pyproject.toml: make env LOCK=0 && make lock)
+lock: env
+	{ sed -n '1,2p' requirements-lock.txt; $(PY) -m pip freeze --exclude-editable --disable-pip-version-check \
+	  2>/dev/null | sed 's/+[a-z0-9.]*$$//' | grep -v '^racecar' | LC_ALL=C sort -f; } > requirements-lock.txt.new
+	mv requirements-lock.txt.new requirements-lock.txt
 
 figures: env
 	$(PY) -m racecar_core.notebook_runner --profile $(PROFILE) $(if $(ONLY),--only '$(ONLY)') $(if $(FORCE),--force)
@@ -52,8 +63,11 @@ bench-compile: env
 bench-weather: env
 	$(PY) benchmarks/bench_weather.py
 
+# JupyterLab on notebooks/ with the project's kernel (.venv's kernelspec first on the search path, ahead of any
+# user-level "python3"); as root (containers, cloud images) with --allow-root
 lab: env
-	$(VENV)/bin/jupyter lab notebooks/
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR)/notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 data-mnist: env
 	$(PY) -m racecar_core.data.mnist

@@ -119,13 +119,21 @@ def _count_new(before: dict[Path, tuple[int, int, int]], figdir: Path) -> int:
     return sum(1 for p, sig in after.items() if before.get(p) != sig)
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 @contextlib.contextmanager
 def _kernel_env(profile: str) -> Iterator[None]:
-    """Temporarily set RACECAR_PROFILE and put the repository on the kernel's PYTHONPATH."""
-    saved = {k: os.environ.get(k) for k in ("RACECAR_PROFILE", "PYTHONPATH")}
+    """Temporarily set RACECAR_PROFILE, put the repository on the kernel's PYTHONPATH, and give the kernel's torch
+    the cores this process may use (``cpu_threads``: a cgroup quota is respected, where torch would count the host's
+    cores), unless ``OMP_NUM_THREADS`` is set; the runner itself only waits."""
+    saved = {k: os.environ.get(k) for k in ("RACECAR_PROFILE", "PYTHONPATH", *THREAD_VARS)}
     os.environ["RACECAR_PROFILE"] = profile
     pp = [str(paths.ROOT)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])
     os.environ["PYTHONPATH"] = os.pathsep.join(pp)
+    threads = saved["OMP_NUM_THREADS"] or str(cpu_threads())
+    for k in THREAD_VARS:
+        os.environ[k] = threads
     try:
         yield
     finally:
@@ -136,6 +144,78 @@ def _kernel_env(profile: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+TQDM = re.compile(r"(?P<desc>[^\r\n:|]*):\s*(?P<pct>\d+)%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
+                  r"\[(?P<elapsed>[\d:]+)<(?P<eta>[\d:?]+)")
+
+
+class Progress:
+    """What a notebook's kernel prints, as it prints it: everything to the notebook's log file, and to the terminal
+    the notebook's own lines (the grid's ``run i/n method/seedS`` lines, claims, warnings) and its training
+    progress bars condensed to ``<method> step n/total, ETA m:ss``, updated in place on a terminal and at most every
+    ``every`` seconds otherwise (CI logs). Pass as papermill's ``stdout_file`` and ``stderr_file``."""
+
+    def __init__(self, log, out=None, every: float = 10.0, prefix: str = "    | ") -> None:
+        self.log, self.out, self.every, self.prefix = log, out or sys.stdout, every, prefix
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.last_bar, self.bar_shown = float("-inf"), False
+        self.pending = ""
+
+    def _bar(self, m: re.Match) -> None:
+        done = m["n"] == m["total"]
+        now = time.monotonic()
+        if not (self.tty or done or now - self.last_bar >= self.every):
+            return
+        self.last_bar = now
+        eta = "done" if done else f"ETA {m['eta']}"
+        text = f"{self.prefix}{m['desc'].strip() or 'training'} step {m['n']}/{m['total']}, {eta} ({m['elapsed']})"
+        if self.tty:
+            self.out.write("\r" + text.ljust(78) + ("\n" if done else ""))
+            self.bar_shown = not done
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def _line(self, line: str) -> None:
+        if self.bar_shown:
+            self.out.write("\n")
+            self.bar_shown = False
+        self.out.write(self.prefix + line + "\n")
+        self.out.flush()
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.log.flush()
+        self.pending += text
+        *parts, self.pending = re.split(r"(?<=[\r\n])", self.pending)
+        for part in parts:
+            body = part.rstrip("\r\n")
+            m = TQDM.search(body)
+            if m:
+                self._bar(m)
+            elif body.strip():
+                self._line(body)
+        m = TQDM.search(self.pending)               # a bar that has not ended its line yet
+        if m:
+            self._bar(m)
+            self.pending = ""
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+def cpu_threads() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota (containers)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
 def _short_error(exc: BaseException) -> str:
     ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
     text = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
@@ -143,8 +223,9 @@ def _short_error(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False) -> Outcome:
-    """Run (or skip, or find up to date) one notebook; never raises for notebook errors."""
+def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False, out=None) -> Outcome:
+    """Run (or skip, or find up to date) one notebook; never raises for notebook errors. What the kernel prints goes
+    to ``<build_dir>/<profile>/<stem>.log`` and, condensed (``Progress``), to ``out`` (default: stdout)."""
     stem, t0 = notebook.stem, time.perf_counter()
 
     def outcome(status: str, figures: int = 0) -> Outcome:
@@ -173,10 +254,12 @@ def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False) 
     try:
         import papermill
 
-        with _kernel_env(profile):
+        with _kernel_env(profile), open(out_dir / f"{stem}.log", "w") as log:
+            progress = Progress(log, out)
             papermill.execute_notebook(
                 str(notebook), str(out_dir / f"{stem}.ipynb"), parameters={"profile": profile},
                 kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
+                stdout_file=progress, stderr_file=progress,
             )
     except Exception as exc:
         return outcome(f"FAILED: {_short_error(exc)}", _count_new(before, figdir))
@@ -224,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         o = run_one(nb, args.profile, args.build_dir, force=args.force)
         print(f"    {o.status} ({o.seconds:.1f} s)", flush=True)
         executed = args.build_dir / args.profile / f"{nb.stem}.ipynb"
+        log = executed.with_suffix(".log")
+        if o.status.startswith(("ran", "FAILED")) and log.is_file():
+            print(f"    full log: {log}", flush=True)
         if o.failed and executed.is_file():
             print(f"    executed copy with the traceback: {executed}", flush=True)
         outcomes.append(o)

@@ -7,6 +7,8 @@ stopped.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import hashlib
 import io
@@ -22,6 +24,19 @@ from tqdm import tqdm
 
 from .files import atomic_write, write_json
 from .methods import Method, Phase, StepInfo
+
+_LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("racecar_progress_label", default=None)
+
+
+@contextlib.contextmanager
+def progress_label(label: str):
+    """Name the progress bars of the ``fit`` calls inside (the grid runner: ``"RR/seed0"``); without it a bar is
+    named after its method. Display only: no run's cache key depends on it."""
+    token = _LABEL.set(label)
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
 
 
 @dataclass
@@ -261,7 +276,8 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     check_input_shape(model, data.batch(0)[0][:2].to(cfg.device))
     if state["step"] == 0 and not state["evals"]:
         observe(0)
-    bar = tqdm(total=total, initial=state["step"], disable=not cfg.progress, desc=method.name, mininterval=1.0)
+    bar = tqdm(total=total, initial=state["step"], disable=not cfg.progress, desc=_LABEL.get() or method.name,
+               mininterval=1.0)
     t0 = time.perf_counter() - state["wall_time"]
     while state["step"] < total and not state["stopped_early"]:
         step = state["step"]

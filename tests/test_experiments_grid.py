@@ -33,6 +33,31 @@ def test_parameters_are_resolved_and_checked():
     assert PROFILES["tiny"]["seeds"] == [0, 1]  # the profile itself is never changed
 
 
+def test_values_take_the_form_of_the_profile_or_get_a_clear_error():
+    p = grid.resolve_params(TOY, "tiny", {"methods": "RR", "seeds": 2.0, "k": 3})
+    assert p["methods"] == ["RR"] and p["seeds"] == [2] and isinstance(p["seeds"][0], int) and p["k"] == 3
+    assert grid.resolve_params(TOY, "tiny", {"seeds": (4, 5)})["seeds"] == [4, 5]
+    with pytest.raises(TypeError, match=r"parameter 'seeds\[0\]' of toy expects a number .*-y 'seeds: \[0, 1\]'.*"
+                                        r"got str '0,1'"):
+        grid.resolve_params(TOY, "tiny", {"seeds": "0,1"})
+    with pytest.raises(TypeError, match=r"parameter 'k' of toy expects a number \(e.g. k=2.0\), got str 'big'"):
+        grid.resolve_params(TOY, "tiny", {"k": "big"})
+    with pytest.raises(TypeError, match=r"'methods' of toy expects a list"):
+        grid.resolve_params(TOY, "tiny", {"methods": {"RR": 1}})
+    with pytest.raises(TypeError, match=r"'device' of toy expects a string"):
+        grid.resolve_params(TOY, "tiny", {"device": 0})
+    assert grid.coerce_param("x", "flag", 1, False) is True
+    with pytest.raises(TypeError, match="True or False"):
+        grid.coerce_param("x", "flag", "yes", False)
+    assert grid.coerce_param("x", "opt", "anything", None) == "anything"   # None defaults: the experiment checks
+
+
+@pytest.mark.parametrize("exp", [cifar.EXPERIMENT, weather.EXPERIMENT, svd.experiment("peak")])
+def test_a_scalar_where_a_list_belongs_is_a_one_element_list_in_every_experiment(exp):
+    p = grid.resolve_params(exp, "smoke", {"methods": "RR", "seeds": 7})
+    assert p["methods"] == ["RR"] and p["seeds"] == [7]
+
+
 def test_the_grid_runs_every_run_once_and_reports_each(tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
     lines: list[str] = []

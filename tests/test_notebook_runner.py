@@ -150,3 +150,45 @@ def test_optional_data_never_skips_but_its_arrival_reruns(env, monkeypatch):
     fake = sys.modules["racecar_core.data"]
     monkeypatch.setattr(fake, "availability", lambda name: (True, f"{name}: available"))  # the official images arrive
     assert nr.run_one(path, "smoke", env.build).status == "ran"
+
+
+def test_progress_condenses_bars_and_passes_lines_through():
+    import io
+    log, out = io.StringIO(), io.StringIO()
+    p = nr.Progress(log, out, every=3600)
+    p.write("[cifar] run 1/2 RR/seed0: trained (1.0 s)\n")
+    p.write("RR/seed0 (1/2):   0%|          | 0/100 [00:00<?, ?it/s]\r")
+    p.write("RR/seed0 (1/2):  40%|####      | 40/100 [00:02<00:03, 20.0it/s]\r")   # within `every`: not shown
+    p.write("RR/seed0 (1/2): 100%|##########| 100/100 [00:05<00:00, 20.0it/s]\n")
+    p.write("claim: holds\npartial ")
+    p.write("line\n")
+    assert log.getvalue().count("it/s") == 3 and "partial line" in log.getvalue()    # the log keeps everything
+    lines = out.getvalue().splitlines()
+    assert lines == ["    | [cifar] run 1/2 RR/seed0: trained (1.0 s)",
+                     "    | RR/seed0 (1/2) step 0/100, ETA ? (00:00)",
+                     "    | RR/seed0 (1/2) step 100/100, done (00:05)",
+                     "    | claim: holds", "    | partial line"]
+
+
+def test_cpu_threads_counts_what_this_process_may_use():
+    import os
+    assert 1 <= nr.cpu_threads() <= (os.cpu_count() or 1)
+
+
+def test_a_run_shows_progress_and_writes_the_full_log(env, capsys, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    path = make_notebook(env.nbdir / "01_chatty.ipynb")
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "import os, sys, time\nfrom tqdm import tqdm\nprint('threads', os.environ['OMP_NUM_THREADS'])\n"
+        "for _ in tqdm(range(3), desc='Std/seed0 (1/1)', mininterval=0, file=sys.stderr):\n    time.sleep(0.01)\n"
+        "print('claim holds')"))
+    nbformat.write(nb, str(path))
+    assert nr.main(env.args) == 0
+    out = capsys.readouterr().out
+    assert f"    | threads {nr.cpu_threads()}" in out and "    | claim holds" in out
+    assert "    | Std/seed0 (1/1) step 3/3, done" in out
+    log = env.build / "smoke" / "01_chatty.log"
+    assert f"full log: {log}" in out
+    text = log.read_text()
+    assert "claim holds" in text and "3/3" in text and "threads" in text

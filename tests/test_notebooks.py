@@ -1,15 +1,20 @@
-"""The notebooks: valid, committed without outputs, of one shape, with the library's parameter names.
+"""The notebooks: valid, committed with no output but their claim's (sanitised), of one shape, with the library's
+parameter names; a bare ``pytest --nbval notebooks/`` runs the smoke profile and compares the claim.
 
 (Running them is the job of nbval in ``make test``; these check what a run would not notice.)
 """
 import ast
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from racecar_core.experiments import any_network, cifar, info_planes, svd, weather
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import store_claim_outputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -40,13 +45,50 @@ def test_every_numbered_notebook_is_known_here():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebooks_are_valid_and_committed_without_outputs(path):
+def test_notebooks_are_valid_and_store_only_their_claims_sanitised_output(path):
     import nbformat
     nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
     nbformat.validate(nb)  # ids included: new cells need one
     assert all("id" in c for c in nb.cells)
-    assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not any(c.get("outputs") or c.get("execution_count") for c in code[:-1])
+    assert all("nbval-ignore-output" in c.metadata.get("tags", []) for c in code[:-1])
+    assert "nbval-check-output" in code[-1].metadata.get("tags", []) and code[-1].execution_count == len(code)
+    (stored,) = code[-1].outputs           # scripts/store_claim_outputs.py: one stdout stream, already sanitised
+    assert stored.output_type == "stream" and stored.name == "stdout" and "wrote RESULTS_JSON" in stored.text
+    assert store_claim_outputs.sanitize(stored.text) == stored.text
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+
+
+def test_a_bare_nbval_run_uses_the_smoke_profile_and_compares_the_claim(tmp_path):
+    """``pytest --nbval notebooks/`` as users run it (strict mode, no RACECAR_* set): the conftest picks the smoke
+    profile and build folders, and the claim cell must print what it stores."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in ("conftest.py", "nbval-sanitize.cfg", "06_rr_on_your_network.ipynb"):
+        shutil.copy(ROOT / "notebooks" / name, folder / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RACECAR_")}
+
+    def nbval() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval", str(folder)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    ok = nbval()
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    assert (tmp_path / "build" / "nbval-figures" / "06_rr_on_your_network" / "results.json").exists()
+    assert json.loads((tmp_path / "build" / "nbval-figures" / "06_rr_on_your_network" / "results.json")
+                      .read_text())["provenance"]["profile"] == "smoke"
+    nb = json.loads((folder / "06_rr_on_your_network.ipynb").read_text())
+    claim = [c for c in nb["cells"] if c["cell_type"] == "code"][-1]
+    claim["outputs"][0]["text"] = [line.replace("RR reconstructs better", "RR reconstructs worse")
+                                   for line in claim["outputs"][0]["text"]]
+    (folder / "06_rr_on_your_network.ipynb").write_text(json.dumps(nb))
+    changed = nbval()
+    assert changed.returncode != 0 and "RR reconstructs worse" in changed.stdout
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

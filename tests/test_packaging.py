@@ -12,7 +12,7 @@ def test_environment_yml_matches_pyproject():
     wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert set(pip) == wanted
+    assert set(pip) - {"-e ."} == wanted
     assert "python=3.11" in env["dependencies"]
     assert "torch==2.14.1" in wanted and "torchvision==0.29.1" in wanted
 
@@ -44,3 +44,77 @@ def test_every_test_file_is_named_after_what_it_tests():
         stem = test.stem.removeprefix("test_")
         owner = [m for m in modules | around if stem == m or stem.startswith(m + "_")]
         assert owner, f"{test.name}: no racecar_core module {stem.replace('_', '/')}.py; name it after what it tests"
+
+
+def _lock() -> dict[str, str]:
+    lines = (ROOT / "requirements-lock.txt").read_text().splitlines()
+    pins = [line.split("==") for line in lines if line and not line.startswith("#")]
+    assert all(len(p) == 2 for p in pins), "requirements-lock.txt: one 'name==version' per line"
+    return {name.lower().replace("_", "-"): version for name, version in pins}
+
+
+def test_the_lock_pins_every_dependency_within_pyprojects_ranges_and_is_what_is_installed():
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = _lock()
+    for spec in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        req = Requirement(spec)
+        name = req.name.lower().replace("_", "-")
+        assert name in lock, f"{name} is not in requirements-lock.txt: run make lock"
+        assert Version(lock[name]) in req.specifier, f"{name}=={lock[name]} is outside pyproject's {req.specifier}"
+        installed = version(req.name).split("+")[0]   # make env installs with the lock as constraints
+        assert Version(installed) == Version(lock[name]), f"{name}: {installed} installed, lock says {lock[name]}"
+
+
+def test_licence_citation_and_binder_environment():
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == {"text": "MIT"}
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT" and cff["message"] and cff["authors"]
+    paper = cff["preferred-citation"]
+    assert paper["doi"] == "10.1007/s00521-022-07892-0" and paper["title"] == "Reviving Autoencoder Pretraining"
+    assert [a["family-names"] for a in paper["authors"]] == ["Xie", "Thuerey"]
+    # Binder / repo2docker: conda runs the pip list from environment.yml's folder, so "-e ." installs racecar_core
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert "-e ." in pip
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert found["include"] == ["racecar_core*"] and (ROOT / "racecar_core" / "__init__.py").exists()
+    readme = (ROOT / "README.md").read_text()
+    assert "CITATION.cff" in readme and "LICENSE" in readme and "mybinder.org" in readme
+
+
+def test_make_lab_starts_as_root_on_the_notebooks_with_the_projects_kernel():
+    import json
+    import os
+    import select
+    import socket
+    import subprocess
+    import sys
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = f"--no-browser --ServerApp.port={port} --ServerApp.ip=127.0.0.1 --IdentityProvider.token=racecar-test"
+    proc = subprocess.Popen(["make", "-s", "lab", f"LAB_ARGS={args}", f"VENV={Path(sys.prefix)}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    text = ""
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and f":{port}/lab" not in text and proc.poll() is None:
+            if select.select([proc.stdout], [], [], 1.0)[0]:
+                text += proc.stdout.readline()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+    assert "is running at" in text and f":{port}/lab" in text, text       # as root too (--allow-root)
+    assert f"Serving notebooks from local directory: {ROOT / 'notebooks'}" in text
+    env = dict(os.environ, JUPYTER_PATH=str(Path(sys.prefix) / "share" / "jupyter"))
+    specs = json.loads(subprocess.run([str(Path(sys.prefix) / "bin" / "jupyter"), "kernelspec", "list", "--json"],
+                                      env=env, capture_output=True, text=True, check=True).stdout)["kernelspecs"]
+    kernel = specs["python3"]["spec"]
+    assert kernel["display_name"] == "Python 3 (racecar)"
+    assert Path(kernel["argv"][0]).parent.resolve() == (Path(sys.prefix) / "bin").resolve()

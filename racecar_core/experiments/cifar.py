@@ -181,12 +181,15 @@ def summary(result: ExperimentResult) -> pd.DataFrame:
 
 def claim(result: ExperimentResult) -> dict:
     """The paper's ordering Std < Ort < RR (means over seeds), and RR's gap to Std in units of the largest standard
-    deviation over seeds (with a few seeds, a gap under about one is not evidence either way)."""
+    deviation over seeds (with a few seeds, a gap under about one is not evidence either way; None with one seed)."""
     table = summary(result)
     means = table["mean"].to_dict()
     holds = all(m in means for m in ("Std", "Ort", "RR")) and means["Std"] < means["Ort"] < means["RR"]
-    spread = float(max(table["std"].max(), 1e-12))
-    gap = (means.get("RR", float("nan")) - means.get("Std", float("nan"))) / spread
+    spread = float(table["std"].max())
+    seeds = int(table["seeds"].min())
+    # one seed, or seeds that agree to the last digit, give no spread to measure the gap in: None
+    gap = ((means.get("RR", float("nan")) - means.get("Std", float("nan"))) / spread
+           if seeds > 1 and spread > 0 else None)
     return {"order_std_ort_rr_holds": bool(holds), "rr_minus_std_in_std_units": gap}
 
 

@@ -25,6 +25,7 @@ import torch
 
 from .. import runs
 from ..methods import Method, make_method
+from ..train import progress_label
 
 # The methods' parameters, with the same names and defaults in every experiment; a profile overrides what it needs.
 METHOD_DEFAULTS: dict[str, Any] = dict(
@@ -173,10 +174,60 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _kind(value: Any) -> str | None:
+    """``"number"``, ``"bool"``, ``"str"``, ``"list"``, ``"dict"`` or None (anything else)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    for kind, types in (("str", str), ("list", (list, tuple)), ("dict", dict)):
+        if isinstance(value, types):
+            return kind
+    return None
+
+
+def _scalar(exp: str, key: str, value: Any, default: Any, form: str) -> Any:
+    """``value`` checked against the kind of ``default`` (numbers for numbers, an integral float becoming an int
+    where the default is one; 0 / 1 for booleans)."""
+    kind, want = _kind(value), _kind(default)
+    if want is None or kind == want:
+        if want == "number" and isinstance(default, int) and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+    if want == "bool" and kind == "number" and value in (0, 1):
+        return bool(value)
+    names = {"number": "a number", "bool": "True or False", "str": "a string", "dict": "a dict"}
+    raise TypeError(f"racecar: parameter {key!r} of {exp} expects {names.get(want, want)}{form}, got "
+                    f"{type(value).__name__} {value!r}")
+
+
+def coerce_param(exp: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` for parameter ``key`` in the form of its profile ``default``: a scalar where the default is a list
+    becomes a one-element list (``seeds=3`` -> ``[3]``, papermill's ``-p methods RR`` -> ``["RR"]``), a tuple a list,
+    list elements and scalars are checked against the default's kind; a wrong kind is a ``TypeError`` naming the
+    parameter and the expected form. Defaults of None accept anything (the experiment checks them)."""
+    if default is None:
+        return list(value) if isinstance(value, tuple) else value
+    if isinstance(default, list):
+        example = f" (e.g. {key}={default!r}; with papermill: -y '{key}: {list(default)!r}')"
+        if _kind(value) in ("number", "bool", "str"):
+            value = [value]
+        elif _kind(value) != "list":
+            raise TypeError(f"racecar: parameter {key!r} of {exp} expects a list{example}, got "
+                            f"{type(value).__name__} {value!r}")
+        kinds = {_kind(x) for x in default if x is not None}
+        if len(kinds) == 1:
+            first = next(x for x in default if x is not None)
+            return [None if x is None else _scalar(exp, f"{key}[{i}]", x, first, example)
+                    for i, x in enumerate(value)]
+        return list(value)
+    return _scalar(exp, key, value, default, f" (e.g. {key}={default!r})")
+
+
 def resolve_params(exp: Experiment, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the profile with the non-None ``overrides`` applied: unknown names are errors, a scalar where the
-    profile has a list becomes a one-element list (``seeds=3`` -> ``[3]``), the device is resolved, and the
-    experiment checks the values (``exp.resolve``)."""
+    """A copy of the profile with the non-None ``overrides`` applied: unknown names are errors, values take the form
+    of the profile's (``coerce_param``: ``seeds=3`` -> ``[3]``, a string where a number belongs is a ``TypeError``),
+    the device is resolved, and the experiment checks the values (``exp.resolve``)."""
     if profile not in exp.profiles:
         raise ValueError(f"racecar: unknown profile {profile!r} for {exp.name}; choose one of {list(exp.profiles)}")
     params = copy.deepcopy(exp.profiles[profile])
@@ -185,9 +236,7 @@ def resolve_params(exp: Experiment, profile: str, overrides: dict[str, Any]) -> 
     if unknown:
         raise ValueError(f"racecar: unknown parameter(s) {unknown} for {exp.name}; known: {sorted(params)}")
     for k, v in given.items():
-        if isinstance(params[k], list) and not isinstance(v, (list, tuple)):
-            v = [v]
-        params[k] = list(v) if isinstance(v, tuple) else v
+        params[k] = coerce_param(exp.name, k, v, params[k])
     if "device" in params:
         params["device"] = resolve_device(params["device"])
     return {"profile": profile, **exp.resolve(params)}
@@ -211,7 +260,8 @@ def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
         config, fit = exp.train(spec, loaded.value)
-        stored = runs.cached_run(spec.experiment, config, fit)
+        with progress_label(f"{spec.key} ({i}/{len(specs)})"):
+            stored = runs.cached_run(spec.experiment, config, fit)
         results.append(RunResult.from_stored(spec, stored))
         if report is not None:
             how = "loaded from the run cache" if stored["cached"] else "trained"
