@@ -50,8 +50,65 @@ _STYLE: dict[str, Any] = {
 
 
 def use_style() -> None:
-    """Apply the house rcParams (small fonts, no top/right spines, tight layout, 150 dpi PNG)."""
+    """Apply the house style: seaborn's "ticks" theme in the paper context under the house rcParams (small fonts,
+    no top/right spines, tight layout, 150 dpi PNG, the method colours)."""
+    import seaborn as sns
+    sns.set_theme(context="paper", style="ticks", rc=_STYLE)
     matplotlib.rcParams.update(_STYLE)
+
+
+# Across seeds: 95 % bootstrap confidence intervals of the mean, bootstrap seeded (the same figure every time).
+ERRORBAR: tuple[str, int] = ("ci", 95)
+BOOT_SEED = 0
+
+
+def _palette(methods: Sequence[str]) -> dict[str, str]:
+    return {m: METHOD_COLORS.get(m, "#7F7F7F") for m in methods}
+
+
+def seed_bars(ax: Axes, data: Any, y: str = "value", x: str = "method", order: Sequence[str] | None = None,
+              annotate: bool = True, fmt: str = "{:.3f}") -> Axes:
+    """Bars of the mean of ``y`` per ``x`` (method) over seeds with their 95 % confidence interval, and every seed
+    as a black point; ``data``: a tidy frame (one row per run). With one seed there is no interval."""
+    import seaborn as sns
+    order = list(order) if order is not None else list(dict.fromkeys(data[x]))
+    several = data.groupby(x)[y].count().max() > 1
+    sns.barplot(data=data, x=x, y=y, hue=x, order=order, hue_order=order, palette=_palette(order), ax=ax,
+                errorbar=ERRORBAR if several else None, seed=BOOT_SEED, capsize=0.25, err_kws={"linewidth": 1},
+                width=0.6, saturation=1.0, legend=False)
+    sns.stripplot(data=data, x=x, y=y, order=order, color="k", size=2.5, jitter=0.12, ax=ax, legend=False,
+                  zorder=3)
+    if annotate:
+        means = data.groupby(x)[y].mean()
+        for i, m in enumerate(order):
+            if m in means and np.isfinite(means[m]):
+                ax.annotate(fmt.format(means[m]), (i, means[m]), xytext=(8, 2), textcoords="offset points",
+                            fontsize=6, ha="left")
+    ax.set_xlabel("")
+    return ax
+
+
+def seed_lines(ax: Axes, data: Any, x: str, y: str = "value", hue: str = "method", style: str | None = None,
+               order: Sequence[str] | None = None, **kw: Any) -> Axes:
+    """Mean of ``y`` over seeds against ``x``, one line per ``hue`` (method), with its 95 % confidence band;
+    ``data``: a tidy frame (one row per run and ``x``)."""
+    import seaborn as sns
+    order = list(order) if order is not None else list(dict.fromkeys(data[hue]))
+    several = data.groupby([hue, x])[y].count().max() > 1
+    sns.lineplot(data=data, x=x, y=y, hue=hue, hue_order=order, style=style, palette=_palette(order), ax=ax,
+                 errorbar=ERRORBAR if several else None, seed=BOOT_SEED, **kw)
+    if ax.get_legend() is not None:
+        ax.get_legend().set_title(None)
+    return ax
+
+
+def heatmap(ax: Axes, table: Any, fmt: str = ".1f", center: float | None = 0.0, cmap: str = "RdBu",
+            cbar_label: str = "") -> Axes:
+    """A table of numbers (rows x columns) as an annotated heatmap, diverging around ``center``."""
+    import seaborn as sns
+    sns.heatmap(table, annot=True, fmt=fmt, center=center, cmap=cmap, ax=ax, linewidths=0.5,
+                cbar_kws={"label": cbar_label}, annot_kws={"fontsize": 6})
+    return ax
 
 
 def _prov_text(prov: dict) -> str:

@@ -78,6 +78,24 @@ def test_the_grid_runs_every_run_once_and_reports_each(tmp_path, monkeypatch):
     assert run_grid(TOY, "tiny", {"k": 3.0}, None).trained_now == 8  # another parameter: other runs
 
 
+def test_results_as_tidy_frames_one_row_per_run_and_number(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    result = run_grid(TOY, "tiny", {}, None)
+    for r in result.runs:                     # nested metrics are flattened, booleans and text skipped
+        r.metrics.update({"scores": {"all": {"mse": 2.0 * r.metrics["value"]}}, "ok": True, "name": "x"})
+    frame = result.frame()
+    assert list(frame.columns) == ["experiment", "variant", "method", "seed", "metric", "value"]
+    assert len(frame) == 8 * 2 and set(frame["metric"]) == {"value", "scores.all.mse"}
+    row = frame.query("variant == 'b' and method == 'RR' and seed == 1 and metric == 'value'")
+    assert row["value"].item() == 22.0 and (frame["experiment"] == "toy").all()
+    curves = result.eval_frame()
+    assert len(curves) == 8 * 3 and set(curves.columns) == {"variant", "method", "seed", "step", "task_step",
+                                                             "metric", "value"}
+    mean = curves.query("variant == 'a' and method == 'RR'").groupby("step")["value"].mean()
+    assert list(mean) == list(result.curve("acc", "RR", "a")[1])           # the same numbers as curve()
+    assert result.eval_frame(["nothing"]).empty
+
+
 def test_one_method_factory_for_every_experiment():
     p = {"rr_lambda": 0.5, "ort_weight": 0.25, "pre_steps": None, "pre_epochs": 2}
     rr = build_method("RR", p, "ce")

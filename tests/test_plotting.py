@@ -171,3 +171,34 @@ def test_figure_folder_labels_every_figure_with_its_data_and_profile(tmp_path, m
     quick = plotting.FigureFolder("99_test", SimpleNamespace(profile="quick", params={}, source="s", label=None))
     assert quick.label is None
 
+
+
+def test_seed_statistics_are_drawn_with_seaborn_from_tidy_frames():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from racecar_core.plotting import METHOD_COLORS, heatmap, seed_bars, seed_lines, use_style
+    use_style()
+    runs = pd.DataFrame({"method": ["Std"] * 3 + ["RR"] * 3, "seed": [0, 1, 2] * 2,
+                         "value": [0.80, 0.82, 0.84, 0.85, 0.86, 0.90]})
+    fig, ax = plt.subplots()
+    seed_bars(ax, runs, order=["Std", "RR"])
+    bars = ax.patches
+    assert [round(b.get_height(), 4) for b in bars] == [0.82, 0.87]           # the means
+    assert [matplotlib.colors.to_hex(b.get_facecolor()) for b in bars] == [METHOD_COLORS["Std"].lower(),
+                                                                          METHOD_COLORS["RR"].lower()]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 6             # every seed a point
+    assert len(ax.lines) >= 2                                                 # confidence intervals
+    one = runs.drop_duplicates("method")                                      # one seed: no interval
+    fig, ax = plt.subplots()
+    seed_bars(ax, one, annotate=False)
+    assert len(ax.lines) == 0 and not ax.texts
+    curves = pd.DataFrame({"method": ["RR"] * 6, "seed": [0, 0, 0, 1, 1, 1], "step": [0, 1, 2] * 2,
+                           "value": [1.0, 2.0, 3.0, 3.0, 4.0, 5.0]})
+    fig, ax = plt.subplots()
+    seed_lines(ax, curves, x="step")
+    assert list(ax.lines[0].get_ydata()) == [2.0, 3.0, 4.0] and len(ax.collections) == 1    # mean and its band
+    fig, ax = plt.subplots()
+    heatmap(ax, pd.DataFrame({"mae": [1.5, -2.0]}, index=["z500", "t850"]), cbar_label="gain %")
+    assert sorted(t.get_text() for t in ax.texts) == ["-2.0", "1.5"]
+    plt.close("all")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from ..plotting import METHOD_COLORS, image_grid
+from ..plotting import image_grid, seed_lines
 from .grid import ExperimentResult
 
 
@@ -27,18 +27,16 @@ def reconstructions(result: ExperimentResult, seed: int | None = None) -> Figure
 
 
 def curves(result: ExperimentResult) -> Figure:
-    """Test accuracy, input reconstruction error and cosine over training steps, mean +- std over seeds, per method."""
+    """Test accuracy, input reconstruction error and cosine over training steps per method: mean over seeds with
+    its 95 % confidence band."""
+    frame = result.eval_frame(["test_acc", "rec_error", "rec_cosine"])
     fig, (acc, rec, cos) = plt.subplots(1, 3, figsize=(9.5, 2.6))
-    for m in result.methods:
-        for ax, key in ((acc, "test_acc"), (rec, "rec_error"), (cos, "rec_cosine")):
-            steps, mean, std = result.curve(key, m, x="step")
-            ax.plot(steps, mean, color=METHOD_COLORS[m], label=m)
-            ax.fill_between(steps, mean - std, mean + std, color=METHOD_COLORS[m], alpha=0.2, lw=0)
+    for ax, key in ((acc, "test_acc"), (rec, "rec_error"), (cos, "rec_cosine")):
+        seed_lines(ax, frame[frame["metric"] == key], x="step", order=result.methods, legend=ax is acc)
     acc.set_ylabel("test accuracy")
     rec.set_ylabel("||x' - x||^2 / ||x||^2")
     rec.set_yscale("log")
     cos.set_ylabel("cosine(x', x)")
     for ax in (acc, rec, cos):
         ax.set_xlabel("step")
-    acc.legend()
     return fig

@@ -9,7 +9,7 @@ them, as the official TF code does, breaks the eval-mode network at this depth (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -131,6 +131,7 @@ class Sweep:
     table: pd.DataFrame        # per setting: method, mode, lambda, val_mean, val_std, seeds, note (divergence)
     best: dict[str, Any]       # {"rr_mode", "rr_lambda"}: the best RR setting
     validation: int            # how many training images were held out
+    per_seed: pd.DataFrame = field(default_factory=pd.DataFrame)  # method, mode, lambda, seed, val_acc (tidy)
 
 
 def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, validation: int = 5000,
@@ -145,11 +146,18 @@ def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, vali
     """
     base = {**overrides, "validation": validation}
 
+    seeds: list[dict] = []
+
     def validate(**setting: Any) -> dict:
+        method = setting["methods"][0]
         try:
-            row = summary(run(profile, report, **{**base, **setting})).loc[setting["methods"][0]]
+            res = run(profile, report, **{**base, **setting})
         except FloatingPointError as e:  # a setting that diverges is a result of the sweep (not cached)
             return {"val_mean": float("nan"), "val_std": float("nan"), "seeds": 0, "note": str(e).split(";")[0]}
+        row = summary(res).loc[method]
+        lam = float(setting.get("rr_lambda", 0.0))
+        seeds.extend({"method": method, "mode": setting.get("rr_mode", ""), "lambda": lam, "seed": r.spec.seed,
+                      "val_acc": float(r.metrics["final_acc"])} for r in res.runs)
         return {"val_mean": float(row["mean"]), "val_std": float(row["std"]), "seeds": int(row["seeds"]), "note": ""}
 
     rows = [{"method": "RR", "mode": mode, "lambda": float(lam),
@@ -161,7 +169,8 @@ def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, vali
     best = table.loc[table["val_mean"].idxmax()]
     table = pd.concat([table, pd.DataFrame([{"method": "Std", "mode": "", "lambda": 0.0,
                                              **validate(methods=["Std"])}])], ignore_index=True)
-    return Sweep(table, {"rr_mode": str(best["mode"]), "rr_lambda": float(best["lambda"])}, validation)
+    return Sweep(table, {"rr_mode": str(best["mode"]), "rr_lambda": float(best["lambda"])}, validation,
+                 pd.DataFrame(seeds, columns=["method", "mode", "lambda", "seed", "val_acc"]))
 
 
 def summary(result: ExperimentResult) -> pd.DataFrame:
@@ -204,5 +213,6 @@ def results(result: ExperimentResult, sweep_out: Sweep | None = None) -> dict:
         "paper": PAPER_ACCURACY,
         **claim(result),
         "sweep": None if sweep_out is None else {"table": sweep_out.table.to_dict(orient="records"),
+                                                 "per_seed": sweep_out.per_seed.to_dict(orient="records"),
                                                  "best": sweep_out.best, "validation": sweep_out.validation},
     }

@@ -18,9 +18,10 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .. import runs
@@ -72,6 +73,19 @@ class RunResult:
         return cls(spec, **{k: stored[k] for k in keys})
 
 
+EVAL_COORDS = ("step", "task_step", "epoch", "task")
+
+
+def _scalars(d: dict, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """``(dotted key, float)`` of every number in a nested dict (booleans and non-numbers skipped)."""
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _scalars(v, key + ".")
+        elif isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            yield key, float(v)
+
+
 @dataclass
 class ExperimentResult:
     """Every run of one grid, with the parameters and data that made them."""
@@ -118,6 +132,32 @@ class ExperimentResult:
         xs = np.array([e[x] for e in evals[0]])
         vals = np.array([[float(e[key]) for e in ev] for ev in evals])
         return xs, vals.mean(0), vals.std(0)
+
+    def frame(self) -> pd.DataFrame:
+        """Tidy final numbers: one row per run and scalar metric (nested dicts flattened to ``a.b.c``), columns
+        ``experiment, variant, method, seed, metric, value``; the across-seed figures are drawn from it."""
+        rows = []
+        for r in self.runs:
+            for metric, value in _scalars(r.metrics):
+                rows.append({"experiment": self.experiment, "variant": r.spec.variant, "method": r.spec.method,
+                             "seed": r.spec.seed, "metric": metric, "value": value})
+        return pd.DataFrame(rows, columns=["experiment", "variant", "method", "seed", "metric", "value"])
+
+    def eval_frame(self, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+        """Tidy training curves: one row per run, evaluation and scalar measure (``metrics``, default all), columns
+        ``variant, method, seed``, the evaluation's coordinates (``step``, ``task_step``, ``epoch``, ``task``: those
+        it has), ``metric, value``."""
+        rows = []
+        for r in self.runs:
+            for e in r.evals:
+                coords = {k: e[k] for k in EVAL_COORDS if k in e}
+                for metric, value in e.items():
+                    if metric in EVAL_COORDS or (metrics is not None and metric not in metrics):
+                        continue
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        rows.append({"variant": r.spec.variant, "method": r.spec.method, "seed": r.spec.seed,
+                                     **coords, "metric": metric, "value": float(value)})
+        return pd.DataFrame(rows)
 
     @property
     def trained_now(self) -> int:

@@ -260,9 +260,10 @@ STUDY_LAMBDAS = (1e-2, 1e-1, 1.0)
 def lambda_study(result: ExperimentResult, lambdas=STUDY_LAMBDAS,
                  report: Callable[[str], None] | None = print) -> pd.DataFrame:
     """RR at each ``lambda`` with ``result``'s other parameters (its seeds; every run cached like any other), next to
-    Std: task-A accuracy and both estimators' centrality of the task-A plane (means over seeds), per row."""
+    Std: task-A accuracy and both estimators' centrality of the task-A plane (means over seeds), per row; the
+    per-seed values in ``study.attrs["per_seed"]``."""
     p = {k: v for k, v in result.params.items() if k not in ("profile", "methods", "rr_lambda")}
-    rows = []
+    rows, seeds = [], []
     for method, lam in [("Std", 0.0)] + [("RR", float(v)) for v in lambdas]:
         extra = {} if method == "Std" else {"rr_lambda": lam}
         res = run(result.profile, report, **{**p, "methods": [method], **extra})
@@ -271,7 +272,15 @@ def lambda_study(result: ExperimentResult, lambdas=STUDY_LAMBDAS,
             t = summary(res, est).loc[(method, "A")]
             row.update({"acc_a": float(t["acc"]), f"centrality_{est}": float(t["centrality"])})
         rows.append(row)
-    return pd.DataFrame(rows)
+        h_x = float(np.log2(res.params["n_eval"]))
+        h_y = float(np.log2(res.data["eval"].classes(res.params["task_a"])))
+        for r in res.runs:
+            seeds.append({"method": method, "lambda": lam, "seed": r.spec.seed, "acc_a": r.metrics["acc_a"],
+                          **{f"centrality_{est}": centrality(r.metrics["plane_a"][est], h_x, h_y)
+                             for est in ESTIMATORS}})
+    study = pd.DataFrame(rows)
+    study.attrs["per_seed"] = pd.DataFrame(seeds)     # the same numbers per seed (the figure's points and bands)
+    return study
 
 
 def claim(result: ExperimentResult) -> dict[str, dict]:

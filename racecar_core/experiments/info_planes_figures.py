@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..plotting import image_grid
+from ..plotting import METHOD_COLORS, image_grid, seed_lines
 from .grid import ExperimentResult
 from .info_planes import ESTIMATORS, plane_of
 
@@ -68,16 +68,21 @@ def strips(result: ExperimentResult, seed: int | None = None) -> Figure:
 
 
 def lambda_study_plot(study) -> Figure:
-    """RR's task-A accuracy and plane centrality (both estimators; lower is more central) against lambda, Std as
-    horizontal lines."""
-    rr, std = study[study["method"] == "RR"], study[study["method"] == "Std"].iloc[0]
+    """RR's task-A accuracy and plane centrality (both estimators; lower is more central) against lambda: mean over
+    seeds with its 95 % confidence band and the seeds as points; Std's mean as a dashed line."""
+    seeds = study.attrs.get("per_seed")
+    if seeds is None or not len(seeds):      # a study without per-seed values: its means
+        seeds = study.assign(seed=0)
+    rr, std = seeds[seeds["method"] == "RR"], seeds[seeds["method"] == "Std"]
     fig, axes = plt.subplots(1, 1 + len(ESTIMATORS), figsize=(3.0 * (1 + len(ESTIMATORS)), 2.5))
     for ax, key, label in zip(axes, ["acc_a"] + [f"centrality_{e}" for e in ESTIMATORS],
                               ["task-A accuracy"] + [f"centrality ({e})" for e in ESTIMATORS]):
-        ax.plot(rr["lambda"], rr[key], "o-", label="RR")
-        ax.axhline(std[key], color="k", ls="--", lw=1, label="Std")
+        seed_lines(ax, rr, x="lambda", y=key, marker="o", legend=False)
+        ax.scatter(rr["lambda"], rr[key], color="k", s=5, zorder=3)
+        ax.axhline(std[key].mean(), color="k", ls="--", lw=1, label="Std")
         ax.set_xscale("log")
         ax.set_xlabel("RR's lambda")
         ax.set_ylabel(label)
+    axes[0].plot([], [], color=METHOD_COLORS["RR"], marker="o", label="RR (95 % CI, seeds)")
     axes[0].legend(fontsize=7)
     return fig

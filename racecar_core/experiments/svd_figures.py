@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
-from ..plotting import METHOD_COLORS, METHOD_ORDER, image_grid, to_uint8
+from ..plotting import METHOD_COLORS, METHOD_ORDER, image_grid, seed_lines, to_uint8
 from .grid import ExperimentResult, RunResult
 
 VARIANT_TITLES = {"official": "official run (raw pixels, double softmax)",
@@ -114,35 +115,45 @@ def reconstruction_frames(result: ExperimentResult, variant: str, seed: int) -> 
 
 
 def training_curves(result: ExperimentResult) -> Figure:
-    """Test accuracy and test task loss over training, mean +- std over seeds, one column per variant."""
+    """Test accuracy and test task loss over training, mean over seeds with its 95 % confidence band, one column
+    per variant."""
     variants = result.variants
+    curves = result.eval_frame(["test_acc", "test_task_loss"])
     fig, axes = plt.subplots(2, len(variants), figsize=(3.2 * len(variants), 4.0), squeeze=False)
     for key, row in (("test_acc", 0), ("test_task_loss", 1)):
         for col, v in enumerate(variants):
             ax = axes[row, col]
-            for m in _methods(result):
-                steps, mean, std = result.curve(key, m, v)
-                ax.plot(steps, mean, color=METHOD_COLORS[m], label=m)
-                ax.fill_between(steps, mean - std, mean + std, color=METHOD_COLORS[m], alpha=0.2, lw=0)
+            data = curves[(curves["metric"] == key) & (curves["variant"] == v)]
+            seed_lines(ax, data, x="task_step", order=_methods(result), legend=row == 0 and col == 0)
             ax.set_xlabel("task step (Pre's pretraining at negative steps)")
             ax.set_ylabel(key.replace("_", " "))
             ax.set_title(VARIANT_TITLES[v])
-    axes[0, 0].legend()
     return fig
 
 
+def spectrum_frame(result: ExperimentResult) -> pd.DataFrame:
+    """Tidy singular values of layer 1, normalised by the largest: variant, method, seed, index (from 1), value."""
+    rows = []
+    for r in result.runs:
+        s = r.arrays["S"].numpy()
+        rows += [{"variant": r.spec.variant, "method": r.spec.method, "seed": r.spec.seed, "index": i + 1,
+                  "value": float(x / s[0])} for i, x in enumerate(s)]
+    return pd.DataFrame(rows)
+
+
 def spectra(result: ExperimentResult) -> Figure:
-    """Singular values of layer 1 (mean over seeds, normalised by the largest), one panel per variant."""
+    """Singular values of layer 1 normalised by the largest: mean over seeds with its 95 % confidence band, one
+    panel per variant."""
     variants = result.variants
+    frame = spectrum_frame(result)
     fig, axes = plt.subplots(1, len(variants), figsize=(3.2 * len(variants), 2.4), squeeze=False)
     for col, v in enumerate(variants):
         ax = axes[0, col]
-        for m in _methods(result):
-            s = np.stack([r.arrays["S"].numpy() for r in result.select(m, v)])
-            s = (s / s[:, :1]).mean(0)
-            ax.semilogy(np.arange(1, len(s) + 1), s, marker="o", ms=2, color=METHOD_COLORS[m], label=m)
+        data = frame[frame["variant"] == v]
+        seed_lines(ax, data, x="index", order=_methods(result), marker="o", markersize=2, markeredgewidth=0,
+                   legend=col == 0)
+        ax.set_yscale("log")
         ax.set_xlabel("index")
         ax.set_ylabel("singular value / largest")
         ax.set_title(VARIANT_TITLES[v])
-    axes[0, 0].legend()
     return fig

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
-from ..plotting import METHOD_COLORS
+from ..plotting import METHOD_COLORS, heatmap, seed_bars, seed_lines
 from .grid import ExperimentResult
 from .weather import PAPER
 
@@ -37,30 +38,46 @@ def paper_panel(result: ExperimentResult, summary: dict, seed: int | None = None
         ax.set_xlabel("lon")
         ax.set_ylabel("lat")
     ax = fig.add_subplot(grid[:, 1])
-    names = methods + [b for b in ("persistence", "climatology") if b in summary]
-    vals = [summary[n]["all"]["mse_norm"]["mean"] for n in names]
-    errs_ = [summary[n]["all"]["mse_norm"]["std"] for n in names]
-    colors = [METHOD_COLORS.get(n, "#D9D9D9") for n in names]
-    ax.bar(range(len(names)), vals, yerr=errs_, color=colors, capsize=3)
+    mse = result.frame().query("metric == 'scores.all.mse_norm'")[["method", "seed", "value"]]
+    base = [{"method": n, "seed": 0, "value": summary[n]["all"]["mse_norm"]["mean"]}
+            for n in ("persistence", "climatology") if n in summary]
+    names = methods + [b["method"] for b in base]
+    seed_bars(ax, pd.concat([mse, pd.DataFrame(base)], ignore_index=True), order=names, fmt="{:.4f}")
     for i, n in enumerate(names):
-        ax.text(i, vals[i], f"{vals[i]:.4f}", ha="center", va="bottom", fontsize=6)
         if n in PAPER:
             ax.plot([i - 0.4, i + 0.4], [PAPER[n]] * 2, "k--", lw=1, label="paper" if n == methods[0] else None)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("latitude-weighted MSE (normalised)")
+    ax.set_title("mean over seeds, 95 % CI, seeds as points", fontsize=6)
     ax.legend()
     fig.suptitle(f"{result.params['lead_h']} h forecasts, {result.source}", fontsize=8)
     return fig
 
 
 def validation_curves(result: ExperimentResult) -> Figure:
-    """Validation loss per epoch of every run (early stopping picks the minimum)."""
+    """Validation loss per epoch per method: mean over seeds with its 95 % confidence band (early stopping picks
+    each run's minimum)."""
     fig, ax = plt.subplots(figsize=(4.0, 2.6))
-    for r in result.runs:
-        ax.plot([e["valid_mse"] for e in r.evals], color=METHOD_COLORS[r.spec.method],
-                label=f"{r.spec.method} seed {r.spec.seed}")
+    frame = result.eval_frame(["valid_mse"])
+    if "epoch" not in frame:
+        frame["epoch"] = frame.groupby(["method", "seed"]).cumcount()
+    seed_lines(ax, frame, x="epoch", order=result.methods)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation latitude-weighted MSE")
     ax.set_yscale("log")
-    ax.legend()
+    ax.legend(title=None)
+    return fig
+
+
+def gain_heatmap(verdict: dict) -> Figure:
+    """RR's relative gain over Std in percent (positive: RR's error is lower) for every variable and error score,
+    in both WeatherBench conventions: ``claim(result)["rr_gain_percent_by_score"]`` as a heatmap."""
+    table = pd.DataFrame(verdict["rr_gain_percent_by_score"]).T
+    fig, ax = plt.subplots(figsize=(1.0 * table.shape[1] + 1.6, 0.45 * table.shape[0] + 1.0))
+    lim = float(np.nanmax(np.abs(table.to_numpy()))) if table.size else 1.0
+    heatmap(ax, table, fmt=".1f", center=0.0, cbar_label="RR gain over Std (%)")
+    ax.collections[0].set_clim(-lim, lim)
+    ax.set_xlabel("score")
+    ax.set_ylabel("variable")
+    ax.set_title("RR vs Std: relative gain in %, means over seeds", fontsize=7)
     return fig
