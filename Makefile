@@ -14,10 +14,11 @@ YEARS   ?=
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env lock figures test lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
+.PHONY: env lock figures report browser test lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1]"
+	@echo "make report [PROFILE=...] (report/index.html) | make browser"
 	@echo "make test | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
 	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather"
 	@echo "make data-mnist-official | data-peak-official [FROM=<SVD-example folder or URL>]  (official SVD-test images)"
@@ -45,9 +46,22 @@ lock: env
 figures: env
 	$(PY) -m racecar_core.notebook_runner --profile $(PROFILE) $(if $(ONLY),--only '$(ONLY)') $(if $(FORCE),--force)
 
+# The offline HTML report (report/index.html) from figures/ and build/<PROFILE>/, checked in headless Chromium when
+# there is one (make browser)
+report: env
+	$(PY) scripts/build_report.py --profile $(PROFILE) \
+	  $(if $(shell command -v chromium-headless-shell || command -v chromium),--check,)
+
+# Debian's headless Chromium, for the report's browser test
+browser:
+	@command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    chromium-headless-shell >/dev/null; } || \
+	  echo "warning: could not install the Debian package chromium-headless-shell; the report's browser test will fail"
+
 # Unit tests, then every notebook executed in the smoke profile (nbval), in one pytest run. Notebook runs and
 # figures go to build/test-*, never to runs/ or figures/.
-test: env data-fashion-mnist
+test: env data-fashion-mnist browser
 	rm -rf build/test-runs build/test-figures
 	RACECAR_PROFILE=smoke RACECAR_RUNS_DIR=$(CURDIR)/build/test-runs RACECAR_FIGURES_DIR=$(CURDIR)/build/test-figures \
 	  $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax

@@ -286,10 +286,16 @@ class FigureFolder:
     def __init__(self, name: str, result: Any):
         from . import paths
         from .provenance import provenance
+        self.name = name
         self.path = paths.figures_dir() / name
-        self.prov = provenance(result.profile, result.params, result.source)
         labels = [result.label, SMOKE_LABEL if result.profile == "smoke" else None]
         self.label = "; ".join(s for s in labels if s) or None
+        self.prov = {**provenance(result.profile, result.params, result.source), "label": self.label}
+
+    def of(self, result: Any) -> "FigureFolder":
+        """The same folder with the provenance and label of another result: for a figure made from other runs
+        (e.g. the same experiment at another lambda), so its file says which runs it shows."""
+        return FigureFolder(self.name, result)
 
     def save(self, fig: Figure, name: str, show: bool = True) -> list[Path]:
         """Save ``fig`` as ``<name>.png`` and ``.pdf`` (labelled, with provenance); show it in the notebook."""

@@ -118,3 +118,13 @@ def test_make_lab_starts_as_root_on_the_notebooks_with_the_projects_kernel():
     kernel = specs["python3"]["spec"]
     assert kernel["display_name"] == "Python 3 (racecar)"
     assert Path(kernel["argv"][0]).parent.resolve() == (Path(sys.prefix) / "bin").resolve()
+
+
+def test_readme_links_the_report_and_shows_key_figures_that_exist():
+    import re
+    readme = (ROOT / "README.md").read_text()
+    assert "make report" in readme and "report/index.html" in readme
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme)
+    assert len(images) >= 3
+    for path in images:
+        assert (ROOT / path).is_file(), f"README shows {path}, which is not in the repository"

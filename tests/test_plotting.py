@@ -168,8 +168,12 @@ def test_figure_folder_labels_every_figure_with_its_data_and_profile(tmp_path, m
     assert figures.label in [t.get_text() for t in fig.texts]
     written = read_json(figures.write_results({"x": 1.0}))
     assert written["x"] == 1.0 and written["provenance"]["data_source"] == "fake digits"
+    assert prov["label"] == figures.label                  # the label in the file too (the report reads it)
     quick = plotting.FigureFolder("99_test", SimpleNamespace(profile="quick", params={}, source="s", label=None))
     assert quick.label is None
+    other = figures.of(SimpleNamespace(profile="quick", params={"rr_lambda": 1.0}, source="s", label=None))
+    png, _ = other.save(plt.subplots()[0], "other_runs", show=False)
+    assert png.parent == figures.path and plotting.read_png_provenance(png)["params"] == {"rr_lambda": 1.0}
 
 
 
