@@ -62,3 +62,82 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def read_json(path: str | Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+# ------------------------------------------------------------------ checked tensor files (run results, checkpoints)
+class DamagedFile(RuntimeError):
+    """A run file that cannot be trusted: truncated, corrupted, without its checksum, or not loadable as plain data
+    (tensors, numbers, strings, lists and dicts)."""
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checked(path: str | Path, obj: Any) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically, then its size and SHA-256 to ``<path>.sha256`` (atomically, after
+    it: a file whose checksum file is missing or disagrees is not trusted)."""
+    import torch
+    path = Path(path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    line = f"{_digest(path)} {path.stat().st_size}\n"
+
+    def _w(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(line)
+
+    atomic_write(_sidecar(path), _w)
+    return path
+
+
+def load_checked(path: str | Path, map_location: Any = None) -> Any:
+    """What ``save_checked`` wrote, after checking its size and checksum, loaded with ``weights_only=True`` (no
+    pickled code is run: a run folder on a shared filesystem may be writable by others). Anything else raises
+    ``DamagedFile`` with what is wrong."""
+    import pickle
+
+    import torch
+    path = Path(path)
+    side = _sidecar(path)
+    if not side.is_file():
+        raise DamagedFile(f"{path}: no checksum file {side.name} (a job killed between the two writes, or a file "
+                          "written by older code)")
+    try:
+        want, size = side.read_text().split()
+        size_n = int(size)
+    except ValueError:
+        raise DamagedFile(f"{path}: its checksum file {side.name} is unreadable") from None
+    actual = path.stat().st_size
+    if actual != size_n:
+        raise DamagedFile(f"{path}: truncated or grown, {actual} bytes where {size_n} were written")
+    if _digest(path) != want:
+        raise DamagedFile(f"{path}: SHA-256 differs from the one written with it (corrupted or half-synced)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DamagedFile(f"{path}: cannot be loaded as plain data ({type(exc).__name__}: {first})") from None
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename a damaged ``path`` (and its checksum file) to ``<name>.damaged-<UTC time>``, kept for inspection;
+    returns the new path."""
+    import time
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    dest = path.with_name(f"{path.name}.damaged-{stamp}")
+    if path.exists():
+        os.replace(path, dest)
+    side = _sidecar(path)
+    if side.exists():
+        os.replace(side, _sidecar(dest))
+    return dest

@@ -2,15 +2,17 @@
 trained twice, and never reused by code that could have computed it differently.
 
 ``runs/<experiment>/<hash>/`` holds ``config.json``, the loop's ``checkpoint.pt`` and logs while it trains, and
-``result.pt`` (+ ``result.json`` with its scalars) once it is done; the result records which commit and code trained
-it (``trained_by``). All writes are atomic, and a file lock makes a second process that asks for the same run wait
-for the first one's result instead of training it again.
+``result.pt`` (+ ``result.pt.sha256``, and ``result.json`` with its scalars) once it is done; the result records which
+commit and code trained it (``trained_by``). All writes are atomic, results and checkpoints are checked against their
+checksum and loaded without running pickled code, and a file lock makes a second process that asks for the same run
+wait for the first one's result instead of training it again.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -18,7 +20,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import paths
-from .files import atomic_write, read_json, write_json
+from .files import DamagedFile, load_checked, read_json, save_checked, set_aside, write_json
 
 CACHE_VERSION = 3  # bump when a change makes old results wrong beyond what the code fingerprint sees (data files)
 # Modules that only present results: a change to them cannot change a trained number, so it keeps the cache.
@@ -98,18 +100,31 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+class DamagedRunWarning(RuntimeWarning):
+    """A run's stored file was damaged and the run is trained (or resumed) again."""
+
+
 def cached_run(experiment: str, config: dict, train: Callable[[Path], dict]) -> dict:
     """Return the stored result of this config and code, or call ``train(run_dir)``, store its result (with
-    ``trained_by``) and return it. Two processes asking for the same run: one trains, the other waits and loads."""
+    ``trained_by``) and return it. Two processes asking for the same run: one trains, the other waits and loads.
+    The result is stored with its checksum and loaded as plain data (``files.load_checked``: no pickled code runs);
+    a damaged one (truncated, corrupted, unreadable) is set aside with a ``DamagedRunWarning`` and the run trained
+    again, resuming from its checkpoint."""
     d = run_dir(experiment, config)
     result_path = d / "result.pt"
     with _locked(d):
         if result_path.exists():
-            result = torch.load(result_path, weights_only=False)
-            result["cached"] = True
-            return result
+            try:
+                result = load_checked(result_path)
+            except DamagedFile as exc:
+                moved = set_aside(result_path)
+                warnings.warn(f"racecar: {exc}; set aside as {moved.name}, training the run again (from its "
+                              "checkpoint when that one is sound)", DamagedRunWarning, stacklevel=2)
+            else:
+                result["cached"] = True
+                return result
         result = {**train(d), "trained_by": trained_by()}
-        atomic_write(result_path, lambda t: torch.save(result, t))
+        save_checked(result_path, result)
         write_json(d / "result.json", _scalars(result))
     result["cached"] = False
     return result

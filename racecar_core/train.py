@@ -14,6 +14,7 @@ import hashlib
 import io
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +23,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .files import atomic_write, write_json
+from .files import DamagedFile, atomic_write, load_checked, save_checked, set_aside, write_json
 from .methods import Method, Phase, StepInfo
+
+class DamagedCheckpointWarning(RuntimeWarning):
+    """A run's checkpoint was damaged; the run starts again from step 0."""
+
 
 _LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("racecar_progress_label", default=None)
 
@@ -236,8 +241,15 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     opt, opt_phase = None, -1
     losses = [compiled_loss(ph, cfg.compile) for ph in phases]
     ckpt = run_dir / "checkpoint.pt" if run_dir else None
+    saved = None
     if ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
+        try:
+            saved = load_checked(ckpt, map_location=cfg.device)
+        except DamagedFile as exc:
+            moved = set_aside(ckpt)
+            warnings.warn(f"racecar: {exc}; set aside as {moved.name}, training from the start",
+                          DamagedCheckpointWarning, stacklevel=2)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         state = saved["state"]
         if saved["optimizer"] is not None:  # the optimiser of the phase that was running when it was saved
@@ -250,7 +262,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
             return
         blob = {"model": model.state_dict(), "optimizer": opt.state_dict() if opt else None, "opt_phase": opt_phase,
                 "state": state}
-        atomic_write(ckpt, lambda t: torch.save(blob, t))
+        save_checked(ckpt, blob)
         _save_logs(run_dir, state)
 
     def observe(step: int) -> None:

@@ -3,6 +3,7 @@ import pytest
 
 from racecar_core.experiments import svd
 from racecar_core.experiments.grid import RunSpec
+from racecar_core.files import load_checked
 
 
 def test_profiles_resolve_and_quick_is_the_official_setting():
@@ -54,8 +55,8 @@ def test_pre_is_analysed_after_the_same_task_steps_as_the_others(tmp_path, monke
     assert pre.metrics["task_step"] == 20 and steps[0] == -15 and steps[-1] == 20
     # the analysed weights are the fine-tuned ones: those of the final checkpoint (15 pretraining + 20 task steps)
     ckpt = next(p for p in tmp_path.glob("svd_mnist/*/checkpoint.pt")
-                if torch.load(p, weights_only=False)["state"]["step"] == 35)
-    final = torch.load(ckpt, weights_only=False)["model"]["1.weight"]
+                if load_checked(p)["state"]["step"] == 35)
+    final = load_checked(ckpt)["model"]["1.weight"]
     _, s, _ = svd_analysis.svd(final, "cpu")
     assert torch.allclose(s, pre.arrays["S"])
     at = next(e for e in pre.evals if e["task_step"] == 20)

@@ -77,3 +77,25 @@ def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
     assert all(v == [0.0, 1.0, 2.0] for _, v in got)
     assert len((tmp_path / "exp" / "calls.txt").read_text().split()) == 1
     assert len(list((tmp_path / "exp").glob("*/result.pt"))) == 1
+
+
+def test_a_damaged_result_is_set_aside_and_the_run_trained_again(tmp_path, monkeypatch):
+    import pytest
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    calls = []
+
+    def train(run_dir: Path) -> dict:
+        calls.append(run_dir)
+        return {"metrics": {"acc": 0.75}, "arrays": {"w": torch.ones(3)}}
+
+    first = runs.cached_run("exp", {"k": 1}, train)
+    (result,) = tmp_path.glob("exp/*/result.pt")
+    assert runs.cached_run("exp", {"k": 1}, train)["cached"] and len(calls) == 1
+    for damage in (lambda b: b[: len(b) - 10], lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:]):
+        result.write_bytes(damage(result.read_bytes()))
+        with pytest.warns(runs.DamagedRunWarning, match="set aside as result.pt.damaged-"):
+            again = runs.cached_run("exp", {"k": 1}, train)
+        assert not again["cached"] and again["metrics"] == first["metrics"] and torch.equal(again["arrays"]["w"],
+                                                                                             first["arrays"]["w"])
+        assert runs.cached_run("exp", {"k": 1}, train)["cached"]                # stored sound again
+    assert len(calls) == 3 and len(list(result.parent.glob("result.pt.damaged-*"))) >= 1

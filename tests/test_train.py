@@ -49,6 +49,21 @@ def test_kill_and_resume_gives_identical_weights(tmp_path, method):
     assert [e["acc"] for e in hist["evals"]] == [e["acc"] for e in ref_hist["evals"]]
 
 
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_starts_again(tmp_path):
+    from racecar_core.train import DamagedCheckpointWarning
+    ref, ref_hist = _train(None, "RR")
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "RR", stop_at=8)
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:-50])                      # a job killed mid-write on a network filesystem
+    with pytest.warns(DamagedCheckpointWarning, match="training from the start"):
+        again, hist = _train(tmp_path, "RR")
+    for (k, a), b in zip(ref.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [e["acc"] for e in hist["evals"]] == [e["acc"] for e in ref_hist["evals"]]
+    assert list(tmp_path.glob("checkpoint.pt.damaged-*"))
+
+
 def test_same_seed_same_numbers_and_logs():
     a, ha = _train(None, "Std")
     b, hb = _train(None, "Std")
