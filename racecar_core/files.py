@@ -74,7 +74,8 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _digest(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
     import hashlib
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -89,7 +90,7 @@ def save_checked(path: str | Path, obj: Any) -> Path:
     import torch
     path = Path(path)
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    line = f"{_digest(path)} {path.stat().st_size}\n"
+    line = f"{sha256_file(path)} {path.stat().st_size}\n"
 
     def _w(tmp: str) -> None:
         with open(tmp, "w") as f:
@@ -119,7 +120,7 @@ def load_checked(path: str | Path, map_location: Any = None) -> Any:
     actual = path.stat().st_size
     if actual != size_n:
         raise DamagedFile(f"{path}: truncated or grown, {actual} bytes where {size_n} were written")
-    if _digest(path) != want:
+    if sha256_file(path) != want:
         raise DamagedFile(f"{path}: SHA-256 differs from the one written with it (corrupted or half-synced)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -123,17 +123,11 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @contextlib.contextmanager
-def _kernel_env(profile: str) -> Iterator[None]:
-    """Temporarily set RACECAR_PROFILE, put the repository on the kernel's PYTHONPATH, and give the kernel's torch
-    the cores this process may use (``cpu_threads``: a cgroup quota is respected, where torch would count the host's
-    cores), unless ``OMP_NUM_THREADS`` is set; the runner itself only waits."""
-    saved = {k: os.environ.get(k) for k in ("RACECAR_PROFILE", "PYTHONPATH", *THREAD_VARS)}
-    os.environ["RACECAR_PROFILE"] = profile
-    pp = [str(paths.ROOT)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])
-    os.environ["PYTHONPATH"] = os.pathsep.join(pp)
-    threads = saved["OMP_NUM_THREADS"] or str(cpu_threads())
-    for k in THREAD_VARS:
-        os.environ[k] = threads
+def temporary_env(values: dict[str, str]) -> Iterator[None]:
+    """Set the environment variables ``values`` for the ``with`` block (kernels started in it inherit them), then
+    restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -142,6 +136,16 @@ def _kernel_env(profile: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def kernel_env(profile: str, **extra: str) -> dict[str, str]:
+    """What a notebook kernel gets: RACECAR_PROFILE, the repository on its PYTHONPATH, and the cores this process
+    may use as torch's threads (``cpu_threads``: a cgroup quota is respected, where torch would count the host's
+    cores) unless ``OMP_NUM_THREADS`` is set (the runner itself only waits); plus ``extra``."""
+    pp = [str(paths.ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    threads = os.environ.get("OMP_NUM_THREADS") or str(cpu_threads())
+    return {"RACECAR_PROFILE": profile, "PYTHONPATH": os.pathsep.join(pp), **{k: threads for k in THREAD_VARS},
+            **extra}
 
 
 TQDM = re.compile(r"(?P<desc>[^\r\n:|]*):\s*(?P<pct>\d+)%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
@@ -254,7 +258,7 @@ def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False, 
     try:
         import papermill
 
-        with _kernel_env(profile), open(out_dir / f"{stem}.log", "w") as log:
+        with temporary_env(kernel_env(profile)), open(out_dir / f"{stem}.log", "w") as log:
             progress = Progress(log, out)
             papermill.execute_notebook(
                 str(notebook), str(out_dir / f"{stem}.ipynb"), parameters={"profile": profile},

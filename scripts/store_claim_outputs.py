@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import re
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Sequence
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 SANITIZER = ROOT / "notebooks" / "nbval-sanitize.cfg"
 CHECK, IGNORE = "nbval-check-output", "nbval-ignore-output"
 
@@ -67,21 +67,12 @@ def tag(nb: nbformat.NotebookNode, outputs: list[nbformat.NotebookNode]) -> nbfo
 def store(path: Path, workdir: Path) -> str:
     """Run ``path`` in the smoke profile and store its sanitised claim output; returns the stored text."""
     import papermill
-    env = {"RACECAR_PROFILE": "smoke", "RACECAR_RUNS_DIR": str(workdir / "runs"),
-           "RACECAR_FIGURES_DIR": str(workdir / "figures"),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        out = workdir / path.name
+    from racecar_core.notebook_runner import kernel_env, temporary_env
+    out = workdir / path.name
+    with temporary_env(kernel_env("smoke", RACECAR_RUNS_DIR=str(workdir / "runs"),
+                                  RACECAR_FIGURES_DIR=str(workdir / "figures"))):
         papermill.execute_notebook(str(path), str(out), kernel_name="python3", cwd=str(path.parent),
                                    progress_bar=False)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     outputs = claim_outputs(nbformat.read(out, as_version=4))
     nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
     nbformat.write(tag(nb, outputs), path)

@@ -57,8 +57,8 @@ def test_checked_files_load_as_plain_data_and_refuse_what_is_damaged(tmp_path):
         load_checked(path)
     target = tmp_path / "pwned"
     torch.save({"x": _Payload(target)}, path)                                      # hostile, with a matching sum
-    from racecar_core.files import _digest, _sidecar
-    _sidecar(path).write_text(f"{_digest(path)} {path.stat().st_size}\n")
+    from racecar_core.files import _sidecar, sha256_file
+    _sidecar(path).write_text(f"{sha256_file(path)} {path.stat().st_size}\n")
     with pytest.raises(DamagedFile, match="cannot be loaded as plain data"):
         load_checked(path)
     assert not target.exists()                                                     # its code never ran

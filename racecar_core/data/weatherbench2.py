@@ -13,7 +13,6 @@ chunking (100 time steps); every file of it says it is synthetic.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import re
 import socket
@@ -27,7 +26,7 @@ import xarray as xr
 
 from racecar_core.data import MissingDataError
 from racecar_core.data.download import first_line
-from racecar_core.files import read_json, write_json
+from racecar_core.files import read_json, sha256_file, write_json
 from racecar_core.paths import data_dir
 
 ERA5_STORE = "gs://weatherbench2/datasets/era5/1959-2022-6h-64x32_equiangular_conservative.zarr"
@@ -232,14 +231,6 @@ def _size(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _chunk_file(store: Path, var: str, index: tuple[int, ...]) -> Path:
     """The file of one chunk of a zarr v2 array (its dimension separator read from ``.zarray``)."""
     sep = read_json(store / var / ".zarray").get("dimension_separator") or "."
@@ -247,7 +238,7 @@ def _chunk_file(store: Path, var: str, index: tuple[int, ...]) -> Path:
 
 
 def _record(store: Path, files: list[Path]) -> dict[str, list]:
-    return {str(f.relative_to(store)): [f.stat().st_size, _sha256(f)] for f in files}
+    return {str(f.relative_to(store)): [f.stat().st_size, sha256_file(f)] for f in files}
 
 
 def _bad(store: Path, recorded: dict[str, list]) -> list[str]:
@@ -255,7 +246,7 @@ def _bad(store: Path, recorded: dict[str, list]) -> list[str]:
     bad = []
     for rel, (size, digest) in recorded.items():
         f = store / rel
-        if not f.is_file() or f.stat().st_size != size or _sha256(f) != digest:
+        if not f.is_file() or f.stat().st_size != size or sha256_file(f) != digest:
             bad.append(rel)
     return bad
 
