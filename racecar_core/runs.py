@@ -4,18 +4,24 @@ trained twice, and never reused by code that could have computed it differently.
 ``runs/<experiment>/<hash>/`` holds ``config.json``, the loop's ``checkpoint.pt`` and logs while it trains, and
 ``result.pt`` (+ ``result.pt.sha256``, and ``result.json`` with its scalars) once it is done; the result records which
 commit and code trained it (``trained_by``). All writes are atomic, results and checkpoints are checked against their
-checksum and loaded without running pickled code, and a file lock makes a second process that asks for the same run
-wait for the first one's result instead of training it again.
+checksum and loaded without running pickled code, and a lock (``RunLock``: a file created exclusively, with a heartbeat,
+that holds across machines on a shared filesystem and is broken when its owner is gone) makes a second process that
+asks for the same run wait for the first one's result instead of training it again.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import os
+import socket
+import threading
+import time
+import uuid
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -83,21 +89,128 @@ def _scalars(obj: Any) -> Any:
     return None
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder/.lock`` (blocking); without ``fcntl`` (Windows) no lock is taken."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+class LockTimeout(TimeoutError):
+    """A run folder stayed locked by a live owner for longer than the caller would wait."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder that holds across machines on a shared filesystem.
+
+    The lock is the file ``<folder>/.lock``, created with ``O_CREAT | O_EXCL`` (atomic on local filesystems and on
+    NFS v3 and later; no ``flock``/``lockf``, which NFS clients may not share across machines); it names its owner
+    (host, pid, a random token). While it is held a daemon thread refreshes its modification time every
+    ``heartbeat`` seconds. Another process waits (polling every ``poll`` seconds, ``timeout`` at most: then
+    ``LockTimeout``) and breaks the lock when its owner is gone: on the same host, when the pid no longer runs; on any
+    host, when the heartbeat is older than ``stale_after`` seconds (a job killed by the scheduler, a node that died).
+    Breaking renames the file aside (``.lock.stale-<time>``), which only one waiter can do, and says so.
+    """
+
+    def __init__(self, folder: Path, heartbeat: float = 30.0, stale_after: float = 600.0, poll: float = 0.2,
+                 timeout: float | None = None, report: Callable[[str], None] | None = None) -> None:
+        self.path = Path(folder) / ".lock"
+        self.heartbeat, self.stale_after, self.poll, self.timeout = heartbeat, stale_after, poll, timeout
+        self.report = report or (lambda msg: warnings.warn(msg, StaleLockWarning, stacklevel=3))
+        self.token = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- owner
+    def _try_create(self) -> bool:
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(self.token + "\n")
+        return True
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        while not self._try_create():
+            self._break_if_stale()
+            if self.timeout is not None and time.monotonic() - start > self.timeout:
+                raise LockTimeout(f"racecar: {self.path.parent} is locked by {self.owner() or 'an unknown owner'} "
+                                  f"(heartbeat {self.age():.0f} s ago); waited {self.timeout:.0f} s")
+            time.sleep(self.poll)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="racecar-lock-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.owner() == self.token:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+
+    # ---------------------------------------------------------------- waiters
+    def owner(self) -> str | None:
+        """The lock file's owner line (``host pid token``), or None when there is none."""
+        try:
+            return self.path.read_text().strip() or None
+        except OSError:
+            return None
+
+    def age(self) -> float:
+        """Seconds since the owner's last heartbeat (0 when there is no lock)."""
+        try:
+            return max(0.0, time.time() - self.path.stat().st_mtime)
+        except OSError:
+            return 0.0
+
+    def stale_reason(self, owner: str | None) -> str | None:
+        """Why the current lock is stale (its owner is gone), or None while its owner may be alive."""
+        if owner is None:
+            return None
+        parts = owner.split()
+        host, pid = (parts[0], int(parts[1])) if len(parts) >= 2 and parts[1].isdigit() else ("", -1)
+        if host == socket.gethostname() and pid > 0 and not _pid_alive(pid):
+            return f"its owner {host}:{pid} is no longer running"
+        age = self.age()
+        if age > self.stale_after:
+            return (f"its owner {host or '?'}:{pid} has not refreshed it for {age:.0f} s "
+                    f"(limit {self.stale_after:.0f} s)")
+        return None
+
+    def _break_if_stale(self) -> None:
+        owner = self.owner()
+        reason = self.stale_reason(owner)
+        if reason is None:
+            return
+        aside = self.path.with_name(f".lock.stale-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:         # another waiter broke it first
+            return
+        moved = aside.read_text().strip() if aside.exists() else None
+        if moved != owner:                # a new owner took the lock between our look and the rename: give it back
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                os.link(aside, self.path)
+                os.remove(aside)
+            return
+        self.report(f"racecar: broke the lock of {self.path.parent}: {reason}; its run resumes from its checkpoint")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StaleLockWarning(RuntimeWarning):
+    """A run folder's lock was left by an owner that is gone, and was broken."""
 
 
 class DamagedRunWarning(RuntimeWarning):
@@ -112,7 +225,7 @@ def cached_run(experiment: str, config: dict, train: Callable[[Path], dict]) -> 
     again, resuming from its checkpoint."""
     d = run_dir(experiment, config)
     result_path = d / "result.pt"
-    with _locked(d):
+    with RunLock(d):
         if result_path.exists():
             try:
                 result = load_checked(result_path)

@@ -176,7 +176,8 @@ def paper_rows(results: Results) -> list[dict[str, str]]:
             row["ours"] = f"not reproduced: {n.why_not}"
         elif folder is None:
             fetch = FETCH.get(n.notebook)
-            row["ours"] = f"not run (notebook {n.notebook} has no results{'; fetch its data: ' + fetch if fetch else ''})"
+            hint = f"; fetch its data: {fetch}" if fetch else ""
+            row["ours"] = f"not run (notebook {n.notebook} has no results{hint})"
         else:
             res = results[folder]
             prov = res.get("provenance", {})

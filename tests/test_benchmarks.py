@@ -55,7 +55,8 @@ def test_bench_weather_times_both_rr_forms_and_extrapolates_the_paper_profile():
 
 def test_bench_methods_main_keeps_freed_memory_and_says_so(capsys):
     import subprocess
-    code = "import sys; sys.path.insert(0, 'benchmarks'); import bench_methods; print(bench_methods.keep_freed_memory())"
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import bench_methods; "
+            "print(bench_methods.keep_freed_memory())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == ("True" if sys.platform.startswith("linux") else out.strip())

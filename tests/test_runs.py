@@ -99,3 +99,54 @@ def test_a_damaged_result_is_set_aside_and_the_run_trained_again(tmp_path, monke
                                                                                              first["arrays"]["w"])
         assert runs.cached_run("exp", {"k": 1}, train)["cached"]                # stored sound again
     assert len(calls) == 3 and len(list(result.parent.glob("result.pt.damaged-*"))) >= 1
+
+
+def _hold_lock(folder: str, ready) -> None:
+    with runs.RunLock(Path(folder), heartbeat=0.1):
+        ready.set()
+        time.sleep(120)
+
+
+def test_a_lock_left_by_a_killed_job_is_broken_and_the_run_trained(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import pytest
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    d = runs.run_dir("exp", {"k": 1})
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    job = ctx.Process(target=_hold_lock, args=(str(d), ready))
+    job.start()
+    assert ready.wait(60) and (d / ".lock").exists()
+    os.kill(job.pid, signal.SIGKILL)                       # the scheduler kills the job holding the lock
+    job.join(timeout=30)
+    with pytest.warns(runs.StaleLockWarning, match=f"owner .*:{job.pid} is no longer running"):
+        result = runs.cached_run("exp", {"k": 1}, lambda run_dir: {"value": torch.ones(2)})
+    assert not result["cached"] and not (d / ".lock").exists() and len(list(d.glob(".lock.stale-*"))) == 1
+
+
+def test_a_lock_of_another_machine_holds_until_its_heartbeat_stops(tmp_path):
+    import os
+
+    import pytest
+    lock = tmp_path / ".lock"
+    lock.write_text("other-node 12345 0123abcd\n")        # a job on another node, heartbeat fresh
+    with pytest.raises(runs.LockTimeout, match="locked by other-node 12345 0123abcd"):
+        with runs.RunLock(tmp_path, stale_after=5, timeout=0.5, poll=0.05):
+            pass
+    old = time.time() - 10                                 # ... whose heartbeat stopped 10 s ago
+    os.utime(lock, (old, old))
+    with pytest.warns(runs.StaleLockWarning, match="has not refreshed it for 1[0-9] s"):
+        with runs.RunLock(tmp_path, stale_after=5, timeout=5, poll=0.05) as held:
+            assert lock.read_text().strip() == held.token
+    assert not lock.exists()
+
+
+def test_the_heartbeat_keeps_a_held_lock_fresh(tmp_path):
+    import os
+    with runs.RunLock(tmp_path, heartbeat=0.05) as held:
+        old = time.time() - 100
+        os.utime(held.path, (old, old))
+        time.sleep(0.4)
+        assert held.age() < 5 and held.stale_reason(held.owner()) is None

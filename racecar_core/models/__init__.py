@@ -1,4 +1,5 @@
-"""Models: MLPs for the SVD tests, a small CNN (information planes), CIFAR ResNets, the WeatherBench ResNet, torchvision's networks."""
+"""Models: MLPs for the SVD tests, a small CNN (information planes), CIFAR ResNets, the WeatherBench ResNet,
+torchvision's networks."""
 from .cnn import small_cnn
 from .mlp import glorot_init, mlp, mnist_linear, peak_mlp
 from .resnet_cifar import n_parameters, resnet_cifar
