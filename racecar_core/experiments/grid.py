@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import runs
+from .. import executors, runs
 from ..methods import Method, make_method
 from ..train import progress_label
 
@@ -193,9 +193,10 @@ class Experiment:
     extras: Callable[[dict, Any], dict] | None = None
 
     def run(self, profile: str = "quick", report: Callable[[str], None] | None = print,
-            **overrides: Any) -> "ExperimentResult":
-        """Train (or load) every run of the profile's grid, with ``overrides``, and return the typed results."""
-        return run_grid(self, profile, overrides, report)
+            executor: str | None = None, workers: int | None = None, **overrides: Any) -> "ExperimentResult":
+        """Train (or load) every run of the profile's grid, with ``overrides``, and return the typed results;
+        ``executor``/``workers``: where the runs train (``racecar_core.executors``)."""
+        return run_grid(self, profile, overrides, report, executor, workers)
 
     def resolve_params(self, profile: str = "quick", **overrides: Any) -> dict[str, Any]:
         """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
@@ -290,18 +291,27 @@ def grid(exp: Experiment, params: dict) -> list[RunSpec]:
 
 
 def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
-             report: Callable[[str], None] | None = print) -> ExperimentResult:
+             report: Callable[[str], None] | None = print, executor: str | None = None,
+             workers: int | None = None) -> ExperimentResult:
     """Resolve the parameters, load the data, train or load every run of the grid (one line per run to
-    ``report``), and return the typed results."""
+    ``report``), and return the typed results. With the ``local`` executor the runs not in the cache are trained
+    by worker processes first (``executors.train_in_workers``), then loaded like any cached run."""
     params = resolve_params(exp, profile, overrides)
     loaded = exp.load(params)
     specs = grid(exp, params)
+    kind, n = executors.resolve(executor, workers)
+    by_worker: set[str] = set()
+    if kind == "local":
+        missing = [s.key for s in specs if not runs.is_done(s.experiment, exp.train(s, loaded.value)[0])]
+        by_worker = set(executors.train_in_workers(exp, profile, overrides, missing, n, report))
     results = []
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
         config, fit = exp.train(spec, loaded.value)
         with progress_label(f"{spec.key} ({i}/{len(specs)})"):
             stored = runs.cached_run(spec.experiment, config, fit)
+        if spec.key in by_worker:
+            stored = {**stored, "cached": False}          # trained now, by a worker
         results.append(RunResult.from_stored(spec, stored))
         if report is not None:
             how = "loaded from the run cache" if stored["cached"] else "trained"

@@ -89,9 +89,10 @@ def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> di
 
 
 def run(dataset: str, profile: str = "quick", report: Callable[[str], None] | None = print,
-        **overrides: Any) -> ExperimentResult:
-    """Train (or load) every (variant, method, seed) of the test on ``dataset`` and return the typed results."""
-    return run_grid(experiment(dataset), profile, overrides, report)
+        executor: str | None = None, workers: int | None = None, **overrides: Any) -> ExperimentResult:
+    """Train (or load) every (variant, method, seed) of the test on ``dataset`` and return the typed results
+    (``executor``/``workers``: where the runs train, ``racecar_core.executors``)."""
+    return run_grid(experiment(dataset), profile, overrides, report, executor, workers)
 
 
 def _official(dataset: str) -> ImageSet:
