@@ -1,7 +1,9 @@
-"""Where the runs of a grid are trained: ``inline`` (in this process, one after another: the default) or ``local``
+"""Where the runs of a grid are trained: ``inline`` (in this process, one after another: the default), ``local``
 (``workers`` processes on this machine, e.g. one per GPU, each pinned to its device and to its share of the CPU
-cores). Either way the results come back through the run cache: a worker trains a run into its run folder, the grid
-then loads it like any cached run, so what a figure shows does not depend on where a run was trained.
+cores) or ``slurm`` (one array job per grid through submitit; ``RACECAR_CLUSTER=local`` runs the same code path with
+submitit's local executor, as the tests do). Either way the results come back through the run cache: a worker or job
+trains a run into its run folder, the grid then loads it like any cached run, so what a figure shows does not depend
+on where a run was trained.
 
 Choose with ``run(..., executor="local", workers=4)`` or, without touching a notebook, the environment
 (``RACECAR_EXECUTOR=local RACECAR_WORKERS=4``; ``make figures EXECUTOR=local WORKERS=4`` sets them).
@@ -14,7 +16,7 @@ import pickle
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Sequence
 
-EXECUTORS = ("inline", "local")
+EXECUTORS = ("inline", "local", "slurm")
 
 
 def resolve(executor: str | None, workers: int | None) -> tuple[str, int]:
@@ -101,3 +103,101 @@ def train_in_workers(exp: Any, profile: str, overrides: dict[str, Any], keys: Se
             if report is not None:
                 report(f"[{exp.name}] {key}: trained by a worker ({len(done)}/{len(keys)})")
     return done
+
+
+# ------------------------------------------------------------------------------------------------ Slurm (submitit)
+SLURM_KEYS = {"partition": str, "account": str, "qos": str, "timeout_min": int, "gpus_per_node": int,
+              "cpus_per_task": int, "mem_gb": int, "additional": dict}
+
+
+def slurm_settings() -> dict[str, Any]:
+    """The user's Slurm settings: the JSON file ``RACECAR_SLURM_SETTINGS`` (default ``~/.config/racecar/slurm.json``),
+    then ``RACECAR_SLURM_<KEY>`` environment variables; keys ``SLURM_KEYS`` (partition, account, qos, timeout_min,
+    gpus_per_node, cpus_per_task, mem_gb; ``additional``: extra sbatch options as a dict)."""
+    import json
+    from pathlib import Path
+    path = Path(os.environ.get("RACECAR_SLURM_SETTINGS", Path.home() / ".config" / "racecar" / "slurm.json"))
+    out: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    unknown = sorted(set(out) - set(SLURM_KEYS))
+    if unknown:
+        raise ValueError(f"racecar: unknown Slurm setting(s) {unknown} in {path}; known: {sorted(SLURM_KEYS)}")
+    for key, kind in SLURM_KEYS.items():
+        value = os.environ.get(f"RACECAR_SLURM_{key.upper()}")
+        if value is not None:
+            out[key] = json.loads(value) if kind is dict else kind(value)
+    return out
+
+
+class _Job:
+    """One run as a submitit job: trains it into the run cache; requeued after pre-emption or a time limit
+    (``checkpoint``), it resumes from the run's own checkpoint."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def __call__(self, blob: bytes, key: str) -> str:
+        import torch
+        torch.set_num_threads(self.threads)
+        return _train_one(blob, key)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def train_with_submitit(exp: Any, profile: str, overrides: dict[str, Any], keys: Sequence[str],
+                        report: Callable[[str], None] | None = print, poll_s: float | None = None) -> list[str]:
+    """Submit the runs ``keys`` as one submitit array (Slurm, or ``RACECAR_CLUSTER=local``), wait with a status
+    line per poll (queued / running / done / failed), and return the keys; a failed job raises with its log file.
+    Job folders and logs: ``<runs dir>/_submitit/<experiment>/``."""
+    import time
+
+    import cloudpickle
+    import submitit
+
+    from . import paths
+    if not keys:
+        return []
+    poll_s = poll_s if poll_s is not None else float(os.environ.get("RACECAR_SUBMITIT_POLL_S", 10))
+    settings = slurm_settings()
+    folder = paths.runs_dir() / "_submitit" / exp.name
+    executor = submitit.AutoExecutor(folder=folder, cluster=os.environ.get("RACECAR_CLUSTER") or None)
+    threads = int(settings.get("cpus_per_task", 1))
+    params: dict[str, Any] = {"name": f"racecar-{exp.name}", "cpus_per_task": threads,
+                              "timeout_min": int(settings.get("timeout_min", 24 * 60))}
+    for key in ("gpus_per_node", "mem_gb"):
+        if key in settings:
+            params[key] = settings[key]
+    for key in ("partition", "account", "qos"):
+        if key in settings:
+            params[f"slurm_{key}"] = settings[key]
+    if settings.get("additional"):
+        params["slurm_additional_parameters"] = settings["additional"]
+    executor.update_parameters(**params)
+    blob = cloudpickle.dumps((exp, profile, dict(overrides)))
+    jobs = executor.map_array(_Job(threads), [blob] * len(keys), list(keys))
+    last = ""
+    while True:
+        states = [j.state for j in jobs]
+        done = [j.done() for j in jobs]
+        count = {"queued": sum(s in ("PENDING", "QUEUED", "READY") for s in states),
+                 "running": sum(s == "RUNNING" for s in states),
+                 "done": sum(d and s not in ("FAILED", "CANCELLED", "TIMEOUT") for d, s in zip(done, states)),
+                 "failed": sum(s in ("FAILED", "CANCELLED", "TIMEOUT") for s in states)}
+        line = f"[{exp.name}] submitit ({executor.cluster}): " + ", ".join(f"{v} {k}" for k, v in count.items())
+        if report is not None and line != last:
+            report(line)
+            last = line
+        if all(done):
+            break
+        time.sleep(poll_s)
+    failed = []
+    for key, job in zip(keys, jobs):
+        try:
+            job.result()
+        except Exception as exc:  # submitit raises FailedJobError etc. with the job's traceback
+            failed.append(f"{key} (job {job.job_id}: {type(exc).__name__}; log {job.paths.stderr})")
+    if failed:
+        raise RuntimeError("racecar: runs failed under submitit: " + "; ".join(failed)
+                           + ". Fix and call again: finished runs are reused from the run cache.")
+    return list(keys)

@@ -301,9 +301,12 @@ def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
     specs = grid(exp, params)
     kind, n = executors.resolve(executor, workers)
     by_worker: set[str] = set()
-    if kind == "local":
+    if kind != "inline":
         missing = [s.key for s in specs if not runs.is_done(s.experiment, exp.train(s, loaded.value)[0])]
-        by_worker = set(executors.train_in_workers(exp, profile, overrides, missing, n, report))
+        if kind == "local":
+            by_worker = set(executors.train_in_workers(exp, profile, overrides, missing, n, report))
+        else:
+            by_worker = set(executors.train_with_submitit(exp, profile, overrides, missing, report))
     results = []
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
