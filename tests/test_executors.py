@@ -71,3 +71,48 @@ def test_submitit_runs_the_slurm_path_with_its_local_executor(data_dir, no_netwo
     monkeypatch.setenv("RACECAR_SLURM_SETTINGS", str(tmp_path / "bad.json"))
     with pytest.raises(ValueError, match="unknown Slurm setting.*partitoin"):
         executors.slurm_settings()
+
+
+def _job(runs_dir: str, data: str, kw: dict) -> None:
+    """A cluster job: train the grid inline (what a submitit job or a worker does)."""
+    import os
+    os.environ["RACECAR_RUNS_DIR"], os.environ["RACECAR_DATA_DIR"] = runs_dir, data
+    torch.set_num_threads(1)
+    info_planes.run("smoke", report=None, **kw)
+
+
+def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_the_uninterrupted_result(data_dir, no_network,
+                                                                                        tmp_path, monkeypatch):
+    """The scheduler kills a job (SIGKILL, lock held, checkpoint written); requeued, the run breaks the dead job's
+    lock, resumes from the checkpoint and ends with the numbers of a run that was never interrupted."""
+    import multiprocessing as mp
+    import os
+    import signal
+    import time
+    kw = dict(methods=["RR"], seeds=[0], n_train=96, n_eval=32, steps_a=600, steps_b=4, eval_every=40)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "reference"))
+        reference = info_planes.run("smoke", report=None, **kw)
+        runs_dir = tmp_path / "killed"
+        ctx = mp.get_context("spawn")
+        job = ctx.Process(target=_job, args=(str(runs_dir), os.environ["RACECAR_DATA_DIR"], kw))
+        job.start()
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(runs_dir.glob("info_planes_*/*/A/checkpoint.pt")):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(job.pid, signal.SIGKILL)
+        job.join(timeout=30)
+        (ckpt,) = runs_dir.glob("info_planes_*/*/A/checkpoint.pt")
+        assert not list(runs_dir.glob("info_planes_*/*/result.pt"))         # killed before it finished
+        monkeypatch.setenv("RACECAR_RUNS_DIR", str(runs_dir))
+        with pytest.warns(Warning, match="no longer running"):                # the dead job's lock is broken
+            resumed = info_planes.run("smoke", report=None, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    (a,), (b,) = reference.runs, resumed.runs
+    assert not b.cached and a.metrics == b.metrics and a.evals == b.evals
+    assert all(torch.equal(t, b.arrays[k]) for k, t in a.arrays.items())
+    assert list(ckpt.parent.parent.glob(".lock.stale-*"))                   # the lock it broke, kept aside
