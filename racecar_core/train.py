@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .files import DamagedFile, atomic_write, load_checked, save_checked, set_aside, write_json
 from .methods import Method, Phase, StepInfo
 
+
 class DamagedCheckpointWarning(RuntimeWarning):
     """A run's checkpoint was damaged; the run starts again from step 0."""
 

@@ -294,8 +294,9 @@ def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
              report: Callable[[str], None] | None = print, executor: str | None = None,
              workers: int | None = None) -> ExperimentResult:
     """Resolve the parameters, load the data, train or load every run of the grid (one line per run to
-    ``report``), and return the typed results. With the ``local`` executor the runs not in the cache are trained
-    by worker processes first (``executors.train_in_workers``), then loaded like any cached run."""
+    ``report``), and return the typed results. With the ``local`` or ``slurm`` executor the runs not in the cache
+    are trained first by worker processes (``executors.train_in_workers``) or submitit jobs
+    (``executors.train_with_submitit``), then loaded like any cached run."""
     params = resolve_params(exp, profile, overrides)
     loaded = exp.load(params)
     specs = grid(exp, params)
