@@ -1,9 +1,10 @@
 """Where the runs of a grid are trained: ``inline`` (in this process, one after another: the default), ``local``
 (``workers`` processes on this machine, e.g. one per GPU, each pinned to its device and to its share of the CPU
-cores) or ``slurm`` (one array job per grid through submitit; ``RACECAR_CLUSTER=local`` runs the same code path with
-submitit's local executor, as the tests do). Either way the results come back through the run cache: a worker or job
-trains a run into its run folder, the grid then loads it like any cached run, so what a figure shows does not depend
-on where a run was trained.
+cores), ``torchrun`` (each run on ``workers`` processes at once, data-parallel: ``racecar_core.distributed``; for the
+experiments with a ``replicas`` parameter, CIFAR and weather) or ``slurm`` (one array job per grid through submitit;
+``RACECAR_CLUSTER=local`` runs the same code path with submitit's local executor, as the tests do). Either way the
+results come back through the run cache: a worker or job trains a run into its run folder, the grid then loads it
+like any cached run, so what a figure shows does not depend on where a run was trained.
 
 Choose with ``run(..., executor="local", workers=4)`` or, without touching a notebook, the environment
 (``RACECAR_EXECUTOR=local RACECAR_WORKERS=4``; ``make figures EXECUTOR=local WORKERS=4`` sets them).
@@ -16,12 +17,12 @@ import pickle
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Sequence
 
-EXECUTORS = ("inline", "local", "slurm")
+EXECUTORS = ("inline", "local", "torchrun", "slurm")
 
 
 def resolve(executor: str | None, workers: int | None) -> tuple[str, int]:
     """The executor and worker count from the arguments, else ``RACECAR_EXECUTOR`` / ``RACECAR_WORKERS``, else
-    ``inline``; ``local`` defaults to one worker per GPU, or two on a CPU-only machine."""
+    ``inline``; ``local`` and ``torchrun`` default to one process per GPU, or two on a CPU-only machine."""
     executor = executor or os.environ.get("RACECAR_EXECUTOR") or "inline"
     if executor not in EXECUTORS:
         raise ValueError(f"racecar: unknown executor {executor!r}; use one of {EXECUTORS} "
@@ -103,6 +104,61 @@ def train_in_workers(exp: Any, profile: str, overrides: dict[str, Any], keys: Se
             if report is not None:
                 report(f"[{exp.name}] {key}: trained by a worker ({len(done)}/{len(keys)})")
     return done
+
+
+# ------------------------------------------------------------------------------------ one run on several processes
+def train_with_torchrun(exp: Any, profile: str, overrides: dict[str, Any], keys: Sequence[str], replicas: int,
+                        report: Callable[[str], None] | None = print) -> list[str]:
+    """Train the runs ``keys`` one after another, each on ``replicas`` processes of this machine at once (one per GPU;
+    gloo on a CPU-only machine), launched by ``torchrun --standalone``; ``overrides`` must carry
+    ``replicas=replicas``. Output goes to ``<runs dir>/_torchrun/<experiment>/<time>.log``; a failure raises with
+    its tail."""
+    import subprocess
+    import sys
+    import time
+
+    import cloudpickle
+
+    from . import paths
+    from .files import atomic_write
+    from .notebook_runner import cpu_threads
+    if not keys:
+        return []
+    folder = paths.runs_dir() / "_torchrun" / exp.name
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    blob, log = folder / f"{stamp}.pkl", folder / f"{stamp}.log"
+    payload = cloudpickle.dumps((exp, profile, dict(overrides)))
+    atomic_write(blob, lambda t: open(t, "wb").write(payload))
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpu_threads() // replicas))}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={replicas}",
+           "-m", "racecar_core.executors", str(blob), *keys]
+    if report is not None:
+        report(f"[{exp.name}] torchrun: {len(keys)} run(s), each on {replicas} processes (log {log})")
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    blob.unlink(missing_ok=True)
+    if code != 0:
+        tail = "\n".join(log.read_text().splitlines()[-25:])
+        raise RuntimeError(f"racecar: torchrun failed (exit {code}) training {list(keys)}; log {log}:\n{tail}")
+    if report is not None:
+        report(f"[{exp.name}] torchrun: {len(keys)} run(s) trained in {time.perf_counter() - t0:.1f} s")
+    return list(keys)
+
+
+def _torchrun_main(argv: Sequence[str]) -> None:
+    """A replica started by ``train_with_torchrun``: join the group, train the runs, leave."""
+    from pathlib import Path
+
+    from . import distributed
+    blob_path, *keys = argv
+    distributed.init_from_env()
+    try:
+        blob = Path(blob_path).read_bytes()
+        for key in keys:
+            _train_one(blob, key)
+    finally:
+        distributed.shutdown()
 
 
 # ------------------------------------------------------------------------------------------------ Slurm (submitit)
@@ -201,3 +257,8 @@ def train_with_submitit(exp: Any, profile: str, overrides: dict[str, Any], keys:
         raise RuntimeError("racecar: runs failed under submitit: " + "; ".join(failed)
                            + ". Fix and call again: finished runs are reused from the run cache.")
     return list(keys)
+
+
+if __name__ == "__main__":
+    import sys
+    _torchrun_main(sys.argv[1:])

@@ -37,11 +37,18 @@ def task_loss(name: str) -> TaskLoss:
 
 @dataclass
 class StepInfo:
-    """Where the loop is: global step, step inside the phase, epoch, and a generator for the step's randomness."""
+    """Where the loop is: global step, step inside the phase, epoch, a generator for the step's randomness, and the
+    number of replicas sharing the batch (``racecar_core.distributed``: a loss term *summed* over the batch is
+    multiplied by it, ``batch_sum``, so that the replicas' average is the global batch's loss)."""
     step: int
     phase_step: int
     epoch: int
     generator: torch.Generator | None = None
+    replicas: int = 1
+
+    def batch_sum(self, term: Tensor) -> Tensor:
+        """A loss term summed over this process's batch, scaled to the global batch's sum (see above)."""
+        return term if self.replicas == 1 else term * self.replicas
 
 
 @dataclass
@@ -177,6 +184,8 @@ class RR(Method):
 
         def loss(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
             out, rec = self.reconstruction(model, x, plan)
+            if self.reduction == "sum":
+                rec = info.batch_sum(rec)
             task = self.task(out, y)
             return task + self.lam * rec, out, {"task": task.detach(), "rr": rec.detach()}
         return [Phase("train", steps, list(model.parameters()), loss)]
@@ -191,6 +200,8 @@ class RR(Method):
 
     def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
         out, rec = self.reconstruction(model, x)
+        if self.reduction == "sum":
+            rec = info.batch_sum(rec)
         return out, self.lam * rec, {"rr": rec.detach()}
 
     def describe(self) -> dict:
@@ -260,6 +271,8 @@ class Pre(Method):
         def loss(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
             trace = reverse.forward_trace(upto, x, plan, frozen=frozen)
             rec = reverse.reconstruction_loss(reverse.reverse_pass(trace, "full", floor=floor), self.reduction)
+            if self.reduction == "sum":
+                rec = info.batch_sum(rec)
             return rec, trace.output, {"ae": rec.detach()}
         return loss
 

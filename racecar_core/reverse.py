@@ -55,6 +55,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .distributed import batch_moments
 from .rules import (DROPOUT, MAXPOOL, FunctionRule, apply_dropout, conv_transpose, dropout_mask,  # noqa: F401
                     function_name, function_rule, is_weight_leaf, known_role, linear_vjp, maxpool_adjoint,
                     maxpool_forward, register_affine, register_function, register_pointwise, register_shape,
@@ -385,8 +386,9 @@ def _reapply(s: Step, y: Tensor, trace: Trace, norms: Norms = "batch") -> Tensor
             return apply_dropout(m, y, mask)
         if norms == "forward" and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
             x = trace.values[s.inputs[0]]
-            dims, shape = [0, *range(2, x.dim())], (1, -1, *([1] * (x.dim() - 2)))
-            z = (y - x.mean(dims).view(shape)) * torch.rsqrt(x.var(dims, unbiased=False).view(shape) + m.eps)
+            shape = (1, -1, *([1] * (x.dim() - 2)))
+            mean, var, _ = batch_moments(x, m.running_mean)   # the global batch's under synchronised batch norms
+            z = (y - mean.view(shape)) * torch.rsqrt(var.view(shape) + m.eps)
             return z if m.weight is None else z * m.weight.view(shape) + m.bias.view(shape)
         return (s.plain or m)(y)
     if mask is not None:                       # F.dropout: the mask already holds the 1 / (1 - p)

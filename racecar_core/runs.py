@@ -222,25 +222,41 @@ def cached_run(experiment: str, config: dict, train: Callable[[Path], dict]) -> 
     ``trained_by``) and return it. Two processes asking for the same run: one trains, the other waits and loads.
     The result is stored with its checksum and loaded as plain data (``files.load_checked``: no pickled code runs);
     a damaged one (truncated, corrupted, unreadable) is set aside with a ``DamagedRunWarning`` and the run trained
-    again, resuming from its checkpoint."""
+    again, resuming from its checkpoint. Inside a process group (one run on several processes, ``torchrun``) rank 0
+    takes the lock, looks for the result and tells the other replicas whether to train; only rank 0 writes."""
+    from . import distributed
+    if distributed.active() and distributed.rank() > 0:  # a replica of a run on several processes: rank 0 decides
+        d = paths.runs_dir() / experiment / config_hash(config)
+        if not distributed.broadcast_object(None):
+            return {"cached": True}
+        return {**train(d), "cached": False}                 # trains beside rank 0, which alone writes the folder
     d = run_dir(experiment, config)
     result_path = d / "result.pt"
     with RunLock(d):
-        if result_path.exists():
-            try:
-                result = load_checked(result_path)
-            except DamagedFile as exc:
-                moved = set_aside(result_path)
-                warnings.warn(f"racecar: {exc}; set aside as {moved.name}, training the run again (from its "
-                              "checkpoint when that one is sound)", DamagedRunWarning, stacklevel=2)
-            else:
-                result["cached"] = True
-                return result
+        result = _stored_result(result_path)
+        if distributed.active():
+            distributed.broadcast_object(result is None)     # whether the replicas train
+        if result is not None:
+            result["cached"] = True
+            return result
         result = {**train(d), "trained_by": trained_by()}
         save_checked(result_path, result)
         write_json(d / "result.json", _scalars(result))
     result["cached"] = False
     return result
+
+
+def _stored_result(path: Path) -> dict | None:
+    """The finished result at ``path``; None when there is none, or when it was damaged (then set aside, warned)."""
+    if not path.exists():
+        return None
+    try:
+        return load_checked(path)
+    except DamagedFile as exc:
+        moved = set_aside(path)
+        warnings.warn(f"racecar: {exc}; set aside as {moved.name}, training the run again (from its checkpoint "
+                      "when that one is sound)", DamagedRunWarning, stacklevel=3)
+        return None
 
 
 def load_config(run_path: str | Path) -> dict:

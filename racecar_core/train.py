@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from . import distributed
 from .files import DamagedFile, atomic_write, load_checked, save_checked, set_aside, write_json
 from .methods import Method, Phase, StepInfo
 
@@ -74,10 +75,14 @@ class TrainConfig:
     plateau_patience: int = 0              # > 0: multiply the lr by plateau_factor after this many evaluations
     plateau_factor: float = 0.2            #   without improvement of early_stop (Keras's ReduceLROnPlateau),
     plateau_min_lr: float = 0.0            #   never below plateau_min_lr
+    replicas: int = 1                      # processes sharing each batch (torchrun; racecar_core.distributed)
+    sync_bn: bool = True                   #   with replicas > 1: batch norms use the global batch's statistics
 
     def describe(self) -> dict[str, Any]:
-        """The settings that identify a run (for run-cache keys): all but ``progress``, and ``compile`` when on."""
-        return {k: v for k, v in asdict(self).items() if k != "progress" and not (k == "compile" and not v)}
+        """The settings that identify a run (for run-cache keys): all but ``progress``, ``compile`` when on, and the
+        data-parallel settings when the run has more than one replica."""
+        return {k: v for k, v in asdict(self).items() if k != "progress" and not (k == "compile" and not v)
+                and not (k in ("replicas", "sync_bn") and self.replicas == 1)}
 
 
 def reduce_on_plateau(cfg: TrainConfig, state: dict[str, Any], value: float) -> None:
@@ -229,6 +234,12 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     pretraining), so that methods are compared after the same number of task steps. With a ``run_dir`` the loop
     checkpoints every ``cfg.checkpoint_every`` steps and resumes from ``run_dir/checkpoint.pt`` if present.
     """
+    replicas, rank = distributed.world_size(), distributed.rank()
+    if cfg.replicas != replicas:
+        raise ValueError(f"racecar: this run is set up for {cfg.replicas} replica(s) but runs in "
+                         f"{replicas} process(es); launch it with torchrun --nproc-per-node {cfg.replicas} "
+                         "(make figures EXECUTOR=torchrun WORKERS=N; racecar_core.distributed)")
+    lead = rank == 0                       # evaluates, snapshots, writes the run folder and the progress bar
     model.to(cfg.device)
     fmt = torch.channels_last if cfg.channels_last and cfg.device.startswith("cuda") else torch.contiguous_format
     model.to(memory_format=fmt)
@@ -243,13 +254,17 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     losses = [compiled_loss(ph, cfg.compile) for ph in phases]
     ckpt = run_dir / "checkpoint.pt" if run_dir else None
     saved = None
-    if ckpt is not None and ckpt.exists():
+    if lead and ckpt is not None and ckpt.exists():
         try:
-            saved = load_checked(ckpt, map_location=cfg.device)
+            saved = load_checked(ckpt, map_location=cfg.device if replicas == 1 else "cpu")
         except DamagedFile as exc:
             moved = set_aside(ckpt)
             warnings.warn(f"racecar: {exc}; set aside as {moved.name}, training from the start",
                           DamagedCheckpointWarning, stacklevel=2)
+    if replicas > 1 and ckpt is not None:  # rank 0's reading of the checkpoint, on every replica
+        saved = distributed.broadcast_object(saved)
+        if saved is not None:
+            saved = _to_device(saved, cfg.device)
     if saved is not None:
         model.load_state_dict(saved["model"])
         state = saved["state"]
@@ -259,7 +274,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
             opt.load_state_dict(saved["optimizer"])
 
     def checkpoint() -> None:
-        if ckpt is None:
+        if ckpt is None or not lead:
             return
         blob = {"model": model.state_dict(), "optimizer": opt.state_dict() if opt else None, "opt_phase": opt_phase,
                 "state": state}
@@ -267,8 +282,11 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
         _save_logs(run_dir, state)
 
     def observe(step: int) -> None:
+        if not lead:                   # rank 0 evaluates and sends what steers the loop
+            state.update(distributed.broadcast_object(None))
+            return
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), distributed.local_statistics():
             if evaluate is not None:
                 state["evals"].append({"step": step, "task_step": step - task_offset,
                                        **{k: float(v) for k, v in evaluate(model, step).items()}})
@@ -285,55 +303,84 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
                 snap = snapshot(model, step)
                 state["snapshots"].append({"step": step, "task_step": step - task_offset,
                                            **{k: v.detach().cpu() for k, v in snap.items()}})
+        if replicas > 1:
+            distributed.broadcast_object({k: state[k] for k in ("stopped_early", "lr_scale", "plateau")})
 
     check_input_shape(model, data.batch(0)[0][:2].to(cfg.device))
-    if state["step"] == 0 and not state["evals"]:
-        observe(0)
-    bar = tqdm(total=total, initial=state["step"], disable=not cfg.progress, desc=_LABEL.get() or method.name,
-               mininterval=1.0)
-    t0 = time.perf_counter() - state["wall_time"]
-    while state["step"] < total and not state["stopped_early"]:
-        step = state["step"]
-        k, pstep = _locate(phases, step)
-        phase = phases[k]
-        if k != opt_phase:
-            opt, opt_phase = make_optimizer(cfg, phase.params), k
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(cfg, pstep) * phase.lr_scale * state.get("lr_scale", 1.0)
-        model.train()
-        for m in phase.frozen:
-            m.eval()
-        seed_step(stream_seed(cfg.seed, step, "step"), cfg.device)      # dropout and other global draws
-        gen = torch.Generator().manual_seed(stream_seed(cfg.seed, step, "method"))  # e.g. SRIP start vectors
-        x, y = data.batch(pstep)
-        x, y = x.to(cfg.device), y.to(cfg.device)
-        if x.dim() == 4:
-            x = x.contiguous(memory_format=fmt)
-        info = StepInfo(step, pstep, pstep // data.steps_per_epoch, gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss, _, logs = losses[k](model, x, y, info)
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(
-                f"racecar: {method.name} loss is {float(loss.detach())} at step {step} (phase {phase.name}); lower the "
-                f"learning rate or the regulariser weight. Last checkpoint: {ckpt if ckpt else 'none (no run_dir)'}")
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        state["step"] = step + 1
-        if step % log_every == 0 or state["step"] == total:
-            state["log"].append({"step": step, "phase": phase.name, "lr": opt.param_groups[0]["lr"],
-                                 "loss": float(loss.detach()), **{k2: float(v) for k2, v in logs.items()}})
-        bar.update(1)
-        state["wall_time"] = time.perf_counter() - t0
-        if state["step"] % cfg.eval_every == 0 or state["step"] == total:
-            observe(state["step"])
-        if run_dir is not None and (state["step"] % cfg.checkpoint_every == 0 or state["step"] == total):
-            checkpoint()
-    bar.close()
+    with distributed.synced_batch_norms(model, replicas > 1 and cfg.sync_bn):
+        if state["step"] == 0 and not state["evals"]:
+            observe(0)
+        bar = tqdm(total=total, initial=state["step"], disable=not cfg.progress or rank > 0,
+                   desc=_LABEL.get() or method.name, mininterval=1.0)
+        t0 = time.perf_counter() - state["wall_time"]
+        while state["step"] < total and not state["stopped_early"]:
+            step = state["step"]
+            k, pstep = _locate(phases, step)
+            phase = phases[k]
+            if k != opt_phase:
+                opt, opt_phase = make_optimizer(cfg, phase.params), k
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(cfg, pstep) * phase.lr_scale * state.get("lr_scale", 1.0)
+            model.train()
+            for m in phase.frozen:
+                m.eval()
+            # dropout and other global draws (each replica its own: rank 0 draws what one process would)
+            seed_step(stream_seed(cfg.seed, step, "step" if rank == 0 else f"step/replica{rank}"), cfg.device)
+            gen = torch.Generator().manual_seed(stream_seed(cfg.seed, step, "method"))  # e.g. SRIP start vectors
+            x, y = data.batch(pstep)
+            if replicas > 1:                                              # this replica's share of the global batch
+                x, y = distributed.shard(x, y, replicas, rank)
+            x, y = x.to(cfg.device), y.to(cfg.device)
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=fmt)
+            info = StepInfo(step, pstep, pstep // data.steps_per_epoch, gen, replicas)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss, _, logs = losses[k](model, x, y, info)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            if replicas > 1:   # gradients, loss and logged values averaged over the replicas in one all_reduce
+                loss_value, *values = distributed.average_gradients(phase.params, [loss, *logs.values()])
+                logs = dict(zip(logs, values))
+            else:
+                loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"racecar: {method.name} loss is {loss_value} at step {step} (phase {phase.name}); lower the "
+                    "learning rate or the regulariser weight. Last checkpoint: "
+                    f"{ckpt if ckpt else 'none (no run_dir)'}")
+            opt.step()
+            if replicas > 1 and not cfg.sync_bn:    # rank 0's moving averages everywhere (DDP's broadcast_buffers)
+                distributed.broadcast_buffers(model)
+            state["step"] = step + 1
+            if step % log_every == 0 or state["step"] == total:
+                state["log"].append({"step": step, "phase": phase.name, "lr": opt.param_groups[0]["lr"],
+                                     "loss": loss_value, **{k2: float(v) for k2, v in logs.items()}})
+            bar.update(1)
+            state["wall_time"] = time.perf_counter() - t0
+            if state["step"] % cfg.eval_every == 0 or state["step"] == total:
+                observe(state["step"])
+            if ckpt is not None and (state["step"] % cfg.checkpoint_every == 0 or state["step"] == total):
+                checkpoint()
+        bar.close()
     if state["stopped_early"] and run_dir is not None:
         checkpoint()
-    if state["best"] is not None:  # early stopping: hand back the best weights seen
-        model.load_state_dict(state["best"]["model"])
-    return {"log": state["log"], "evals": state["evals"], "snapshots": state["snapshots"],
-            "steps": state["step"], "task_offset": task_offset, "wall_time": state["wall_time"], "config": asdict(cfg),
-            "best_step": state["best"]["step"] if state["best"] else None, "stopped_early": state["stopped_early"]}
+    best = state["best"]["model"] if state["best"] is not None else None
+    out = {"log": state["log"], "evals": state["evals"], "snapshots": state["snapshots"],
+           "steps": state["step"], "task_offset": task_offset, "wall_time": state["wall_time"], "config": asdict(cfg),
+           "best_step": state["best"]["step"] if state["best"] else None, "stopped_early": state["stopped_early"]}
+    if replicas > 1:  # every replica hands back rank 0's records (and its best weights)
+        out, best = distributed.broadcast_object((out, _to_device(best, "cpu")) if lead else None)
+        best = _to_device(best, cfg.device) if best is not None else None
+    if best is not None:  # early stopping: hand back the best weights seen
+        model.load_state_dict(best)
+    return out
+
+
+def _to_device(obj: Any, device: str) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj

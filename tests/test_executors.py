@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from racecar_core import executors
-from racecar_core.experiments import info_planes
+from racecar_core.experiments import cifar, info_planes
+from test_experiments_cifar import TINY, tiny_fashion  # noqa: F401 (a fixture)
 
 
 def test_the_executor_comes_from_the_call_or_the_environment(monkeypatch):
@@ -14,7 +15,7 @@ def test_the_executor_comes_from_the_call_or_the_environment(monkeypatch):
     monkeypatch.setenv("RACECAR_EXECUTOR", "local")
     monkeypatch.setenv("RACECAR_WORKERS", "3")
     assert executors.resolve(None, None) == ("local", 3) and executors.resolve("local", 2) == ("local", 2)
-    with pytest.raises(ValueError, match="unknown executor 'pbs'.*'inline', 'local', 'slurm'"):
+    with pytest.raises(ValueError, match="unknown executor 'pbs'.*'inline', 'local', 'torchrun', 'slurm'"):
         executors.resolve("pbs", None)
     with pytest.raises(ValueError, match="workers must be at least 1"):
         executors.resolve("local", 0)
@@ -40,6 +41,35 @@ def test_local_workers_give_the_inline_results(data_dir, no_network, tmp_path, m
             assert torch.equal(t, b.arrays[k]), (a.spec.key, k)
     again = info_planes.run("smoke", report=None, executor="local", workers=2, **small)
     assert again.trained_now == 0                                    # nothing left to train: no worker started
+
+
+def test_torchrun_trains_each_run_on_two_processes_with_the_inline_numbers(tiny_fashion):  # noqa: F811
+    """executor="torchrun": each run of the CIFAR grid on 2 gloo processes (torchrun --standalone, the real launcher),
+    data-parallel with synchronised batch norms: the loss curves of one process, a run config of its own."""
+    small = dict(TINY, methods=["Std", "RR", "Pre"], batch_size=20, pre_epochs=1)   # 3 steps an epoch, shards of 10
+    inline = cifar.run("smoke", report=None, **small)
+    lines: list[str] = []
+    ddp = cifar.run("smoke", report=lines.append, executor="torchrun", workers=2, **small)
+    assert ddp.params["replicas"] == 2 and ddp.trained_now == 3
+    assert any("torchrun: 3 run(s), each on 2 processes" in x for x in lines), lines
+    for a, b in zip(inline.runs, ddp.runs):
+        assert b.config["train"]["replicas"] == 2 and b.config["train"]["sync_bn"] is True
+        assert "replicas" not in a.config["train"]                   # one process: the key it always had
+        la, lb = ([r["loss"] for r in run.log] for run in (a, b))
+        assert len(la) == len(lb) and lb == pytest.approx(la, rel=1e-4), a.spec.key
+        assert b.trained_by["code_fingerprint"] == a.trained_by["code_fingerprint"]
+    again = cifar.run("smoke", report=lines.append, executor="torchrun", workers=2, **small)
+    assert again.trained_now == 0 and sum("torchrun:" in x for x in lines) == 2     # nothing launched the 2nd time
+    with pytest.raises(ValueError, match="torchrun --nproc-per-node 2"):             # not trainable in one process
+        cifar.run("smoke", report=None, replicas=2, **{**small, "seeds": [7]})
+
+
+def test_torchrun_leaves_an_experiment_without_replicas_inline(data_dir, no_network, tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    lines: list[str] = []
+    out = info_planes.run("smoke", report=lines.append, executor="torchrun", workers=2, methods=["Std"], seeds=[0],
+                          n_train=64, n_eval=32)
+    assert out.trained_now == 1 and "no data-parallel path" in lines[0]
 
 
 def test_submitit_runs_the_slurm_path_with_its_local_executor(data_dir, no_network, tmp_path, monkeypatch):

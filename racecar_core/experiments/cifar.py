@@ -31,7 +31,7 @@ _BASE = dict(dataset="cifar10", depth=110, methods=["Std", "Ort", "RR"], seeds=[
              warmup_lr=0.01, augment=True, rr_lambda=1e-2, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
              ort_weight=1e-2, ort_form="srip", ort_schedule=True, pre_epochs=1, pre_reduction="mean",
              pre_lr_scale=0.01, n_train=None, n_test=None, validation=0, device="auto", amp=True, channels_last=True,
-             torch_compile=False, progress=True)
+             torch_compile=False, progress=True, replicas=1, sync_bn=True)
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": _BASE,
     # a shallower net and fewer epochs: a laptop GPU (or a patient CPU) shows the trend
@@ -93,7 +93,7 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
                       milestones=[e * spe for e in p["milestones"]], warmup_steps=p["warmup_steps"],
                       warmup_lr=p["warmup_lr"], eval_every=spe, checkpoint_every=spe, seed=seed, device=dev,
                       amp=p["amp"], channels_last=p["channels_last"], compile=p["torch_compile"],
-                      progress=p["progress"])
+                      progress=p["progress"], replicas=p["replicas"], sync_bn=p["sync_bn"])
     config = {"dataset": p["dataset"], "data": prep["fingerprint"], "n_train": len(data.x_train),
               "n_test": len(data.x_test), "depth": p["depth"], "augment": p["augment"], **method.describe(),
               "train": cfg.describe()}

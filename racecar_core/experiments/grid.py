@@ -294,18 +294,28 @@ def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
              report: Callable[[str], None] | None = print, executor: str | None = None,
              workers: int | None = None) -> ExperimentResult:
     """Resolve the parameters, load the data, train or load every run of the grid (one line per run to
-    ``report``), and return the typed results. With the ``local`` or ``slurm`` executor the runs not in the cache
-    are trained first by worker processes (``executors.train_in_workers``) or submitit jobs
-    (``executors.train_with_submitit``), then loaded like any cached run."""
+    ``report``), and return the typed results. With the ``local``, ``torchrun`` or ``slurm`` executor the runs not
+    in the cache are trained first by worker processes (``executors.train_in_workers``), by ``torchrun`` process
+    groups, one run on ``workers`` processes at a time (``executors.train_with_torchrun``; it sets the parameter
+    ``replicas``), or by submitit jobs (``executors.train_with_submitit``), then loaded like any cached run."""
+    kind, n = executors.resolve(executor, workers)
+    if kind == "torchrun":  # each run on n processes: a setting of the runs themselves (in their cache key)
+        if "replicas" not in exp.profiles.get(profile, {}):
+            if report is not None:
+                report(f"[{exp.name}] has no data-parallel path (no 'replicas' parameter): its runs train inline")
+            kind = "inline"
+        else:
+            overrides = {**overrides, "replicas": n}
     params = resolve_params(exp, profile, overrides)
     loaded = exp.load(params)
     specs = grid(exp, params)
-    kind, n = executors.resolve(executor, workers)
     by_worker: set[str] = set()
     if kind != "inline":
         missing = [s.key for s in specs if not runs.is_done(s.experiment, exp.train(s, loaded.value)[0])]
         if kind == "local":
             by_worker = set(executors.train_in_workers(exp, profile, overrides, missing, n, report))
+        elif kind == "torchrun":
+            by_worker = set(executors.train_with_torchrun(exp, profile, overrides, missing, n, report))
         else:
             by_worker = set(executors.train_with_submitit(exp, profile, overrides, missing, report))
     results = []

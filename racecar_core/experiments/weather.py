@@ -37,7 +37,8 @@ _BASE = dict(source="weatherbench", train_years=list(range(1979, 2016)), valid_y
              batch_size=32, lr=5e-5, rr_lambda=1e-3, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
              ort_weight=1e-2, ort_form="srip", pre_epochs=1, patience=5, min_delta=1e-4, plateau_patience=2,
              plateau_factor=0.2, plateau_min_lr=1e-5, example_time=PAPER_EXAMPLE_TIME,
-             synthetic_days=None, device="auto", amp=False, torch_compile=False, progress=True)
+             synthetic_days=None, device="auto", amp=False, torch_compile=False, progress=True, replicas=1,
+             sync_bn=True)
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": _BASE,
     # CPU-sized: the three target fields as inputs (12 channels), 6 training years, a small network
@@ -182,7 +183,7 @@ def _train(spec: RunSpec, sets: WeatherData) -> tuple[dict, Callable[[Path], dic
                       weight_decay=2 * p["l2"], decay_kernels_only=True,  # Keras's l2(c): c * sum(w^2) in the loss
                       progress=p["progress"], early_stop="valid_mse", patience=p["patience"], min_delta=p["min_delta"],
                       plateau_patience=p["plateau_patience"], plateau_factor=p["plateau_factor"],
-                      plateau_min_lr=p["plateau_min_lr"])
+                      plateau_min_lr=p["plateau_min_lr"], replicas=p["replicas"], sync_bn=p["sync_bn"])
     synthetic = is_synthetic(sets["train"])
     config = {k: p[k] for k in ("source", "train_years", "valid_years", "test_years", "variables", "input_variables",
                                 "offsets_h", "lead_h", "sample_every_h", "channels", "blocks", "dropout",
