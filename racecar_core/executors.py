@@ -201,61 +201,186 @@ class _Job:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+QUEUED = ("PENDING", "QUEUED", "READY", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED")
+ACTIVE = (*QUEUED, "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "STAGE_OUT", "SIGNALING")
+
+
+def _job_state(job: Any) -> str:
+    """The scheduler's state of ``job``, upper case; a local job re-attached in another process (submitit knows only
+    its own children) is RUNNING while its process (the job id is its pid) lives, else FINISHED or LOST."""
+    state = str(job.state).upper()
+    if state.startswith("NO PROCESS"):
+        try:
+            os.kill(int(str(job.job_id).split("_")[0]), 0)
+        except (ValueError, ProcessLookupError, PermissionError):
+            return "FINISHED" if job.paths.result_pickle.exists() else "LOST"
+        return "RUNNING"
+    return state
+
+
+def _progress(run_folder: Any) -> tuple[int, int, float] | None:
+    """Steps done, steps in all and seconds spent, summed over the ``progress.json`` files the run's loops wrote (at
+    each checkpoint); None before the first."""
+    import json
+    done = total = spent = 0.0
+    found = False
+    for f in run_folder.rglob("progress.json") if run_folder.exists() else []:
+        try:
+            p = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        found = True
+        done, total, spent = done + p["step"], total + p["steps"], spent + p["wall_time"]
+    return (int(done), int(total), spent) if found else None
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def status_table(rows: list[dict[str, Any]]) -> str:
+    """The live table: one line per run (key, state, job, steps done, ETA from the run's own pace) and the counts."""
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("queued", "running", "done", "failed")}
+    width = max([len(r["key"]) for r in rows] + [3])
+    lines = [f"{'run':<{width}}  {'state':<8} {'job':<14} {'progress':<16} ETA"]
+    for r in rows:
+        prog, eta = "", ""
+        if r.get("progress") and r["state"] == "running":
+            done, total, spent = r["progress"]
+            prog = f"{done}/{total} steps"
+            if done:
+                eta = _eta(spent / done * (total - done))
+        lines.append(f"{r['key']:<{width}}  {r['state']:<8} {str(r.get('job') or ''):<14} {prog:<16} {eta}".rstrip())
+    lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return "\n".join(lines)
+
+
 def train_with_submitit(exp: Any, profile: str, overrides: dict[str, Any], keys: Sequence[str],
-                        report: Callable[[str], None] | None = print, poll_s: float | None = None) -> list[str]:
-    """Submit the runs ``keys`` as one submitit array (Slurm, or ``RACECAR_CLUSTER=local``), wait with a status
-    line per poll (queued / running / done / failed), and return the keys; a failed job raises with its log file.
-    Job folders and logs: ``<runs dir>/_submitit/<experiment>/``."""
+                        report: Callable[[str], None] | None = print, poll_s: float | None = None,
+                        folders: dict[str, Any] | None = None, resubmit: bool | None = None) -> list[str]:
+    """Train the runs ``keys`` (run folders ``folders[key]``) through submitit (Slurm, or ``RACECAR_CLUSTER=local``):
+    wait with a live status table (queued / running / done / failed per run, with an ETA from the run's own
+    ``progress.json``), and return the keys.
+
+    Resumable: the jobs are recorded in ``<runs dir>/_submitit/<experiment>/jobs.json``, so that calling again after
+    a disconnect re-attaches to jobs still queued or running instead of submitting them twice; finished runs come
+    from the run cache. A run whose earlier job ended without a result is listed with the job's log and submitted
+    again only on request (``resubmit=True``, ``RACECAR_RESUBMIT=1``, ``make figures ... RESUBMIT=1``). Runs that
+    fail raise at the end, with their logs."""
+    import json
     import time
+    from pathlib import Path
 
     import cloudpickle
     import submitit
 
     from . import paths
+    from .files import write_json
     if not keys:
         return []
     poll_s = poll_s if poll_s is not None else float(os.environ.get("RACECAR_SUBMITIT_POLL_S", 10))
+    table_s = float(os.environ.get("RACECAR_SUBMITIT_TABLE_S", 60))
+    resubmit = resubmit if resubmit is not None else os.environ.get("RACECAR_RESUBMIT", "") not in ("", "0")
+    root = paths.runs_dir()
+    folders = {k: Path(folders[k]) if folders and k in folders else root / exp.name / k for k in keys}
     settings = slurm_settings()
-    folder = paths.runs_dir() / "_submitit" / exp.name
+    folder = root / "_submitit" / exp.name
     executor = submitit.AutoExecutor(folder=folder, cluster=os.environ.get("RACECAR_CLUSTER") or None)
-    threads = int(settings.get("cpus_per_task", 1))
-    params: dict[str, Any] = {"name": f"racecar-{exp.name}", "cpus_per_task": threads,
-                              "timeout_min": int(settings.get("timeout_min", 24 * 60))}
-    for key in ("gpus_per_node", "mem_gb"):
-        if key in settings:
-            params[key] = settings[key]
-    for key in ("partition", "account", "qos"):
-        if key in settings:
-            params[f"slurm_{key}"] = settings[key]
-    if settings.get("additional"):
-        params["slurm_additional_parameters"] = settings["additional"]
-    executor.update_parameters(**params)
-    blob = cloudpickle.dumps((exp, profile, dict(overrides)))
-    jobs = executor.map_array(_Job(threads), [blob] * len(keys), list(keys))
-    last = ""
+    manifest_path = folder / "jobs.json"
+    manifest: dict[str, dict] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+
+    def rel(key: str) -> str:
+        return str(folders[key].relative_to(root)) if folders[key].is_relative_to(root) else str(folders[key])
+
+    def job_of(entry: dict) -> Any:
+        job_class = submitit.SlurmJob if executor.cluster == "slurm" else submitit.LocalJob
+        return job_class(folder=Path(entry["folder"]), job_id=entry["job_id"])
+
+    def state_of(key: str, job: Any) -> str:
+        """queued, running, done or failed (a job that ended without the run's result)."""
+        if finished(key):
+            return "done"
+        s = _job_state(job)
+        if s == "UNKNOWN" and time.time() - submitted.get(key, 0.0) < 600:   # not yet in the scheduler's accounting
+            return "queued"
+        return ("queued" if s in QUEUED else "running" if s in ACTIVE else "failed")
+
+    def finished(key: str) -> bool:
+        return (folders[key] / "result.pt").exists()
+
+    tracked: dict[str, Any] = {}                      # key -> submitit job being waited on
+    submitted: dict[str, float] = {}                  # key -> when its job was submitted (epoch seconds)
+    earlier_failures: list[str] = []
+    for key in keys:
+        entry = manifest.get(rel(key))
+        if entry is None or finished(key):
+            continue
+        job = job_of(entry)
+        submitted[key] = float(entry.get("epoch", 0.0))
+        if state_of(key, job) in ("queued", "running"):
+            tracked[key] = job
+        elif not resubmit:
+            earlier_failures.append(f"{key} (job {entry['job_id']}: {_job_state(job)}; log {job.paths.stderr})")
+    to_submit = [k for k in keys if k not in tracked and not finished(k)
+                 and (resubmit or rel(k) not in manifest)]
+    if report is not None and tracked:
+        report(f"[{exp.name}] re-attached to {len(tracked)} job(s) still queued or running: "
+               + ", ".join(f"{k} ({j.job_id})" for k, j in tracked.items()))
+    if to_submit:
+        threads = int(settings.get("cpus_per_task", 1))
+        params: dict[str, Any] = {"name": f"racecar-{exp.name}", "cpus_per_task": threads,
+                                  "timeout_min": int(settings.get("timeout_min", 24 * 60))}
+        for key in ("gpus_per_node", "mem_gb"):
+            if key in settings:
+                params[key] = settings[key]
+        for key in ("partition", "account", "qos"):
+            if key in settings:
+                params[f"slurm_{key}"] = settings[key]
+        if settings.get("additional"):
+            params["slurm_additional_parameters"] = settings["additional"]
+        executor.update_parameters(**params)
+        blob = cloudpickle.dumps((exp, profile, dict(overrides)))
+        jobs = executor.map_array(_Job(threads), [blob] * len(to_submit), list(to_submit))
+        for key, job in zip(to_submit, jobs):
+            tracked[key], submitted[key] = job, time.time()
+            manifest[rel(key)] = {"key": key, "job_id": str(job.job_id), "folder": str(job.paths.folder),
+                                  "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "epoch": submitted[key]}
+        write_json(manifest_path, manifest)
+        if report is not None:
+            report(f"[{exp.name}] submitted {len(to_submit)} run(s) to {executor.cluster} (jobs in {manifest_path})")
+    last, shown = "", 0.0
     while True:
-        states = [j.state for j in jobs]
-        done = [j.done() for j in jobs]
-        count = {"queued": sum(s in ("PENDING", "QUEUED", "READY") for s in states),
-                 "running": sum(s == "RUNNING" for s in states),
-                 "done": sum(d and s not in ("FAILED", "CANCELLED", "TIMEOUT") for d, s in zip(done, states)),
-                 "failed": sum(s in ("FAILED", "CANCELLED", "TIMEOUT") for s in states)}
-        line = f"[{exp.name}] submitit ({executor.cluster}): " + ", ".join(f"{v} {k}" for k, v in count.items())
-        if report is not None and line != last:
-            report(line)
-            last = line
-        if all(done):
+        rows = []
+        for key in keys:
+            job = tracked.get(key)
+            # a run without a job is done (in the cache) or an earlier failure not resubmitted
+            state = ("done" if finished(key) else "failed") if job is None else state_of(key, job)
+            rows.append({"key": key, "state": state, "job": job.job_id if job is not None else None,
+                         "progress": _progress(folders[key]) if state == "running" else None})
+        states = [r["state"] for r in rows]
+        table = status_table(rows)
+        now = time.monotonic()
+        if report is not None and (states != last or now - shown >= table_s):
+            report(f"[{exp.name}] submitit ({executor.cluster}):\n{table}")
+            last, shown = states, now
+        if all(s in ("done", "failed") for s in states):
             break
         time.sleep(poll_s)
-    failed = []
-    for key, job in zip(keys, jobs):
+    failed = list(earlier_failures)
+    for key, job in tracked.items():
+        if finished(key):
+            continue
         try:
             job.result()
+            why = "ended without a result"
         except Exception as exc:  # submitit raises FailedJobError etc. with the job's traceback
-            failed.append(f"{key} (job {job.job_id}: {type(exc).__name__}; log {job.paths.stderr})")
+            why = type(exc).__name__
+        failed.append(f"{key} (job {job.job_id}: {why}; log {job.paths.stderr})")
     if failed:
         raise RuntimeError("racecar: runs failed under submitit: " + "; ".join(failed)
-                           + ". Fix and call again: finished runs are reused from the run cache.")
+                           + ". Fix the cause and call again with resubmit=True (make figures ... RESUBMIT=1) to "
+                           "submit them again; finished runs are reused from the run cache.")
     return list(keys)
 
 

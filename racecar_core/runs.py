@@ -66,6 +66,11 @@ def trained_by() -> dict[str, Any]:
             "torch_version": str(torch.__version__)}
 
 
+def run_path(experiment: str, config: dict) -> Path:
+    """The folder of the run with this config (not created)."""
+    return paths.runs_dir() / experiment / config_hash(config)
+
+
 def run_dir(experiment: str, config: dict) -> Path:
     """The folder of the run with this config (created, with its ``config.json``)."""
     d = paths.runs_dir() / experiment / config_hash(config)
@@ -76,7 +81,7 @@ def run_dir(experiment: str, config: dict) -> Path:
 
 def is_done(experiment: str, config: dict) -> bool:
     """Whether a finished result exists for this config."""
-    return (paths.runs_dir() / experiment / config_hash(config) / "result.pt").exists()
+    return (run_path(experiment, config) / "result.pt").exists()
 
 
 def _scalars(obj: Any) -> Any:

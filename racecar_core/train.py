@@ -232,7 +232,8 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     every ``cfg.eval_every`` steps (and at the end) with the model in eval mode, and their records carry the global
     ``step`` and the ``task_step`` (steps into the task phase: ``step - task_offset``, negative during Pre's
     pretraining), so that methods are compared after the same number of task steps. With a ``run_dir`` the loop
-    checkpoints every ``cfg.checkpoint_every`` steps and resumes from ``run_dir/checkpoint.pt`` if present.
+    checkpoints every ``cfg.checkpoint_every`` steps (with ``progress.json``: steps done, steps in all, seconds, for
+    a cluster's status table) and resumes from ``run_dir/checkpoint.pt`` if present.
     """
     replicas, rank = distributed.world_size(), distributed.rank()
     if cfg.replicas != replicas:
@@ -280,6 +281,8 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
                 "state": state}
         save_checked(ckpt, blob)
         _save_logs(run_dir, state)
+        write_json(run_dir / "progress.json", {"step": state["step"], "steps": total, "wall_time": state["wall_time"],
+                                               "time": time.time()})
 
     def observe(step: int) -> None:
         if not lead:                   # rank 0 evaluates and sends what steers the loop

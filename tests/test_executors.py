@@ -93,7 +93,7 @@ def test_submitit_runs_the_slurm_path_with_its_local_executor(data_dir, no_netwo
         dispatched = info_planes.run("smoke", report=lines.append, executor="slurm", **small)
     finally:
         torch.set_num_threads(threads)
-    assert dispatched.trained_now == 2 and any("submitit (local): 0 queued, 0 running, 2 done" in x for x in lines)
+    assert dispatched.trained_now == 2 and any("0 queued, 0 running, 2 done, 0 failed" in x for x in lines)
     for a, b in zip(inline.runs, dispatched.runs):
         assert a.metrics == b.metrics and a.evals == b.evals, a.spec.key
     assert list((tmp_path / "slurm" / "_submitit" / "info_planes").glob("*_log.out"))      # the jobs' logs
@@ -101,6 +101,59 @@ def test_submitit_runs_the_slurm_path_with_its_local_executor(data_dir, no_netwo
     monkeypatch.setenv("RACECAR_SLURM_SETTINGS", str(tmp_path / "bad.json"))
     with pytest.raises(ValueError, match="unknown Slurm setting.*partitoin"):
         executors.slurm_settings()
+
+
+def test_the_status_table_shows_each_runs_state_progress_and_eta():
+    table = executors.status_table([
+        {"key": "RR/seed0", "state": "running", "job": "812_0", "progress": (250, 1000, 100.0)},
+        {"key": "RR/seed1", "state": "queued", "job": "812_1", "progress": None},
+        {"key": "Std/seed0", "state": "done", "job": None, "progress": None}])
+    lines = table.splitlines()
+    assert lines[0].split() == ["run", "state", "job", "progress", "ETA"]
+    assert lines[1].split() == ["RR/seed0", "running", "812_0", "250/1000", "steps", "5m00s"]   # 0.4 s a step
+    assert lines[2].split() == ["RR/seed1", "queued", "812_1"] and lines[-1] == "1 queued, 1 running, 1 done, 0 failed"
+
+
+class Disconnected(Exception):
+    """The laptop that waits for the jobs goes away."""
+
+
+def test_calling_again_reattaches_to_running_jobs_and_resubmits_failed_ones_on_request(data_dir, no_network,
+                                                                                     tmp_path, monkeypatch):
+    """After a disconnect the next call waits for the jobs still running instead of submitting them twice; a run
+    whose job ended without a result is listed with its log and submitted again only with resubmit."""
+    import json
+    import re
+    pytest.importorskip("submitit")
+    kw = dict(methods=["Std", "RR"], seeds=[0], n_train=96, n_eval=32, steps_a=300, steps_b=4, eval_every=50)
+    for key, value in (("RACECAR_CLUSTER", "local"), ("RACECAR_SLURM_SETTINGS", str(tmp_path / "none.json")),
+                       ("RACECAR_SUBMITIT_POLL_S", "0.3"), ("RACECAR_SLURM_CPUS_PER_TASK", "1"),
+                       ("RACECAR_RUNS_DIR", str(tmp_path / "runs"))):
+        monkeypatch.setenv(key, value)
+    manifest = tmp_path / "runs" / "_submitit" / "info_planes" / "jobs.json"
+
+    def disconnect(line: str) -> None:
+        if "submitted 2 run(s)" in line:
+            raise Disconnected(line)
+
+    with pytest.raises(Disconnected):
+        info_planes.run("smoke", report=disconnect, executor="slurm", **kw)
+    first = json.loads(manifest.read_text())
+    assert sorted(e["key"] for e in first.values()) == ["RR/seed0", "Std/seed0"]
+    lines: list[str] = []
+    out = info_planes.run("smoke", report=lines.append, executor="slurm", **kw)
+    assert any("re-attached to 2 job(s) still queued or running" in x for x in lines), lines
+    assert not any("submitted" in x for x in lines) and json.loads(manifest.read_text()) == first
+    assert out.trained_now == 2 and any(re.search(r"RR/seed0 +done", x) and "0 queued, 0 running, 2 done" in x for x in lines)
+    # a run whose job ended without its result (deleted here): listed, not resubmitted; then resubmitted on request
+    (std,) = [r for r in out.runs if r.spec.method == "Std"]
+    folder = next(p.parent for p in (tmp_path / "runs").glob("info_planes_*/*/config.json")
+                  if json.loads(p.read_text()) == std.config)
+    (folder / "result.pt").unlink()
+    with pytest.raises(RuntimeError, match=r"Std/seed0 \(job \d+: FINISHED; log .*_log.err\).*RESUBMIT=1"):
+        info_planes.run("smoke", report=None, executor="slurm", **kw)
+    again = info_planes.run("smoke", report=None, executor="slurm", resubmit=True, **kw)
+    assert again.trained_now == 1 and json.loads(manifest.read_text()) != first
 
 
 def _job(runs_dir: str, data: str, kw: dict) -> None:

@@ -193,10 +193,12 @@ class Experiment:
     extras: Callable[[dict, Any], dict] | None = None
 
     def run(self, profile: str = "quick", report: Callable[[str], None] | None = print,
-            executor: str | None = None, workers: int | None = None, **overrides: Any) -> "ExperimentResult":
+            executor: str | None = None, workers: int | None = None, resubmit: bool | None = None,
+            **overrides: Any) -> "ExperimentResult":
         """Train (or load) every run of the profile's grid, with ``overrides``, and return the typed results;
-        ``executor``/``workers``: where the runs train (``racecar_core.executors``)."""
-        return run_grid(self, profile, overrides, report, executor, workers)
+        ``executor``/``workers``: where the runs train (``racecar_core.executors``); ``resubmit``: submit the
+        runs whose earlier cluster job failed again (``slurm``)."""
+        return run_grid(self, profile, overrides, report, executor, workers, resubmit)
 
     def resolve_params(self, profile: str = "quick", **overrides: Any) -> dict[str, Any]:
         """The profile's parameters with ``overrides`` applied; unknown names and bad values are errors."""
@@ -292,7 +294,7 @@ def grid(exp: Experiment, params: dict) -> list[RunSpec]:
 
 def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
              report: Callable[[str], None] | None = print, executor: str | None = None,
-             workers: int | None = None) -> ExperimentResult:
+             workers: int | None = None, resubmit: bool | None = None) -> ExperimentResult:
     """Resolve the parameters, load the data, train or load every run of the grid (one line per run to
     ``report``), and return the typed results. With the ``local``, ``torchrun`` or ``slurm`` executor the runs not
     in the cache are trained first by worker processes (``executors.train_in_workers``), by ``torchrun`` process
@@ -311,13 +313,15 @@ def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
     specs = grid(exp, params)
     by_worker: set[str] = set()
     if kind != "inline":
-        missing = [s.key for s in specs if not runs.is_done(s.experiment, exp.train(s, loaded.value)[0])]
+        folders = {s.key: runs.run_path(s.experiment, exp.train(s, loaded.value)[0]) for s in specs}
+        missing = [key for key, folder in folders.items() if not (folder / "result.pt").exists()]
         if kind == "local":
             by_worker = set(executors.train_in_workers(exp, profile, overrides, missing, n, report))
         elif kind == "torchrun":
             by_worker = set(executors.train_with_torchrun(exp, profile, overrides, missing, n, report))
         else:
-            by_worker = set(executors.train_with_submitit(exp, profile, overrides, missing, report))
+            by_worker = set(executors.train_with_submitit(exp, profile, overrides, missing, report,
+                                                          folders=folders, resubmit=resubmit))
     results = []
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
