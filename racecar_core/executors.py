@@ -89,6 +89,8 @@ def train_in_workers(exp: Any, profile: str, overrides: dict[str, Any], keys: Se
     for i in range(workers):
         devices.put(i % gpus if gpus else None)
     threads = max(1, cpu_threads() // workers)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():     # a cap the caller set (make figures, tests)
+        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
     blob = cloudpickle.dumps((exp, profile, dict(overrides)))
     done = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,

@@ -199,3 +199,34 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_the_uninterrupted
     assert not b.cached and a.metrics == b.metrics and a.evals == b.evals
     assert all(torch.equal(t, b.arrays[k]) for k, t in a.arrays.items())
     assert list(ckpt.parent.parent.glob(".lock.stale-*"))                   # the lock it broke, kept aside
+
+
+def test_notebooks_01_to_04_write_the_inline_results_json_under_every_executor(tmp_path):
+    """The acceptance check of the cluster path: the smoke profiles of notebooks 01-04, run by the notebook runner
+    (as make figures does) inline, with 2 local workers and through submitit's local executor, write the same
+    results.json (every number equal to a relative 1e-9; times and provenance aside). One thread everywhere, so that
+    the comparison is like with like."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from racecar_core import paths
+    spec = importlib.util.spec_from_file_location("compare_results", paths.ROOT / "scripts" / "compare_results.py")
+    compare_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_results)
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "RACECAR_WORKERS": "2", "RACECAR_CLUSTER": "local",
+            "RACECAR_SLURM_SETTINGS": str(tmp_path / "none.json"), "RACECAR_SLURM_CPUS_PER_TASK": "1",
+            "RACECAR_SUBMITIT_POLL_S": "0.5"}
+    for executor in ("inline", "local", "slurm"):
+        env = {**base, "RACECAR_EXECUTOR": executor, "RACECAR_RUNS_DIR": str(tmp_path / f"runs-{executor}"),
+               "RACECAR_FIGURES_DIR": str(tmp_path / executor)}
+        done = subprocess.run([sys.executable, "-m", "racecar_core.notebook_runner", "--profile", "smoke", "--only",
+                               "0[1-4]_*"], env=env, cwd=paths.ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert len(list((tmp_path / executor).glob("*/results.json"))) == 4, done.stdout[-2000:]
+    for executor in ("local", "slurm"):
+        changes, _ = compare_results.compare(tmp_path / "inline", tmp_path / executor)
+        assert changes == [], (executor, changes[:10])
+    assert list((tmp_path / "runs-slurm" / "_submitit").glob("*/jobs.json"))          # it did go through submitit
+
