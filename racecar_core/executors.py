@@ -186,6 +186,19 @@ def slurm_settings() -> dict[str, Any]:
     return out
 
 
+RESOURCE_KEYS = ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min")
+DEFAULT_RESOURCES = {"cpus_per_task": 1, "timeout_min": 24 * 60}
+
+
+def job_resources(exp: Any, profile: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What one run's job asks for: ``DEFAULT_RESOURCES``, then the experiment's own for the profile
+    (``Experiment.resources``), then the user's settings (``slurm_settings``), which know their cluster best."""
+    settings = slurm_settings() if settings is None else settings
+    out = {**DEFAULT_RESOURCES, **getattr(exp, "resources", {}).get(profile, {}),
+           **{k: settings[k] for k in RESOURCE_KEYS if k in settings}}
+    return {k: int(v) for k, v in out.items() if k in RESOURCE_KEYS and (k != "gpus_per_node" or v)}
+
+
 class _Job:
     """One run as a submitit job: trains it into the run cache; requeued after pre-emption or a time limit
     (``checkpoint``), it resumes from the run's own checkpoint."""
@@ -238,7 +251,9 @@ def _progress(run_folder: Any) -> tuple[int, int, float] | None:
 
 def _eta(seconds: float) -> str:
     seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def status_table(rows: list[dict[str, Any]]) -> str:
@@ -330,12 +345,9 @@ def train_with_submitit(exp: Any, profile: str, overrides: dict[str, Any], keys:
         report(f"[{exp.name}] re-attached to {len(tracked)} job(s) still queued or running: "
                + ", ".join(f"{k} ({j.job_id})" for k, j in tracked.items()))
     if to_submit:
-        threads = int(settings.get("cpus_per_task", 1))
-        params: dict[str, Any] = {"name": f"racecar-{exp.name}", "cpus_per_task": threads,
-                                  "timeout_min": int(settings.get("timeout_min", 24 * 60))}
-        for key in ("gpus_per_node", "mem_gb"):
-            if key in settings:
-                params[key] = settings[key]
+        resources = job_resources(exp, profile, settings)
+        threads = int(resources["cpus_per_task"])
+        params: dict[str, Any] = {"name": f"racecar-{exp.name}", **resources}
         for key in ("partition", "account", "qos"):
             if key in settings:
                 params[f"slurm_{key}"] = settings[key]
@@ -350,7 +362,8 @@ def train_with_submitit(exp: Any, profile: str, overrides: dict[str, Any], keys:
                                   "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "epoch": submitted[key]}
         write_json(manifest_path, manifest)
         if report is not None:
-            report(f"[{exp.name}] submitted {len(to_submit)} run(s) to {executor.cluster} (jobs in {manifest_path})")
+            report(f"[{exp.name}] submitted {len(to_submit)} run(s) to {executor.cluster}, each with "
+                   + ", ".join(f"{k}={v}" for k, v in resources.items()) + f" (jobs in {manifest_path})")
     last, shown = "", 0.0
     while True:
         rows = []

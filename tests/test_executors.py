@@ -83,6 +83,13 @@ def test_submitit_runs_the_slurm_path_with_its_local_executor(data_dir, no_netwo
                        ("RACECAR_SUBMITIT_POLL_S", "0.5"), ("RACECAR_SLURM_MEM_GB", "4")):
         monkeypatch.setenv(key, value)
     assert executors.slurm_settings() == {"partition": "gpu", "cpus_per_task": 1, "timeout_min": 30, "mem_gb": 4}
+    # a run's resources: the experiment's for the profile, then the user's settings
+    assert executors.job_resources(cifar.EXPERIMENT, "paper", {}) == {
+        "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32, "timeout_min": 720}
+    assert executors.job_resources(cifar.EXPERIMENT, "paper") == {
+        "gpus_per_node": 1, "cpus_per_task": 1, "mem_gb": 4, "timeout_min": 30}
+    assert executors.job_resources(info_planes.EXPERIMENT, "smoke") == {"cpus_per_task": 1, "mem_gb": 4,
+                                                                        "timeout_min": 30}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -144,7 +151,8 @@ def test_calling_again_reattaches_to_running_jobs_and_resubmits_failed_ones_on_r
     out = info_planes.run("smoke", report=lines.append, executor="slurm", **kw)
     assert any("re-attached to 2 job(s) still queued or running" in x for x in lines), lines
     assert not any("submitted" in x for x in lines) and json.loads(manifest.read_text()) == first
-    assert out.trained_now == 2 and any(re.search(r"RR/seed0 +done", x) and "0 queued, 0 running, 2 done" in x for x in lines)
+    assert out.trained_now == 2
+    assert any(re.search(r"RR/seed0 +done", x) and "0 queued, 0 running, 2 done" in x for x in lines), lines
     # a run whose job ended without its result (deleted here): listed, not resubmitted; then resubmitted on request
     (std,) = [r for r in out.runs if r.spec.method == "Std"]
     folder = next(p.parent for p in (tmp_path / "runs").glob("info_planes_*/*/config.json")

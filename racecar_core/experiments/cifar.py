@@ -114,8 +114,13 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
     return config, train
 
 
+# one run's job on a cluster (the user's Slurm settings override): ResNet-110 for 164 epochs is a few GPU hours for
+# Std and about twice that for RR; a job stopped at its time limit is requeued and resumes from its checkpoint
+RESOURCES = {"paper": {"gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32, "timeout_min": 12 * 60},
+             "quick": {"gpus_per_node": 1, "cpus_per_task": 4, "mem_gb": 16, "timeout_min": 2 * 60},
+             "smoke": {"cpus_per_task": 1, "mem_gb": 4, "timeout_min": 15}}
 EXPERIMENT = Experiment(name="cifar", profiles=PROFILES, load=_load, train=_train,
-                        folder=lambda p: f"cifar_{p['dataset']}", resolve=_check)
+                        folder=lambda p: f"cifar_{p['dataset']}", resolve=_check, resources=RESOURCES)
 run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
 resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
 

@@ -181,7 +181,9 @@ class Experiment:
     ``load(params) -> LoadedData``; ``train(spec, data) -> (config, fit)``: the run's cache key and the function that
     trains it in a run folder and returns ``{"config", "evals", "log", "wall_time", "metrics", "arrays"}``;
     ``folder(params)``: the run cache's folder name; ``resolve(params) -> params`` checks values (and may resolve
-    choices like ``data="auto"``); ``extras(params, data)``: experiment-wide numbers beside the runs.
+    choices like ``data="auto"``); ``extras(params, data)``: experiment-wide numbers beside the runs;
+    ``resources[profile]``: what one run needs on a cluster (``gpus_per_node``, ``cpus_per_task``, ``mem_gb``,
+    ``timeout_min``; the user's Slurm settings override them, ``executors.job_resources``).
     """
 
     name: str
@@ -191,6 +193,7 @@ class Experiment:
     folder: Callable[[dict], str]
     resolve: Callable[[dict], dict] = lambda params: params
     extras: Callable[[dict, Any], dict] | None = None
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def run(self, profile: str = "quick", report: Callable[[str], None] | None = print,
             executor: str | None = None, workers: int | None = None, resubmit: bool | None = None,

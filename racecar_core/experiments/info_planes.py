@@ -209,7 +209,8 @@ def _folder(p: dict) -> str:
 
 
 EXPERIMENT = Experiment(name="info_planes", profiles=PROFILES, load=_load, train=_train, folder=_folder,
-                        resolve=_check)
+                        resolve=_check,
+                        resources={p: {"cpus_per_task": 2, "mem_gb": 8, "timeout_min": 60} for p in PROFILES})
 run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
 resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
 

@@ -80,7 +80,8 @@ def experiment(dataset: str) -> Experiment:
     if dataset not in PROFILES:
         raise ValueError(f"racecar: unknown SVD-test data set {dataset!r}; choose one of {list(PROFILES)}")
     return Experiment(name=f"svd_{dataset}", profiles=PROFILES[dataset], load=_load, train=_train,
-                      folder=lambda params: f"svd_{params['dataset']}", resolve=_check)
+                      folder=lambda params: f"svd_{params['dataset']}", resolve=_check,
+                      resources={p: {"cpus_per_task": 2, "mem_gb": 8, "timeout_min": 120} for p in PROFILES[dataset]})
 
 
 def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> dict[str, Any]:

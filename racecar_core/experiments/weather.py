@@ -232,7 +232,11 @@ def _load(p: dict) -> LoadedData:
 
 EXPERIMENT = Experiment(name="weather", profiles=PROFILES, load=_load, train=_train,
                         folder=lambda p: f"weather_{p['source']}", resolve=_check,
-                        extras=lambda p, sets: {"baselines": baselines(sets, lat_weights_tensor(sets["train"]))})
+                        extras=lambda p, sets: {"baselines": baselines(sets, lat_weights_tensor(sets["train"]))},
+                        resources={"paper": {"gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 64,
+                                             "timeout_min": 24 * 60},
+                                   "quick": {"gpus_per_node": 1, "cpus_per_task": 4, "mem_gb": 16, "timeout_min": 120},
+                                   "smoke": {"cpus_per_task": 1, "mem_gb": 4, "timeout_min": 15}})
 run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
 resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
 
