@@ -118,6 +118,7 @@ def train_with_torchrun(exp: Any, profile: str, overrides: dict[str, Any], keys:
     import subprocess
     import sys
     import time
+    from pathlib import Path
 
     import cloudpickle
 
@@ -130,7 +131,7 @@ def train_with_torchrun(exp: Any, profile: str, overrides: dict[str, Any], keys:
     stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     blob, log = folder / f"{stamp}.pkl", folder / f"{stamp}.log"
     payload = cloudpickle.dumps((exp, profile, dict(overrides)))
-    atomic_write(blob, lambda t: open(t, "wb").write(payload))
+    atomic_write(blob, lambda t: Path(t).write_bytes(payload))
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpu_threads() // replicas))}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={replicas}",
            "-m", "racecar_core.executors", str(blob), *keys]

@@ -84,19 +84,50 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _checksums(side: Path) -> list[tuple[str, int]]:
+    """The ``(sha256, size)`` lines of a checksum file; ValueError when it is unreadable."""
+    out = []
+    for line in side.read_text().splitlines():
+        want, size = line.split()
+        out.append((want, int(size)))
+    if not out:
+        raise ValueError("empty")
+    return out
+
+
 def save_checked(path: str | Path, obj: Any) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically, then its size and SHA-256 to ``<path>.sha256`` (atomically, after
-    it: a file whose checksum file is missing or disagrees is not trusted)."""
+    """``torch.save(obj)`` to ``path`` atomically, with its size and SHA-256 in ``<path>.sha256``; a file whose
+    checksum file is missing or disagrees is not trusted. Replacing a file (a checkpoint) never leaves a window in
+    which a sound file looks damaged: the checksum file first lists the new and the old checksum, then the new file
+    is renamed into place, then the checksum file keeps the new one only; a job killed at any point leaves the old
+    file or the new one, each with its checksum."""
     import torch
     path = Path(path)
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    line = f"{sha256_file(path)} {path.stat().st_size}\n"
+    side = _sidecar(path)
 
-    def _w(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(line)
+    def lines(*sums: tuple[str, int]) -> Callable[[str], None]:
+        return lambda tmp: Path(tmp).write_text("".join(f"{s} {n}\n" for s, n in sums))
 
-    atomic_write(_sidecar(path), _w)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        new = (sha256_file(tmp), os.path.getsize(tmp))
+        try:
+            old = _checksums(side)[:1] if path.exists() and side.is_file() else []
+        except (OSError, ValueError):
+            old = []
+        if old:
+            atomic_write(side, lines(new, *old))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    atomic_write(side, lines(new))
     return path
 
 
@@ -113,14 +144,14 @@ def load_checked(path: str | Path, map_location: Any = None) -> Any:
         raise DamagedFile(f"{path}: no checksum file {side.name} (a job killed between the two writes, or a file "
                           "written by older code)")
     try:
-        want, size = side.read_text().split()
-        size_n = int(size)
+        sums = _checksums(side)
     except ValueError:
         raise DamagedFile(f"{path}: its checksum file {side.name} is unreadable") from None
     actual = path.stat().st_size
-    if actual != size_n:
-        raise DamagedFile(f"{path}: truncated or grown, {actual} bytes where {size_n} were written")
-    if sha256_file(path) != want:
+    if all(actual != n for _, n in sums):
+        raise DamagedFile(f"{path}: truncated or grown, {actual} bytes where "
+                          f"{' or '.join(str(n) for _, n in sums)} were written")
+    if sha256_file(path) not in {s for s, n in sums if n == actual}:
         raise DamagedFile(f"{path}: SHA-256 differs from the one written with it (corrupted or half-synced)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

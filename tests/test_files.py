@@ -67,3 +67,42 @@ def test_checked_files_load_as_plain_data_and_refuse_what_is_damaged(tmp_path):
         load_checked(path)
     moved = set_aside(path)
     assert moved.name.startswith("result.pt.damaged-") and moved.exists() and not path.exists()
+
+
+def test_replacing_a_checked_file_never_leaves_a_sound_one_looking_damaged(tmp_path, monkeypatch):
+    """A job killed while it replaces its checkpoint leaves the old one or the new one, each loadable: never a sound
+    file whose checksum file disagrees (which would throw the run's progress away)."""
+    import os
+
+    import racecar_core.files as files
+    path = files.save_checked(tmp_path / "checkpoint.pt", {"step": 1})
+    real_replace = os.replace
+
+    def killed_before_the_rename(src, dst):
+        if str(dst) == str(path):
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", killed_before_the_rename)
+    with pytest.raises(KeyboardInterrupt):
+        files.save_checked(path, {"step": 2})
+    monkeypatch.undo()
+    assert files.load_checked(path) == {"step": 1}             # the old file, listed beside the new checksum
+    real_write, calls = files.atomic_write, []
+
+    def killed_at_the_last_write(target, write):
+        calls.append(target)
+        if len(calls) == 2:                                     # after the rename, before the final checksum file
+            raise KeyboardInterrupt("killed")
+        return real_write(target, write)
+
+    monkeypatch.setattr(files, "atomic_write", killed_at_the_last_write)
+    with pytest.raises(KeyboardInterrupt):
+        files.save_checked(path, {"step": 3})
+    monkeypatch.undo()
+    assert files.load_checked(path) == {"step": 3}
+    assert len(files._sidecar(path).read_text().splitlines()) == 2
+    files.save_checked(path, {"step": 4})
+    assert files.load_checked(path) == {"step": 4} and len(files._sidecar(path).read_text().splitlines()) == 1
+    assert not list(tmp_path.glob(".*.tmp"))                    # no temporary files left behind
+
