@@ -9,6 +9,7 @@ LAB_ARGS ?=
 EXECUTOR ?=
 WORKERS ?=
 RESUBMIT ?=
+REPLICAS ?=
 FORCE   ?=
 FROM    ?=
 CHANNELS ?=
@@ -20,7 +21,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: env lock figures report browser test lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
 
 help:
-	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1] [EXECUTOR=local|torchrun WORKERS=N | EXECUTOR=slurm [RESUBMIT=1]]"
+	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1] [EXECUTOR=local|torchrun WORKERS=N | EXECUTOR=slurm [RESUBMIT=1] [REPLICAS=N]]"
 	@echo "make report [PROFILE=...] (report/index.html) | make browser"
 	@echo "make test | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
 	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather"
@@ -48,10 +49,10 @@ lock: env
 
 # EXECUTOR=local WORKERS=N: the runs train in N worker processes; EXECUTOR=torchrun WORKERS=N: each run on N processes
 # (data-parallel); EXECUTOR=slurm: as a submitit array (racecar_core.executors); calling again re-attaches to the
-# jobs still queued or running, RESUBMIT=1 submits the failed ones again
+# jobs still queued or running, RESUBMIT=1 submits the failed ones again, REPLICAS=N trains each run on N GPUs of its job
 figures: env
 	$(if $(EXECUTOR),RACECAR_EXECUTOR=$(EXECUTOR)) $(if $(WORKERS),RACECAR_WORKERS=$(WORKERS)) \
-	  $(if $(RESUBMIT),RACECAR_RESUBMIT=$(RESUBMIT)) \
+	  $(if $(RESUBMIT),RACECAR_RESUBMIT=$(RESUBMIT)) $(if $(REPLICAS),RACECAR_REPLICAS=$(REPLICAS)) \
 	  $(PY) -m racecar_core.notebook_runner --profile $(PROFILE) $(if $(ONLY),--only '$(ONLY)') $(if $(FORCE),--force)
 
 # The offline HTML report (report/index.html) from figures/ and build/<PROFILE>/, checked in headless Chromium when

@@ -202,15 +202,28 @@ def job_resources(exp: Any, profile: str, settings: dict[str, Any] | None = None
 
 class _Job:
     """One run as a submitit job: trains it into the run cache; requeued after pre-emption or a time limit
-    (``checkpoint``), it resumes from the run's own checkpoint."""
+    (``checkpoint``), it resumes from the run's own checkpoint. With ``replicas`` > 1 the job has that many tasks
+    (one per GPU), which form the run's process group (``racecar_core.distributed``)."""
 
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
+    def __init__(self, threads: int, replicas: int = 1) -> None:
+        self.threads, self.replicas = threads, replicas
 
     def __call__(self, blob: bytes, key: str) -> str:
         import torch
         torch.set_num_threads(self.threads)
-        return _train_one(blob, key)
+        if self.replicas == 1:
+            return _train_one(blob, key)
+        import submitit
+
+        from . import distributed
+        # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from the job's tasks; every task sees the node's GPUs and
+        # takes cuda:LOCAL_RANK
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        distributed.init_from_env()
+        try:
+            return _train_one(blob, key)
+        finally:
+            distributed.shutdown()
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
@@ -347,6 +360,11 @@ def train_with_submitit(exp: Any, profile: str, overrides: dict[str, Any], keys:
                + ", ".join(f"{k} ({j.job_id})" for k, j in tracked.items()))
     if to_submit:
         resources = job_resources(exp, profile, settings)
+        replicas = int(overrides.get("replicas", 1))
+        if replicas > 1:          # one run on several GPUs: one task per GPU in the run's job
+            resources["tasks_per_node"] = replicas
+            if resources.get("gpus_per_node"):
+                resources["gpus_per_node"] = max(resources["gpus_per_node"], replicas)
         threads = int(resources["cpus_per_task"])
         params: dict[str, Any] = {"name": f"racecar-{exp.name}", **resources}
         for key in ("partition", "account", "qos"):
@@ -356,7 +374,7 @@ def train_with_submitit(exp: Any, profile: str, overrides: dict[str, Any], keys:
             params["slurm_additional_parameters"] = settings["additional"]
         executor.update_parameters(**params)
         blob = cloudpickle.dumps((exp, profile, dict(overrides)))
-        jobs = executor.map_array(_Job(threads), [blob] * len(to_submit), list(to_submit))
+        jobs = executor.map_array(_Job(threads, replicas), [blob] * len(to_submit), list(to_submit))
         for key, job in zip(to_submit, jobs):
             tracked[key], submitted[key] = job, time.time()
             manifest[rel(key)] = {"key": key, "job_id": str(job.job_id), "folder": str(job.paths.folder),

@@ -64,6 +64,25 @@ def test_torchrun_trains_each_run_on_two_processes_with_the_inline_numbers(tiny_
         cifar.run("smoke", report=None, replicas=2, **{**small, "seeds": [7]})
 
 
+def test_a_slurm_job_with_two_tasks_trains_one_run_data_parallel(tiny_fashion, tmp_path, monkeypatch):  # noqa: F811
+    """EXECUTOR=slurm REPLICAS=2: each run's job has 2 tasks forming its process group (submitit's local executor
+    and TorchDistributedEnvironment, gloo): the torchrun path's numbers."""
+    pytest.importorskip("submitit")
+    for key, value in (("RACECAR_CLUSTER", "local"), ("RACECAR_SLURM_SETTINGS", str(tmp_path / "none.json")),
+                       ("RACECAR_SUBMITIT_POLL_S", "0.3"), ("RACECAR_SLURM_CPUS_PER_TASK", "1"),
+                       ("RACECAR_REPLICAS", "2")):
+        monkeypatch.setenv(key, value)
+    small = dict(TINY, methods=["RR"], batch_size=20)
+    inline = cifar.run("smoke", report=None, **small)
+    lines: list[str] = []
+    ddp = cifar.run("smoke", report=lines.append, executor="slurm", **small)
+    assert ddp.params["replicas"] == 2 and ddp.trained_now == 1
+    assert any("tasks_per_node=2" in x for x in lines), lines
+    (a,), (b,) = inline.runs, ddp.runs
+    assert b.config["train"]["replicas"] == 2
+    assert [r["loss"] for r in b.log] == pytest.approx([r["loss"] for r in a.log], rel=1e-4)
+
+
 def test_torchrun_leaves_an_experiment_without_replicas_inline(data_dir, no_network, tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
     lines: list[str] = []

@@ -15,6 +15,7 @@ experiment.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,6 +312,9 @@ def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
             kind = "inline"
         else:
             overrides = {**overrides, "replicas": n}
+    elif (kind == "slurm" and os.environ.get("RACECAR_REPLICAS") and "replicas" not in overrides
+          and "replicas" in exp.profiles.get(profile, {})):    # make figures EXECUTOR=slurm REPLICAS=4
+        overrides = {**overrides, "replicas": int(os.environ["RACECAR_REPLICAS"])}
     params = resolve_params(exp, profile, overrides)
     loaded = exp.load(params)
     specs = grid(exp, params)
