@@ -18,6 +18,8 @@ what was allocated just before it; on the CPU, the "saved-activation memory": th
 autograd saves for backward during the step (parameters excluded).
 
 For the convolutional models, ``torch.profiler`` splits RR/Std into the convolution kernels and the rest of the step.
+Each method's step is also counted in floating-point operations (``flops.step_flops``: matrix products and
+convolutions, on fake tensors), which gives RR/Std in work and the rate (TFLOP/s) each step reached on this device.
 Freed memory stays in the process (``keep_freed_memory``; ``--system-malloc`` leaves glibc's default).
 
 Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick] [--models ...]``.
@@ -37,6 +39,8 @@ from torch import Tensor, nn
 from racecar_core.methods import Method, Phase, StepInfo, make_method
 from racecar_core.models import peak_mlp, resnet_cifar, weather_resnet
 from racecar_core.train import TrainConfig, compiled_loss, make_optimizer
+
+from flops import achieved_tflops, step_flops
 
 METHODS = ("Std", "RR", "Ort", "Pre")
 SETTINGS: dict[str, dict] = {
@@ -119,6 +123,13 @@ class Stepper:
         self.count += 1
 
 
+def stepper(name: str, model_name: str, sizes: str = "cpu") -> Stepper:
+    """A fresh stepper of method ``name`` on the workload ``model_name`` at the device's sizes (``sizes``), on the CPU
+    (or on fake tensors, when built inside ``FakeTensorMode``)."""
+    model, x, y, task = workload(model_name, torch.device("cpu"), sizes)
+    return Stepper(name, model, task, x, y)
+
+
 def saved_activation_bytes(stepper: Stepper) -> int:
     """Bytes of the distinct non-parameter storages autograd saves for backward in one step (CPU memory measure)."""
     params = {p.untyped_storage().data_ptr() for p in stepper.model.parameters()}
@@ -149,12 +160,15 @@ def peak_step_bytes(stepper: Stepper, device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def workload(model_name: str, device: torch.device) -> tuple[nn.Module, Tensor, Tensor, str]:
-    """The model (seeded), a batch of inputs and targets on ``device``, and the task loss of ``MODELS[model_name]``."""
-    cuda = device.type == "cuda"
+def workload(model_name: str, device: torch.device, sizes: str | None = None) -> tuple[nn.Module, Tensor, Tensor, str]:
+    """The model (seeded), a batch of inputs and targets on ``device``, and the task loss of ``MODELS[model_name]``;
+    ``sizes`` ("cpu" or "cuda", default: the device's) picks the batch and model sizes."""
+    cuda = (sizes or device.type) == "cuda"
     torch.manual_seed(0)
     work = MODELS[model_name]
-    base = work.build(cuda).to(device)
+    base = work.build(cuda)
+    if device.type != "cpu":   # built on the CPU; no .to() there (it also works on fake tensors, for step_flops)
+        base = base.to(device)
     batch = work.batch[1] if cuda else work.batch[0]
     shape = (117, 32, 64) if cuda and model_name == "weather ResNet" else work.shape
     x = torch.randn(batch, *shape, device=device)
@@ -234,6 +248,7 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
     memory = {k: peak_step_bytes(s, device) if cuda else saved_activation_bytes(s) for k, s in steppers.items()}
     conv = {k: convolution_ms(steppers[k]) for k in ("Std", "RR")} if MODELS[model_name].convolutional else {}
     time_ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    flops = {k: step_flops(lambda k=k: stepper(k, model_name, device.type)) for k in methods}
     return {
         "model": model_name, "device": str(device), "rounds": len(times["Std"]),
         "memory_kind": "peak memory" if cuda else "saved-activation memory",
@@ -241,6 +256,8 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
         "time_ratio": {k: time_ms[k] / time_ms["Std"] for k in methods[1:]},
         "memory_ratio": {k: memory[k] / memory["Std"] for k in methods[1:]},
         "conv_ms": conv, "conv_ratio": conv["RR"] / conv["Std"] if conv else None,
+        "flops": flops, "flop_ratio": {k: flops[k] / flops["Std"] for k in methods[1:]},
+        "tflops": {k: achieved_tflops(flops[k], time_ms[k]) for k in methods},
     }
 
 
@@ -259,6 +276,7 @@ def report(results: list[dict]) -> str:
         if r["conv_ratio"] is not None:
             lines.append(f"{r['model']}: RR/Std convolution time {r['conv_ratio']:.2f} (profiled), rest of the step "
                          f"{rest_ratio(r):.2f}")
+        lines += [f"{r['model']}: {k}/Std counted FLOPs {v:.2f}" for k, v in r["flop_ratio"].items()]
     r0 = results[0]
     lines.append("")
     lines.append(f"device {r0['device']}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -268,6 +286,9 @@ def report(results: list[dict]) -> str:
         ms = ", ".join(f"{k} {v:.3f}" for k, v in r["time_ms"].items())
         kb = ", ".join(f"{k} {v / 1024:.0f}" for k, v in r["memory_bytes"].items())
         lines.append(f"{r['model']}: median step ms: {ms}; {r['memory_kind']} KiB: {kb}")
+        gf = ", ".join(f"{k} {r['flops'][k] / 1e9:.3g} at {r['tflops'][k]:.3g} TFLOP/s" for k in r["flops"])
+        lines.append(f"{r['model']}: counted GFLOP per step (matrix products and convolutions) and the rate "
+                     f"reached: {gf}")
     return "\n".join(lines)
 
 

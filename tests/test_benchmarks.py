@@ -12,6 +12,7 @@ bench_compile = pytest.importorskip("bench_compile")
 def test_bench_methods_reports_every_ratio():
     r = bench_methods.benchmark("peak MLP", "cpu", rounds=2, warmup=1)
     assert r["rounds"] == 2 and set(r["time_ratio"]) == {"RR", "Ort", "Pre"}
+    assert set(r["flop_ratio"]) == {"RR", "Ort", "Pre"} and r["flops"]["RR"] > r["flops"]["Std"] > 0
     assert all(v > 0 for v in (*r["time_ms"].values(), *r["memory_bytes"].values()))
     text = bench_methods.report([r])
     assert "peak MLP: RR/Std step time" in text and "saved-activation memory" in text
@@ -51,6 +52,31 @@ def test_bench_weather_times_both_rr_forms_and_extrapolates_the_paper_profile():
     assert r["steps_per_epoch"] == r["train_samples"] // 32 and 50_000 < r["train_samples"] < 54_100
     text = bench_weather.report(r)
     assert "weather network (reduced): RR full/Std step time" in text and "NOT the paper's network" in text
+    assert r["flops"]["RR full"] > 2 * r["flops"]["Std"] > 0 and "lower bound on one H100 SXM" in text
+    # the bound is the counted work of an epoch at the datasheet peak, by hand
+    assert r["h100_epoch_s"]["Std"] == pytest.approx(r["flops"]["Std"] * r["steps_per_epoch"] / 494.7e12)
+
+
+def test_step_flops_on_fake_tensors_counts_what_the_real_step_runs():
+    bench_weather = pytest.importorskip("bench_weather")
+    flops = pytest.importorskip("flops")
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    p = bench_weather.weather.resolve_params("paper")
+    for name in ("Std", "RR full"):
+        stepper = bench_weather.make_stepper(dict(p, batch_size=2), 4, 1, name)
+        with FlopCounterMode(display=False) as real:
+            stepper.step()
+        fake = flops.step_flops(lambda: bench_weather.make_stepper(dict(p, batch_size=2), 4, 1, name))
+        assert fake == real.get_total_flops() > 0
+    # one periodic 3x3 convolution 4 -> 4 on 32 x 64 at batch 2, forward: 2 * 4 * 4 * 9 * 2048 * 2 by hand
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+    with FlopCounterMode(display=False) as c:
+        conv(torch.zeros(2, 4, 32, 64))
+    assert c.get_total_flops() == 2 * 4 * 4 * 9 * 32 * 64 * 2
+    assert flops.peak_seconds(494.7e12, "tf32") == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown precision"):
+        flops.peak_seconds(1.0, "fp8")
 
 
 def test_bench_methods_main_keeps_freed_memory_and_says_so(capsys):
