@@ -360,7 +360,7 @@ def train_with_submitit(exp: Any, profile: str, overrides: dict[str, Any], keys:
                + ", ".join(f"{k} ({j.job_id})" for k, j in tracked.items()))
     if to_submit:
         resources = job_resources(exp, profile, settings)
-        replicas = int(overrides.get("replicas", 1))
+        replicas = int(overrides.get("replicas") or 1)   # None: the notebook left it unset
         if replicas > 1:          # one run on several GPUs: one task per GPU in the run's job
             resources["tasks_per_node"] = replicas
             if resources.get("gpus_per_node"):

@@ -73,7 +73,7 @@ def run_path(experiment: str, config: dict) -> Path:
 
 def run_dir(experiment: str, config: dict) -> Path:
     """The folder of the run with this config (created, with its ``config.json``)."""
-    d = paths.runs_dir() / experiment / config_hash(config)
+    d = run_path(experiment, config)
     if not (d / "config.json").exists():
         write_json(d / "config.json", config)
     return d
@@ -231,7 +231,7 @@ def cached_run(experiment: str, config: dict, train: Callable[[Path], dict]) -> 
     takes the lock, looks for the result and tells the other replicas whether to train; only rank 0 writes."""
     from . import distributed
     if distributed.active() and distributed.rank() > 0:  # a replica of a run on several processes: rank 0 decides
-        d = paths.runs_dir() / experiment / config_hash(config)
+        d = run_path(experiment, config)
         if not distributed.broadcast_object(None):
             return {"cached": True}
         return {**train(d), "cached": False}                 # trains beside rank 0, which alone writes the folder

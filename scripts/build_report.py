@@ -100,7 +100,8 @@ def _svd(res: dict) -> str:
 def _planes(key: str, margin: str, unit: str = "") -> Callable[[dict], str]:
     def ours(res: dict) -> str:
         seeds = {k.split("/")[-1] for k in res.get("per_run", {})}
-        return "; ".join(f"{est}: {v[key]} (margin {v[margin]:+.4f}{unit})" for est, v in res["claim"].items()) \
+        return "; ".join(f"{est}: n/a, saturated (every method at the ceiling, log2 of the images)" if v[key] is None
+                         else f"{est}: {v[key]} (margin {v[margin]:+.4f}{unit})" for est, v in res["claim"].items()) \
             + f" ({len(seeds)} seeds)"
     return ours
 

@@ -28,7 +28,7 @@ def tiny_fashion(data_dir, no_network, tmp_path, monkeypatch):
 def test_sweep_chooses_on_the_validation_split_and_survives_divergence(tiny_fashion):
     out = cifar.sweep("smoke", lambdas=(1e-3, 1e30), modes=("full",), validation=20, **TINY)
     table = out.table
-    assert list(table["method"]) == ["RR", "RR", "Std"] and out.validation == 20
+    assert list(table["method"]) == ["RR", "RR", "Std"] and out.validation == 20 and out.scored == 20
     ok, diverged = table.iloc[0], table.iloc[1]
     assert 0 <= ok["val_mean"] <= 1 and ok["seeds"] == 1 and ok["note"] == ""
     assert math.isnan(diverged["val_mean"]) and "RR loss is" in diverged["note"] and "at step" in diverged["note"]
@@ -46,12 +46,14 @@ def test_sweep_figure_marks_the_diverged_setting(tiny_fashion):
     import matplotlib
     matplotlib.use("Agg")
     from racecar_core.experiments import cifar_figures
-    out = cifar.sweep("smoke", lambdas=(1e-3, 1e30), modes=("full",), validation=20, **TINY)
-    fig = cifar_figures.sweep_plot(out, cifar.resolve_params("smoke", **TINY))
+    small = dict(TINY, n_train=40)            # 30 held out, of which n_test=20 score each setting
+    out = cifar.sweep("smoke", lambdas=(1e-3, 1e30), modes=("full",), validation=30, **small)
+    assert (out.validation, out.scored) == (30, 20)
+    fig = cifar_figures.sweep_plot(out, cifar.resolve_params("smoke", **small))
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert sorted(labels) == ["RR, full", "RR, full: diverged", "Std"] and ax.get_xscale() == "log"
-    assert "chosen: full, lambda 0.001" in ax.get_title()
+    assert "chosen: full, lambda 0.001" in ax.get_title() and "20 of 30 held-out" in ax.get_title()
 
 
 def test_cifar_experiment_parameters_are_checked():

@@ -1,4 +1,5 @@
 """racecar_core.experiments.weather: parameters, and a smoke run on the synthetic archive (labelled as such)."""
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -26,6 +27,7 @@ def test_smoke_run_is_labelled_synthetic_and_scores_the_baselines(data_dir, tmp_
     verdict = weather.claim(result)
     assert verdict["rr_better"] == (verdict["rr_mse"] < verdict["std_mse"])
     assert verdict["rr_mse"] == summary["RR"]["all"]["mse_norm"]["mean"]
+    assert verdict["paper_gain_percent"] == 13.7 and summary["RR"]["z500"]["mae"]["std"] == 0.0   # one seed
     out = weather.results(result)
     assert out["per_run"]["RR/seed0"]["scores"] == result.one("RR", 0).metrics["scores"]
     assert out["synthetic"] is True and out["sizes"] == weather.sizes(result)
@@ -37,6 +39,14 @@ def test_smoke_run_is_labelled_synthetic_and_scores_the_baselines(data_dir, tmp_
     gains = verdict["rr_gain_percent_by_score"]["t850"]
     t = summary["Std"]["t850"]["rmse_wb2"]["mean"], summary["RR"]["t850"]["rmse_wb2"]["mean"]
     assert gains["rmse_wb2"] == pytest.approx(100 * (t[0] - t[1]) / t[0])
+
+
+def test_summary_spreads_are_sample_standard_deviations_over_seeds():
+    from types import SimpleNamespace
+    runs = [SimpleNamespace(metrics={"scores": {"z500": {"mae": v}}}) for v in (1.0, 2.0, 4.0)]
+    result = SimpleNamespace(methods=["Std"], select=lambda m: runs, extras={"baselines": {}})
+    s = weather.summary(result)["Std"]["z500"]["mae"]
+    assert s["mean"] == pytest.approx(7 / 3) and s["std"] == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
 
 
 @pytest.mark.parametrize("profile", ["quick", "paper"])

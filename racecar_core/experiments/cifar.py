@@ -137,6 +137,7 @@ class Sweep:
     best: dict[str, Any]       # {"rr_mode", "rr_lambda"}: the best RR setting
     validation: int            # how many training images were held out
     per_seed: pd.DataFrame = field(default_factory=pd.DataFrame)  # method, mode, lambda, seed, val_acc (tidy)
+    scored: int = 0            # how many of them each setting was scored on (fewer when n_test subsamples them)
 
 
 def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, validation: int = 5000,
@@ -152,6 +153,7 @@ def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, vali
     base = {**overrides, "validation": validation}
 
     seeds: list[dict] = []
+    scored: set[int] = set()
 
     def validate(**setting: Any) -> dict:
         method = setting["methods"][0]
@@ -160,6 +162,7 @@ def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, vali
         except FloatingPointError as e:  # a setting that diverges is a result of the sweep (not cached)
             return {"val_mean": float("nan"), "val_std": float("nan"), "seeds": 0, "note": str(e).split(";")[0]}
         row = summary(res).loc[method]
+        scored.update(r.config["n_test"] for r in res.runs)
         lam = float(setting.get("rr_lambda", 0.0))
         seeds.extend({"method": method, "mode": setting.get("rr_mode", ""), "lambda": lam, "seed": r.spec.seed,
                       "val_acc": float(r.metrics["final_acc"])} for r in res.runs)
@@ -175,7 +178,7 @@ def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, vali
     table = pd.concat([table, pd.DataFrame([{"method": "Std", "mode": "", "lambda": 0.0,
                                              **validate(methods=["Std"])}])], ignore_index=True)
     return Sweep(table, {"rr_mode": str(best["mode"]), "rr_lambda": float(best["lambda"])}, validation,
-                 pd.DataFrame(seeds, columns=["method", "mode", "lambda", "seed", "val_acc"]))
+                 pd.DataFrame(seeds, columns=["method", "mode", "lambda", "seed", "val_acc"]), max(scored))
 
 
 def summary(result: ExperimentResult) -> pd.DataFrame:
@@ -219,5 +222,6 @@ def results(result: ExperimentResult, sweep_out: Sweep | None = None) -> dict:
         **claim(result),
         "sweep": None if sweep_out is None else {"table": sweep_out.table.to_dict(orient="records"),
                                                  "per_seed": sweep_out.per_seed.to_dict(orient="records"),
-                                                 "best": sweep_out.best, "validation": sweep_out.validation},
+                                                 "best": sweep_out.best, "validation": sweep_out.validation,
+                                                 "scored_on": sweep_out.scored},
     }

@@ -74,7 +74,9 @@ def sweep_plot(sweep_out: Sweep, params: dict) -> Figure:
     ax.set_xscale("log")
     ax.set_xlabel("lambda")
     ax.set_ylabel("validation accuracy")
-    ax.set_title(f"RR sweep: {params['dataset']}, ResNet-{params['depth']}, {sweep_out.validation} held-out "
+    held = (f"{sweep_out.validation}" if sweep_out.scored in (0, sweep_out.validation)
+            else f"{sweep_out.scored} of {sweep_out.validation}")
+    ax.set_title(f"RR sweep: {params['dataset']}, ResNet-{params['depth']}, {held} held-out "
                  f"training images;\nchosen: {best['rr_mode']}, lambda {best['rr_lambda']:g}; 95 % CI, seeds as "
                  "points", fontsize=8)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)

@@ -312,7 +312,7 @@ def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
             kind = "inline"
         else:
             overrides = {**overrides, "replicas": n}
-    elif (kind == "slurm" and os.environ.get("RACECAR_REPLICAS") and "replicas" not in overrides
+    elif (kind == "slurm" and os.environ.get("RACECAR_REPLICAS") and overrides.get("replicas") is None
           and "replicas" in exp.profiles.get(profile, {})):    # make figures EXECUTOR=slurm REPLICAS=4
         overrides = {**overrides, "replicas": int(os.environ["RACECAR_REPLICAS"])}
     params = resolve_params(exp, profile, overrides)

@@ -15,9 +15,9 @@ label, by binning (``bins``; tanh layers over [-1, 1], others over their own ran
 Why narrow layers, 10 bins and noise variance 1 (measured on the quick profile, 500 evaluation images): with hidden
 layers of 128-64-32-16 units, 30 bins and variance 0.1 every layer of every method told every evaluation image
 apart (I(X; D) = log2(500), I(D; Y) = H(Y)), a plane with all points in one corner; with 64-16-8-4 units, 10 bins
-and variance 1 the layers spread over the plane. RR's lambda 0.1 (quick, one seed, KDE centrality of task A; lower is
-more central): 1e-2 left RR on Std's plane (0.263 vs 0.262), 0.1 gave 0.247 at task-A accuracy 0.658 (Std 0.642),
-1 gave 0.156, the most central, but accuracy 0.488, and reverse-pass images that begin to look like digits.
+and variance 1 the layers spread over the plane. RR's lambda 0.1 comes from the lambda study (``lambda_study``:
+RR at 1e-2, 1e-1 and 1 against Std, KDE centrality and task-A accuracy; notebook 05 quotes its quick-profile numbers):
+1e-2 leaves RR on Std's plane, 1 is the most central at a large cost in accuracy.
 """
 from __future__ import annotations
 
@@ -244,15 +244,22 @@ def summary(result: ExperimentResult, estimator: str = "binning") -> pd.DataFram
 def claim_for(result: ExperimentResult, estimator: str = "binning") -> dict:
     """The paper's picture for task A in numbers: are RR's layers more central (smaller ``centrality``) than Std's
     and Ort's (by ``rr_centrality_margin``), and does Pre's first layer hold more about the input (``I(X; D_1)``)
-    than every other method's (by ``pre_ixt_first_margin_bits``; a tie, e.g. all saturated, is not more)?"""
+    than every other method's (by ``pre_ixt_first_margin_bits``; a tie is not more)? When every method's first layer
+    sits at the ceiling log2(n_eval) (``ixt_first_saturated``: the estimator tells every evaluation image apart, as
+    binning does with 64 first-layer units), that question has no answer here: ``pre_first_layer_highest_ixt`` is
+    None."""
     table = summary(result, estimator).xs("A", level="task")
     c, first = table["centrality"].to_dict(), table["ixt_first"].to_dict()
     margin = min(c["Std"], c["Ort"]) - c["RR"] if all(m in c for m in ("RR", "Std", "Ort")) else float("nan")
     others = [v for k, v in first.items() if k != "Pre"]
     pre_margin = first["Pre"] - max(others) if "Pre" in first and others else float("nan")
+    ceiling = float(np.log2(result.params["n_eval"]))
+    saturated = all(abs(v - ceiling) < 1e-6 for v in first.values())
     return {"estimator": estimator, "centrality": c, "ixt_first_layer": first,
             "rr_more_central_than_std_and_ort": bool(margin > 0), "rr_centrality_margin": margin,
-            "pre_first_layer_highest_ixt": bool(pre_margin > 1e-9), "pre_ixt_first_margin_bits": pre_margin}
+            "ixt_first_saturated": saturated,
+            "pre_first_layer_highest_ixt": None if saturated else bool(pre_margin > 1e-9),
+            "pre_ixt_first_margin_bits": pre_margin}
 
 
 STUDY_LAMBDAS = (1e-2, 1e-1, 1.0)

@@ -13,8 +13,8 @@ from .weather import PAPER
 
 def paper_panel(result: ExperimentResult, summary: dict, seed: int | None = None) -> Figure:
     """Z500 reference field at the example time, |error| maps of each method with their MAE, and bars of the
-    normalised latitude-weighted MSE (mean +- std over seeds; persistence and climatology in grey, the paper's
-    values as dashes)."""
+    normalised latitude-weighted MSE (mean over seeds, 95 % bootstrap CI; persistence and climatology in grey, the
+    paper's values as dashes)."""
     seed = result.seeds[0] if seed is None else seed
     methods = result.methods
     lat, lon = result.data["test"].lat.values, result.data["test"].lon.values
