@@ -75,8 +75,9 @@ test: env data-fashion-mnist browser
 	RACECAR_PROFILE=smoke RACECAR_RUNS_DIR=$(CURDIR)/build/test-runs RACECAR_FIGURES_DIR=$(CURDIR)/build/test-figures \
 	  $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax
 
+# the outputs are kept in benchmarks/results/<date>-<device>-<name>.txt (the source of numbers quoted elsewhere)
 bench: env
-	$(PY) benchmarks/bench_methods.py
+	$(PY) benchmarks/bench_methods.py --save benchmarks/results
 	$(PY) benchmarks/bench_loop.py
 
 bench-compile: env
@@ -84,7 +85,7 @@ bench-compile: env
 
 # the weather paper profile's network: Std vs both RR forms per step, and the profile's cost per epoch (slow on a CPU)
 bench-weather: env
-	$(PY) benchmarks/bench_weather.py
+	$(PY) benchmarks/bench_weather.py --save benchmarks/results
 
 # JupyterLab on notebooks/ with the project's kernel (.venv's kernelspec first on the search path, ahead of any
 # user-level "python3"); as root (containers, cloud images) with --allow-root

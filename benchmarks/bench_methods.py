@@ -22,7 +22,8 @@ Each method's step is also counted in floating-point operations (``flops.step_fl
 convolutions, on fake tensors), which gives RR/Std in work and the rate (TFLOP/s) each step reached on this device.
 Freed memory stays in the process (``keep_freed_memory``; ``--system-malloc`` leaves glibc's default).
 
-Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick] [--models ...]``.
+Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick] [--models ...]
+[--save DIR]``.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from racecar_core.methods import Method, Phase, StepInfo, make_method
 from racecar_core.models import peak_mlp, resnet_cifar, weather_resnet
 from racecar_core.train import TrainConfig, compiled_loss, make_optimizer
 
+import record
 from flops import achieved_tflops, step_flops
 
 METHODS = ("Std", "RR", "Ort", "Pre")
@@ -323,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave glibc's malloc as it is (default: keep freed memory for reuse, "
                              "see keep_freed_memory)")
     parser.add_argument("--models", nargs="*", choices=list(MODELS), help=f"which workloads (default: {', '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--save", metavar="DIR", help="also keep the output in DIR (make bench: benchmarks/results)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
@@ -334,9 +337,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.repeats:
         budget = None  # an explicit round count is honoured
     names = args.models or list(DEFAULT_MODELS)
-    print(report([benchmark(name, args.device, rounds, warmup, budget) for name in names]))
-    print("malloc: " + ("freed memory kept for reuse (--system-malloc to leave it as it is)" if kept
-                        else "as the system has it"))
+    text = report([benchmark(name, args.device, rounds, warmup, budget) for name in names]) + "\nmalloc: " + (
+        "freed memory kept for reuse (--system-malloc to leave it as it is)" if kept else "as the system has it")
+    print(text)
+    if args.save:
+        print("saved to", record.save(text, "bench-methods", args.device, args.save))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ size) and of one run at the profile's epoch cap. Evaluation and data loading are
 also counted (``flops.step_flops``): the rate this device reached, and the least time an H100 would need at its
 datasheet peak (a lower bound, not an estimate: see ``flops``).
 
-Usage: ``python benchmarks/bench_weather.py [--device cpu|cuda] [--rounds N] [--channels C --blocks B]`` (a smaller
-network for a quick look; the per-epoch figures then say so).
+Usage: ``python benchmarks/bench_weather.py [--device cpu|cuda] [--rounds N] [--channels C --blocks B] [--save DIR]``
+(``--channels``/``--blocks``: a smaller network for a quick look; the per-epoch figures then say so).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from racecar_core.experiments.grid import build_method
 from racecar_core.models import n_parameters, weather_resnet
 
 from bench_methods import Stepper, interleaved_times
+import record
 from flops import H100_PEAK_TFLOPS, achieved_tflops, peak_seconds, step_flops
 
 SETTINGS = {"Std": {}, "RR full": dict(rr_mode="full", rr_reduction="mean"),
@@ -116,8 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--channels", type=int, default=None)
     ap.add_argument("--blocks", type=int, default=None)
+    ap.add_argument("--save", metavar="DIR", help="also keep the output in DIR (make bench-weather: benchmarks/results)")
     a = ap.parse_args(argv)
-    print(report(benchmark(a.device, a.rounds, 1, a.channels, a.blocks)))
+    text = report(benchmark(a.device, a.rounds, 1, a.channels, a.blocks))
+    print(text)
+    if a.save:
+        print("saved to", record.save(text, "bench-weather", a.device, a.save))
 
 
 if __name__ == "__main__":

@@ -79,13 +79,17 @@ def test_step_flops_on_fake_tensors_counts_what_the_real_step_runs():
         flops.peak_seconds(1.0, "fp8")
 
 
-def test_bench_methods_main_keeps_freed_memory_and_says_so(capsys):
+def test_bench_methods_main_keeps_freed_memory_and_says_so(capsys, tmp_path):
     import subprocess
     code = ("import sys; sys.path.insert(0, 'benchmarks'); import bench_methods; "
             "print(bench_methods.keep_freed_memory())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == ("True" if sys.platform.startswith("linux") else out.strip())
-    bench_methods.main(["--models", "peak MLP", "--repeats", "2", "--system-malloc"])
+    bench_methods.main(["--models", "peak MLP", "--repeats", "2", "--system-malloc", "--save", str(tmp_path)])
     text = capsys.readouterr().out
     assert "peak MLP: RR/Std step time" in text and "malloc: as the system has it" in text
+    (saved,) = tmp_path.glob("*-cpu-bench-methods.txt")       # the output kept, under a header saying what made it
+    lines = saved.read_text().splitlines()
+    assert lines[0].startswith("# python ") and "commit " in lines[1] and "torch " in lines[1]
+    assert "peak MLP: RR/Std step time" in lines[2] and lines[-1] == "malloc: as the system has it"
