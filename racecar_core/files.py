@@ -97,10 +97,11 @@ def _checksums(side: Path) -> list[tuple[str, int]]:
 
 def save_checked(path: str | Path, obj: Any) -> Path:
     """``torch.save(obj)`` to ``path`` atomically, with its size and SHA-256 in ``<path>.sha256``; a file whose
-    checksum file is missing or disagrees is not trusted. Replacing a file (a checkpoint) never leaves a window in
-    which a sound file looks damaged: the checksum file first lists the new and the old checksum, then the new file
-    is renamed into place, then the checksum file keeps the new one only; a job killed at any point leaves the old
-    file or the new one, each with its checksum."""
+    checksum file is missing or disagrees is not trusted. Writing never leaves a window in which a sound file looks
+    damaged: the checksum file first lists the new checksum (and, when a file is replaced, the checksum of the one in
+    place), then the new file is renamed into place, then the checksum file keeps the new one only; a job killed at
+    any point, on the first save or a later one, even again after an interrupted save, leaves the old file or the
+    new one, each with its checksum."""
     import torch
     path = Path(path)
     side = _sidecar(path)
@@ -115,11 +116,13 @@ def save_checked(path: str | Path, obj: Any) -> Path:
         torch.save(obj, tmp)
         new = (sha256_file(tmp), os.path.getsize(tmp))
         try:
-            old = _checksums(side)[:1] if path.exists() and side.is_file() else []
+            old = _checksums(side) if path.exists() and side.is_file() else []
         except (OSError, ValueError):
             old = []
-        if old:
-            atomic_write(side, lines(new, *old))
+        if len(old) > 1:     # an earlier save was interrupted: keep the line of the file actually in place
+            current = (sha256_file(path), os.path.getsize(path))
+            old = [s for s in old if s == current]
+        atomic_write(side, lines(new, *old))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)

@@ -355,11 +355,12 @@ def _run_step(s: Step, a: Any, kw: dict, saved: dict[int, Any]) -> Any:
 def forward_trace(model: nn.Module, x: Tensor, plan: Plan | None = None,
                   frozen: Sequence[nn.Module] = ()) -> Trace:
     """Run ``model`` on ``x`` step by step, keeping every value the reverse pass needs. ``frozen``: modules run
-    without gradients (Pre's lower layers)."""
+    without gradients (Pre's lower layers), with everything inside them (a residual block's convolutions and norms;
+    its additions then see no tensor that needs a gradient)."""
     plan = plan_of(model) if plan is None else plan
     values: list = [None] * len(plan.steps)
     saved: dict[int, Any] = {}
-    frozen_ids = {id(m) for m in frozen}
+    frozen_ids = {id(sub) for m in frozen for sub in m.modules()}
     for s in plan.steps:
         if s.call == "input":
             values[s.index] = x

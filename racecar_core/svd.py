@@ -36,7 +36,8 @@ def fix_signs(u: Tensor, vh: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def svd(weight: Tensor, device: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Sign-fixed thin SVD of a weight (or a batch of them); float64 on the CPU, float32 on CUDA when asked."""
+    """Sign-fixed thin SVD of a weight (or a batch of them): float64 on the CPU, float32 on CUDA (``device=None``:
+    CUDA when there is one, so pass "cpu" for machine-independent precision, as the SVD test does)."""
     w = weight.detach()
     if w.dim() != 3:  # a single layer (conv kernels flattened); 3-d input is a batch of matrices
         w = w.reshape(w.shape[0], -1)

@@ -160,7 +160,8 @@ def seed_step(seed: int, device: str) -> None:
     CUDA was never initialised, which costs more than a small network's whole step."""
     torch.default_generator.manual_seed(seed)
     if device.startswith("cuda"):
-        torch.cuda.manual_seed(seed)
+        with torch.cuda.device(torch.device(device)):   # the run's GPU ("cuda:1"), not only the current one
+            torch.cuda.manual_seed(seed)
 
 
 def learning_rate(cfg: TrainConfig, phase_step: int) -> float:
@@ -229,11 +230,13 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     """Train ``model`` with ``method``; returns ``{"log", "evals", "snapshots", "steps", "task_offset", ...}``.
 
     ``evaluate(model, step)`` returns scalar metrics and ``snapshot(model, step)`` returns tensors to keep; both run
-    every ``cfg.eval_every`` steps (and at the end) with the model in eval mode, and their records carry the global
-    ``step`` and the ``task_step`` (steps into the task phase: ``step - task_offset``, negative during Pre's
-    pretraining), so that methods are compared after the same number of task steps. With a ``run_dir`` the loop
-    checkpoints every ``cfg.checkpoint_every`` steps (with ``progress.json``: steps done, steps in all, seconds, for
-    a cluster's status table) and resumes from ``run_dir/checkpoint.pt`` if present.
+    at the start, every ``cfg.eval_every`` task steps (and at the end) with the model in eval mode, and their records
+    carry the global ``step`` and the ``task_step`` (steps into the task phase: ``step - task_offset``, negative during
+    Pre's pretraining). The task steps are counted from the end of pretraining, so every method is evaluated after
+    the same numbers of task steps (Pre also at multiples of ``eval_every`` before them, and at task step 0). A
+    non-finite early-stopping metric stops the run with ``FloatingPointError``, like a non-finite loss. With a
+    ``run_dir`` the loop checkpoints every ``cfg.checkpoint_every`` steps (with ``progress.json``: steps done, steps
+    in all, seconds, for a cluster's status table) and resumes from ``run_dir/checkpoint.pt`` if present.
     """
     replicas, rank = distributed.world_size(), distributed.rank()
     if cfg.replicas != replicas:
@@ -285,6 +288,11 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
                                                "time": time.time()})
 
     def observe(step: int) -> None:
+        _observe(step)
+        if state.get("failed"):        # on every replica at once (rank 0 found it and sent it)
+            raise FloatingPointError(state["failed"])
+
+    def _observe(step: int) -> None:
         if not lead:                   # rank 0 evaluates and sends what steers the loop
             state.update(distributed.broadcast_object(None))
             return
@@ -295,19 +303,24 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
                                        **{k: float(v) for k, v in evaluate(model, step).items()}})
                 if cfg.early_stop is not None and _locate(phases, step)[0] == len(phases) - 1:  # not in pretraining
                     value = state["evals"][-1][cfg.early_stop]
-                    if state["best"] is None or value < state["best"]["value"] - cfg.min_delta:
+                    if not math.isfinite(value):   # NaN never compares: it would stop the run on its first weights
+                        state["failed"] = (
+                            f"racecar: the early-stopping metric {cfg.early_stop!r} is {value} at step {step}; the "
+                            "model's outputs are not finite: lower the learning rate or the regulariser weight. "
+                            f"Last checkpoint: {ckpt if ckpt else 'none (no run_dir)'}")
+                    elif state["best"] is None or value < state["best"]["value"] - cfg.min_delta:
                         state["best"] = {"value": value, "step": step,
                                          "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
                     elif (step - state["best"]["step"]) >= cfg.patience * cfg.eval_every:
                         state["stopped_early"] = True
-                    if cfg.plateau_patience > 0:
+                    if cfg.plateau_patience > 0 and not state.get("failed"):
                         reduce_on_plateau(cfg, state, value)
             if snapshot is not None:
                 snap = snapshot(model, step)
                 state["snapshots"].append({"step": step, "task_step": step - task_offset,
                                            **{k: v.detach().cpu() for k, v in snap.items()}})
         if replicas > 1:
-            distributed.broadcast_object({k: state[k] for k in ("stopped_early", "lr_scale", "plateau")})
+            distributed.broadcast_object({k: state.get(k) for k in ("stopped_early", "lr_scale", "plateau", "failed")})
 
     check_input_shape(model, data.batch(0)[0][:2].to(cfg.device))
     with distributed.synced_batch_norms(model, replicas > 1 and cfg.sync_bn):
@@ -360,7 +373,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
                                      "loss": loss_value, **{k2: float(v) for k2, v in logs.items()}})
             bar.update(1)
             state["wall_time"] = time.perf_counter() - t0
-            if state["step"] % cfg.eval_every == 0 or state["step"] == total:
+            if (state["step"] - task_offset) % cfg.eval_every == 0 or state["step"] == total:  # on task steps
                 observe(state["step"])
             if ckpt is not None and (state["step"] % cfg.checkpoint_every == 0 or state["step"] == total):
                 checkpoint()

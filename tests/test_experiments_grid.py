@@ -69,6 +69,9 @@ def test_the_grid_runs_every_run_once_and_reports_each(tmp_path, monkeypatch):
     assert result.one("RR", 1, "b").metrics["value"] == 22.0 and len(result.select(method="RR")) == 4
     x, mean, std = result.curve("acc", "RR", "a")
     assert list(x) == [0, 1, 2] and list(mean) == [0.0, 21.5, 43.0] and list(std) == [0.0, 0.5, 1.0]
+    result.select("RR", "a")[0].evals.pop()                  # one seed stopped early: the last point has one seed
+    x, mean, std = result.curve("acc", "RR", "a")
+    assert list(x) == [0, 1, 2] and list(mean) == [0.0, 21.5, 44.0] and list(std) == [0.0, 0.5, 0.0]
     with pytest.raises(KeyError, match="toy has no run c/RR/seed0; runs: \\['a/Std/seed0'"):
         result.one("RR", 0, "c")
     lines.clear()

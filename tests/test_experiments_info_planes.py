@@ -28,6 +28,7 @@ def test_smoke_runs_both_tasks_and_measures_every_layer(private_runs):
     assert info_planes_figures.planes(result, "B").axes
     table = info_planes.summary(result)
     assert list(table.index.get_level_values("task").unique()) == ["A", "B"]
+    assert info_planes.ceiling(result) == np.log2(len(result.data["eval"].x)) == np.log2(48)
     for est, verdict in info_planes.claim(result).items():
         pre = verdict["pre_first_layer_highest_ixt"]
         assert pre is None if verdict["ixt_first_saturated"] else isinstance(pre, bool)

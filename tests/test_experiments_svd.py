@@ -63,6 +63,19 @@ def test_pre_is_analysed_after_the_same_task_steps_as_the_others(tmp_path, monke
     assert at["step"] == 35 and pre.metrics["test_acc"] == at["test_acc"]
 
 
+def test_pre_whose_pretraining_is_no_multiple_of_eval_every_is_evaluated_on_the_others_task_steps(tmp_path,
+                                                                                                  monkeypatch):
+    """Evaluations fall on task steps 0, eval_every, ... whatever the pretraining's length (15 steps here, evaluation
+    every 10): the analysis step inside the run (task step 10 of 20) is one of them."""
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    result = svd.run("mnist", "smoke", steps=20, analysis_step=10, eval_every=10, pre_steps=15, methods=["Std", "Pre"],
+                     variants=["official"], data="replica")
+    std, pre = result.one("Std", 0, "official"), result.one("Pre", 0, "official")
+    assert [e["task_step"] for e in std.evals] == [0, 10, 20]
+    assert [e["task_step"] for e in pre.evals] == [-15, -10, 0, 10, 20]
+    assert pre.metrics["task_step"] == std.metrics["task_step"] == 10
+
+
 def test_corrected_rr_keeps_every_term_at_its_official_size():
     """The corrected variant's inputs are 255 times smaller: its input term is weighted by 255^2 (raw pixel units),
     while the batch-normalised hidden term does not depend on the input scale and keeps the published lambda."""

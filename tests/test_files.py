@@ -106,3 +106,40 @@ def test_replacing_a_checked_file_never_leaves_a_sound_one_looking_damaged(tmp_p
     assert files.load_checked(path) == {"step": 4} and len(files._sidecar(path).read_text().splitlines()) == 1
     assert not list(tmp_path.glob(".*.tmp"))                    # no temporary files left behind
 
+
+def test_interrupted_first_saves_and_repeated_interruptions_leave_a_loadable_file(tmp_path, monkeypatch):
+    """The first save (a result.pt) killed right after its rename still has its checksum; two saves killed in a row
+    before their renames leave the file in place listed."""
+    import os
+
+    import racecar_core.files as files
+    path, real_write, calls = tmp_path / "result.pt", files.atomic_write, []
+
+    def killed_after_the_rename(target, write):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_write(target, write)
+
+    monkeypatch.setattr(files, "atomic_write", killed_after_the_rename)
+    with pytest.raises(KeyboardInterrupt):
+        files.save_checked(path, {"step": 1})
+    monkeypatch.undo()
+    assert files.load_checked(path) == {"step": 1}
+    real_replace = os.replace
+
+    def killed_before_the_rename(src, dst):
+        if str(dst) == str(path):
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", killed_before_the_rename)
+    for step in (2, 3):                                          # killed twice in the same place
+        with pytest.raises(KeyboardInterrupt):
+            files.save_checked(path, {"step": step})
+        assert files.load_checked(path) == {"step": 1}
+    monkeypatch.undo()
+    assert len(files._sidecar(path).read_text().splitlines()) == 2
+    files.save_checked(path, {"step": 4})
+    assert files.load_checked(path) == {"step": 4} and len(files._sidecar(path).read_text().splitlines()) == 1
+

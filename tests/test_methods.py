@@ -5,7 +5,7 @@ from torch import nn
 
 from racecar_core import methods
 from racecar_core.methods import StepInfo, make_method
-from racecar_core.models import peak_mlp
+from racecar_core.models import peak_mlp, resnet_cifar, weather_resnet
 
 
 def test_power_iteration_converges_to_spectral_norm():
@@ -109,6 +109,23 @@ def test_pre_freezes_lower_layers_while_a_layer_trains():
     assert not torch.equal(before["4.weight"], after["4.weight"])
 
 
+def test_pre_runs_frozen_residual_blocks_without_gradients():
+    """The frozen residual blocks below the unit being pretrained build no autograd graph (they are traced through,
+    not called as one module): after backward their convolutions and norms hold no gradient."""
+    torch.manual_seed(0)
+    net = weather_resnet(5, 2, 8, 2)                          # stem, two residual blocks, output convolution
+    for phase in make_method("Pre", task="mse", pre_steps=1).phases(net, 1)[2:4]:  # below: the stem and block(s)
+        net.train()
+        for m in phase.frozen:
+            m.eval()
+        loss, _, _ = phase.loss(net, torch.randn(2, 5, 8, 16), None, StepInfo(0, 0, 0))
+        net.zero_grad(set_to_none=True)
+        loss.backward()
+        frozen = [p for m in phase.frozen for p in m.parameters()]
+        assert frozen and all(p.grad is None for p in frozen)
+        assert all(p.grad is not None for p in phase.params)
+
+
 def test_rr_settings_are_checked_up_front():
     with pytest.raises(ValueError, match=r"a mode of \('full', 'local', 'local_padded'\)"):
         make_method("RR", mode="global")
@@ -141,7 +158,6 @@ EARLIER_PRE = {
 
 
 def test_pre_pretrains_layers_and_blocks_as_the_earlier_walk_did():
-    from racecar_core.models import resnet_cifar, weather_resnet
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:

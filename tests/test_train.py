@@ -138,6 +138,15 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
         assert torch.equal(v, seen[4][k]), k
 
 
+def test_a_non_finite_early_stopping_metric_stops_the_run_with_a_clear_error(tmp_path):
+    x, y = _data()
+    cfg = TrainConfig(steps=10, lr=1e-2, batch_size=8, eval_every=2, seed=0, progress=False, early_stop="val",
+                      patience=3)
+    with pytest.raises(FloatingPointError, match="early-stopping metric 'val' is nan at step 0"):
+        fit(peak_mlp(), make_method("Std"), TensorBatches(x, y, 8, 0), cfg, tmp_path,
+            lambda m, step: {"val": float("nan")})
+
+
 def test_early_stopping_waits_for_fine_tuning(tmp_path):
     # Pre's pretraining phases do not move the task metric; they must not count against the patience
     x, y = _data()

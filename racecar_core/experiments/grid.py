@@ -128,11 +128,13 @@ class ExperimentResult:
 
     def curve(self, key: str, method: str, variant: str | None = None,
               x: str = "task_step") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Eval measure ``key`` of a method (and variant) over ``x``: x values, mean and std over seeds."""
-        evals = [r.evals for r in self.select(method, variant)]
-        xs = np.array([e[x] for e in evals[0]])
-        vals = np.array([[float(e[key]) for e in ev] for ev in evals])
-        return xs, vals.mean(0), vals.std(0)
+        """Eval measure ``key`` of a method (and variant) over ``x``: x values, mean and population standard deviation
+        (ddof 0) over the seeds evaluated at each x (runs stopped early at different steps leave fewer seeds at the
+        end)."""
+        rows = [(e[x], float(e[key])) for r in self.select(method, variant) for e in r.evals]
+        by_x = pd.DataFrame(rows, columns=["x", "v"]).groupby("x")["v"]
+        mean, std = by_x.mean(), by_x.std(ddof=0)
+        return mean.index.to_numpy(), mean.to_numpy(), std.to_numpy()
 
     def frame(self) -> pd.DataFrame:
         """Tidy final numbers: one row per run and scalar metric (nested dicts flattened to ``a.b.c``), columns
