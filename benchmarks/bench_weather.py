@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--channels", type=int, default=None)
     ap.add_argument("--blocks", type=int, default=None)
-    ap.add_argument("--save", metavar="DIR", help="also keep the output in DIR (make bench-weather: benchmarks/results)")
+    ap.add_argument("--save", metavar="DIR",
+                    help="also keep the output in DIR (make bench-weather: benchmarks/results)")
     a = ap.parse_args(argv)
     text = report(benchmark(a.device, a.rounds, 1, a.channels, a.blocks))
     print(text)
