@@ -69,37 +69,47 @@ def test_checked_files_load_as_plain_data_and_refuse_what_is_damaged(tmp_path):
     assert moved.name.startswith("result.pt.damaged-") and moved.exists() and not path.exists()
 
 
-def test_replacing_a_checked_file_never_leaves_a_sound_one_looking_damaged(tmp_path, monkeypatch):
-    """A job killed while it replaces its checkpoint leaves the old one or the new one, each loadable: never a sound
-    file whose checksum file disagrees (which would throw the run's progress away)."""
-    import os
+def _killed_at_the_rename(files, path, monkeypatch) -> None:
+    """Make ``save_checked`` die just before it renames its new file onto ``path``."""
+    real_replace = files.os.replace
 
-    import racecar_core.files as files
-    path = files.save_checked(tmp_path / "checkpoint.pt", {"step": 1})
-    real_replace = os.replace
-
-    def killed_before_the_rename(src, dst):
+    def replace(src, dst):
         if str(dst) == str(path):
             raise KeyboardInterrupt("killed")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(files.os, "replace", killed_before_the_rename)
-    with pytest.raises(KeyboardInterrupt):
-        files.save_checked(path, {"step": 2})
-    monkeypatch.undo()
-    assert files.load_checked(path) == {"step": 1}             # the old file, listed beside the new checksum
+    monkeypatch.setattr(files.os, "replace", replace)
+
+
+def _killed_at_the_last_checksum_write(files, path, monkeypatch) -> None:
+    """Make ``save_checked`` die after its rename, before it writes the final checksum file (its second write)."""
     real_write, calls = files.atomic_write, []
 
-    def killed_at_the_last_write(target, write):
+    def write(target, how):
         calls.append(target)
-        if len(calls) == 2:                                     # after the rename, before the final checksum file
+        if len(calls) == 2:
             raise KeyboardInterrupt("killed")
-        return real_write(target, write)
+        return real_write(target, how)
 
-    monkeypatch.setattr(files, "atomic_write", killed_at_the_last_write)
+    monkeypatch.setattr(files, "atomic_write", write)
+
+
+def _save_killed(files, path, obj, monkeypatch, kill) -> None:
+    """``save_checked(path, obj)`` killed where ``kill`` says."""
+    kill(files, path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        files.save_checked(path, {"step": 3})
+        files.save_checked(path, obj)
     monkeypatch.undo()
+
+
+def test_replacing_a_checked_file_never_leaves_a_sound_one_looking_damaged(tmp_path, monkeypatch):
+    """A job killed while it replaces its checkpoint leaves the old one or the new one, each loadable: never a sound
+    file whose checksum file disagrees (which would throw the run's progress away)."""
+    import racecar_core.files as files
+    path = files.save_checked(tmp_path / "checkpoint.pt", {"step": 1})
+    _save_killed(files, path, {"step": 2}, monkeypatch, _killed_at_the_rename)
+    assert files.load_checked(path) == {"step": 1}             # the old file, listed beside the new checksum
+    _save_killed(files, path, {"step": 3}, monkeypatch, _killed_at_the_last_checksum_write)
     assert files.load_checked(path) == {"step": 3}
     assert len(files._sidecar(path).read_text().splitlines()) == 2
     files.save_checked(path, {"step": 4})
@@ -110,35 +120,13 @@ def test_replacing_a_checked_file_never_leaves_a_sound_one_looking_damaged(tmp_p
 def test_interrupted_first_saves_and_repeated_interruptions_leave_a_loadable_file(tmp_path, monkeypatch):
     """The first save (a result.pt) killed right after its rename still has its checksum; two saves killed in a row
     before their renames leave the file in place listed."""
-    import os
-
     import racecar_core.files as files
-    path, real_write, calls = tmp_path / "result.pt", files.atomic_write, []
-
-    def killed_after_the_rename(target, write):
-        calls.append(target)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real_write(target, write)
-
-    monkeypatch.setattr(files, "atomic_write", killed_after_the_rename)
-    with pytest.raises(KeyboardInterrupt):
-        files.save_checked(path, {"step": 1})
-    monkeypatch.undo()
+    path = tmp_path / "result.pt"
+    _save_killed(files, path, {"step": 1}, monkeypatch, _killed_at_the_last_checksum_write)
     assert files.load_checked(path) == {"step": 1}
-    real_replace = os.replace
-
-    def killed_before_the_rename(src, dst):
-        if str(dst) == str(path):
-            raise KeyboardInterrupt("killed")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(files.os, "replace", killed_before_the_rename)
     for step in (2, 3):                                          # killed twice in the same place
-        with pytest.raises(KeyboardInterrupt):
-            files.save_checked(path, {"step": step})
+        _save_killed(files, path, {"step": step}, monkeypatch, _killed_at_the_rename)
         assert files.load_checked(path) == {"step": 1}
-    monkeypatch.undo()
     assert len(files._sidecar(path).read_text().splitlines()) == 2
     files.save_checked(path, {"step": 4})
     assert files.load_checked(path) == {"step": 4} and len(files._sidecar(path).read_text().splitlines()) == 1
