@@ -40,7 +40,9 @@ def save(text: str, name: str, device: str, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{now:%Y-%m-%d}-{device_label(device)}-{name}.txt"
-    header = (f"# {' '.join(['python'] + [Path(sys.argv[0]).name] + sys.argv[1:])}\n"
+    script = Path(sys.argv[0]).resolve()
+    script_name = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else script.name
+    header = (f"# {' '.join(['python', script_name] + sys.argv[1:])}\n"
               f"# {now:%Y-%m-%d %H:%M} UTC, commit {_commit()}, torch {torch.__version__}, device "
               f"{device_label(device)}, {torch.get_num_threads()} CPU threads\n")
     tmp = path.with_suffix(".tmp")
