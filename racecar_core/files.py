@@ -12,6 +12,12 @@ import numpy as np
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
+    return _write_then_rename(path, write)
+
+
+def _write_then_rename(path: str | Path, write: Callable[[str], None]) -> Path:
+    """``atomic_write``'s work (``save_checked`` calls it directly for the data file and ``atomic_write`` for the
+    checksum file, so that each step can be interrupted on its own in the tests)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -109,12 +115,11 @@ def save_checked(path: str | Path, obj: Any) -> Path:
     def lines(*sums: tuple[str, int]) -> Callable[[str], None]:
         return lambda tmp: Path(tmp).write_text("".join(f"{s} {n}\n" for s, n in sums))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    new: list[tuple[str, int]] = []
+
+    def write(tmp: str) -> None:   # the new file, and its checksum listed before the rename
         torch.save(obj, tmp)
-        new = (sha256_file(tmp), os.path.getsize(tmp))
+        new.append((sha256_file(tmp), os.path.getsize(tmp)))
         try:
             old = _checksums(side) if path.exists() and side.is_file() else []
         except (OSError, ValueError):
@@ -122,15 +127,10 @@ def save_checked(path: str | Path, obj: Any) -> Path:
         if len(old) > 1:     # an earlier save was interrupted: keep the line of the file actually in place
             current = (sha256_file(path), os.path.getsize(path))
             old = [s for s in old if s == current]
-        atomic_write(side, lines(new, *old))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    atomic_write(side, lines(new))
+        atomic_write(side, lines(new[0], *old))
+
+    _write_then_rename(path, write)
+    atomic_write(side, lines(new[0]))
     return path
 
 
