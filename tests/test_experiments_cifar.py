@@ -72,3 +72,23 @@ def test_cifar_experiment_parameters_are_checked():
         assert cifar.resolve_params("quick")["device"] == "cpu"   # "auto"
         with pytest.raises(ValueError, match="no CUDA GPU"):
             cifar.resolve_params("quick", device="cuda")
+
+
+def test_claim_is_three_paired_accuracy_comparisons():
+    """Constructed final accuracies: RR above Std on every seed (shown), Ort tied with Std (not shown), RR - Ort
+    reversed (contradicted)."""
+    from types import SimpleNamespace
+    accs = {"Std": (0.90, 0.92, 0.91, 0.93), "Ort": (0.91, 0.91, 0.92, 0.92), "RR": (0.85, 0.87, 0.86, 0.88)}
+    accs["RR"] = tuple(a + 0.01 for a in accs["Std"])
+    accs["Ort"] = (0.95, 0.96, 0.95, 0.97)
+    runs = [SimpleNamespace(spec=SimpleNamespace(method=m, seed=s), metrics={"final_acc": a})
+            for m, values in accs.items() for s, a in enumerate(values)]
+    result = SimpleNamespace(methods=list(accs), select=lambda m: [r for r in runs if r.spec.method == m])
+    claims = cifar.claim(result)
+    assert set(claims) == {"rr_vs_std", "ort_vs_std", "rr_vs_ort"}
+    assert claims["rr_vs_std"]["verdict"] == "shown" and claims["rr_vs_std"]["n"] == 4
+    assert claims["ort_vs_std"]["verdict"] == "shown"
+    assert claims["rr_vs_ort"]["verdict"] == "contradicted"
+    assert all({"verdict", "diff", "ci", "n", "measure", "direction"} <= set(c) for c in claims.values())
+    accs_tie = SimpleNamespace(methods=["Std", "RR"], select=lambda m: [r for r in runs if r.spec.method == "Std"])
+    assert cifar.claim(accs_tie)["rr_vs_std"]["verdict"] == "not shown"   # the same numbers: a tie

@@ -161,3 +161,49 @@ def test_reconstruction_figures_show_every_method_at_the_same_task_steps():
     fig = svd_figures.reconstruction_strip(result, "official", 0, n_frames=3)
     assert "task steps 0, 10, 20" in fig.axes[0].get_title(loc="left")
     plt.close(fig)
+
+
+def _fake_runs(variant, table):
+    """Constructed runs: ``table[method] = [(test_acc, span energy), ...]`` per seed."""
+    from types import SimpleNamespace
+    return {m: [SimpleNamespace(spec=SimpleNamespace(method=m, seed=s, variant=variant),
+                                metrics={"test_acc": acc, **{c: e for c in svd.CLAIM_COLUMNS}})
+                for s, (acc, e) in enumerate(rows)] for m, rows in table.items()}
+
+
+def test_claims_count_only_runs_that_learnt_the_task():
+    ok = [(1.0, 0.1), (1.0, 0.12), (1.0, 0.11), (1.0, 0.13), (1.0, 0.1)]
+    rr_fails = [(0.5, 0.7), (0.6, 0.6), (1.0, 0.65), (0.2, 0.7), (0.7, 0.66)]   # far more data-like, task failed
+    claims = svd.claims_of(_fake_runs("corrected", {"Std": ok, "Ort": ok, "RR": rr_fails}), 0.95, "corrected")
+    assert set(claims) == {f"corrected/{c}" for c in svd.CLAIM_COLUMNS}
+    c = claims["corrected/lead_span_energy"]
+    assert c["verdict"] == "task failed" and c["n"] == 1
+    assert c["task"]["RR"]["failed_seeds"] == [0, 1, 3, 4] and c["task"]["RR"]["test_acc_mean"] == pytest.approx(0.6)
+    rr_learns = [(1.0, e) for _, e in rr_fails]
+    shown = svd.claims_of(_fake_runs("official", {"Std": ok, "Ort": ok, "RR": rr_learns}), 0.95, "official")
+    assert shown["official/lead_span_energy"]["verdict"] == "shown"
+    assert set(shown["official/lead_span_energy"]["against"]) == {"Std", "Ort"}
+    assert svd.claims_of(_fake_runs("official", {"Std": ok}), 0.95, "official") == {}   # no RR: no claim
+
+
+def test_lambda_sweep_and_results_carry_verdicts(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
+    kw = dict(steps=20, analysis_step=20, eval_every=10, methods=["Std", "RR"], variants=["corrected"],
+              min_test_acc=0.0)
+    result = svd.run("mnist", "smoke", report=None, **kw)
+    sweep = svd.lambda_sweep(result, factors=(1.0, 0.1), report=None)
+    assert list(sweep.table["rr_lambda"]) == pytest.approx([1e-5, 1e-6]) and list(sweep.table["published"]) == [True,
+                                                                                                             False]
+    assert sweep.chosen == pytest.approx(1e-5)     # every run passes a threshold of 0: the largest lambda
+    assert set(sweep.claims) == {f"corrected_lambda/{c}" for c in svd.CLAIM_COLUMNS}
+    assert sweep.result.params["rr_lambda"] == pytest.approx(1e-5)
+    out = svd.results(result, sweep=sweep)
+    assert set(out["claim"]) == {f"{v}/{c}" for v in ("corrected", "corrected_lambda") for c in svd.CLAIM_COLUMNS}
+    for c in out["claim"].values():      # one seed: no interval
+        assert c["verdict"] == "too few seeds" and {"diff", "ci", "n", "measure", "direction"} <= set(c)
+    assert out["lambda_sweep"]["chosen_rr_lambda"] == pytest.approx(1e-5)
+    from racecar_core.experiments import svd_figures
+    assert svd_figures.lambda_sweep_plot(sweep, result).axes
+    none = svd.lambda_sweep(svd.run("mnist", "smoke", report=None, **{**kw, "min_test_acc": 1.01}),
+                            factors=(1.0,), report=None)
+    assert none.chosen is None and none.claims == {} and none.result is None

@@ -22,24 +22,26 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .. import reverse
+from .. import reverse, verdicts
 from .. import svd as svd_analysis
 from ..data import ImageSet, make_peak, mnist_imageset, select_per_class
 from ..models import mnist_linear, peak_mlp
 from ..train import TensorBatches, TrainConfig, fit, pretraining_steps
 from . import grid
-from .grid import Experiment, ExperimentResult, LoadedData, RunSpec, build_method, run_grid
+from .grid import Experiment, ExperimentResult, LoadedData, RunResult, RunSpec, build_method, run_grid
 
 DATASETS = ("mnist", "peak")
 _COMMON = dict(variants=["official", "corrected"], methods=["Std", "Ort", "RR", "Pre"], lr=1e-4, batch_size=None,
                rr_mode="full", rr_reduction="sum", ort_weight=0.1, ort_form="official", data="auto", data_seed=0,
-               device="cpu", progress=False)
+               device="cpu", progress=False, min_test_acc=0.95)
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # The official settings run in seconds to minutes on a CPU, so `quick` uses them (with 5 seeds). The analysed
     # step is the official one: kernel_SVD.py reads model_0009 (MNIST) / model_0049 (peak), saved at step 900 / 4900.
@@ -288,35 +290,125 @@ def best_k_ranks(result: ExperimentResult) -> dict[str, dict[str, list]]:
 
 
 CLAIM_COLUMNS = ("lead_max_cos", "lead_span_energy", "best_k_max_cos")
+STATEMENT = ("RR's first-layer right singular vectors resemble the training images more than Std's and Ort's "
+             "({measure}, higher)")
 
 
-def claim(result: ExperimentResult) -> dict:
-    """Per variant and similarity measure: the methods' means over seeds and whether RR's is above both Std's and
-    Ort's (None when RR or both baselines were not run): the paper's claim, computed."""
-    table = summary_table(result)
-    verdict: dict[str, dict] = {}
+def task_status(runs: dict[str, list[RunResult]], min_test_acc: float) -> dict[str, dict]:
+    """Per method: mean test accuracy at the analysed step, and the seeds whose run did not learn the task (test
+    accuracy under ``min_test_acc``)."""
+    return {m: {"test_acc_mean": float(np.mean([r.metrics["test_acc"] for r in rs])),
+                "failed_seeds": verdicts.failed_seeds({r.spec.seed: r.metrics["test_acc"] for r in rs}, min_test_acc)}
+            for m, rs in runs.items()}
+
+
+def claims_of(runs: dict[str, list[RunResult]], min_test_acc: float, prefix: str) -> dict[str, dict]:
+    """``{prefix/measure: record}``: per similarity measure, RR against Std and Ort (those that ran), paired over
+    seeds, over the runs that learnt the task only (``verdicts.all_of``); ``{}`` without RR or a baseline."""
+    baselines = [m for m in ("Std", "Ort") if runs.get(m)]
+    if not runs.get("RR") or not baselines:
+        return {}
+    task = task_status(runs, min_test_acc)
+    per_seed = {m: {r.spec.seed: r.metrics for r in rs} for m, rs in runs.items()}
+    out = {}
+    for column in CLAIM_COLUMNS:
+        values = {m: {s: float(x[column]) for s, x in d.items()} for m, d in per_seed.items()}
+        comparisons = [verdicts.paired(values["RR"], values[b], column, "higher", "RR", b,
+                                       failed_runs={"RR": task["RR"]["failed_seeds"], b: task[b]["failed_seeds"]})
+                       for b in baselines]
+        out[f"{prefix}/{column}"] = verdicts.record(STATEMENT.format(measure=column), verdicts.all_of(comparisons),
+                                                    task=task, min_test_acc=min_test_acc)
+    return out
+
+
+def claim(result: ExperimentResult) -> dict[str, dict]:
+    """The paper's claim, per variant and similarity measure (``"official/lead_span_energy"``, ...): RR's measure
+    above Std's and Ort's, paired over seeds with a 95 % t-interval, counting only runs whose test accuracy at the
+    analysed step reached ``min_test_acc`` (a run that failed its task never confirms it)."""
+    out: dict[str, dict] = {}
     for v in result.variants:
-        verdict[v] = {}
-        for column in CLAIM_COLUMNS:
-            score = {m: float(table.loc[(v, m), (column, "mean")]) for m in result.methods}
-            others = [m for m in ("Std", "Ort") if m in score]
-            holds = bool(all(score["RR"] > score[m] for m in others)) if "RR" in score and others else None
-            verdict[v][column] = {"means": score, "rr_above_std_and_ort": holds}
-    return verdict
+        out.update(claims_of({m: result.select(m, v) for m in result.methods}, result.params["min_test_acc"], v))
+    return out
 
 
-def results(result: ExperimentResult, comparison: dict | None = None) -> dict:
+SWEEP_FACTORS = (1.0, 1e-1, 1e-2, 1e-3)   # RR's lambda in the sweep: the published one times these
+LEARNT_FRACTION = 0.8                      # a lambda "learns the task" when this share of seeds does (4 of 5)
+
+
+@dataclass
+class LambdaSweep:
+    """Corrected RR at several lambdas (``table``: one row per lambda), the lambda at which it learns its task
+    (``chosen``: the largest with at least ``LEARNT_FRACTION`` of the seeds at ``min_test_acc``; None when none
+    does), the claims there (``claims``, prefix ``"<variant>_lambda"``) and the RR runs at ``chosen``."""
+
+    variant: str
+    table: pd.DataFrame
+    chosen: float | None
+    claims: dict
+    results: dict[float, ExperimentResult]   # the RR runs at each lambda
+
+    @property
+    def result(self) -> ExperimentResult | None:
+        """The RR runs at the chosen lambda (None when no lambda learnt the task)."""
+        return None if self.chosen is None else self.results[self.chosen]
+
+
+def lambda_sweep(result: ExperimentResult, factors: tuple[float, ...] = SWEEP_FACTORS, variant: str = "corrected",
+                 report: Callable[[str], None] | None = print) -> LambdaSweep:
+    """RR of ``variant`` at the published lambda times each of ``factors`` (every run cached like any other), with
+    ``result``'s other parameters and seeds: where does it learn the task, and does the paper's claim hold there
+    (against ``result``'s Std and Ort runs of the same variant and seeds)?"""
+    p = result.params
+    keep = {k: v for k, v in p.items() if k not in ("profile", "dataset", "methods", "variants", "rr_lambda")}
+    rows, results = [], {}
+    for factor in factors:
+        lam = float(p["rr_lambda"]) * factor
+        res = run(p["dataset"], result.profile, report, **{**keep, "methods": ["RR"], "variants": [variant],
+                                                          "rr_lambda": lam})
+        results[lam] = res
+        acc = [r.metrics["test_acc"] for r in res.runs]
+        learnt = sum(a >= p["min_test_acc"] for a in acc)
+        rows.append({"rr_lambda": lam, "published": factor == 1.0, "seeds": len(acc), "learnt": int(learnt),
+                     "test_acc_mean": float(np.mean(acc)), "test_acc_min": float(np.min(acc)),
+                     **{f"{c}_mean": float(np.mean([r.metrics[c] for r in res.runs])) for c in CLAIM_COLUMNS},
+                     "rel_err_test_mean": float(np.mean([r.metrics["rel_err_test"] for r in res.runs]))})
+    table = pd.DataFrame(rows)
+    ok = table[table["learnt"] >= LEARNT_FRACTION * table["seeds"]]
+    chosen = float(ok["rr_lambda"].max()) if len(ok) else None
+    claims: dict = {}
+    if chosen is not None:
+        runs = {m: result.select(m, variant) for m in ("Std", "Ort") if m in result.methods}
+        runs["RR"] = results[chosen].runs
+        claims = {k: {**c, "rr_lambda": chosen}
+                  for k, c in claims_of(runs, p["min_test_acc"], f"{variant}_lambda").items()}
+    return LambdaSweep(variant, table, chosen, claims, results)
+
+
+def sweep_results(sweep: LambdaSweep) -> dict:
+    """The sweep as plain numbers for ``results.json``."""
+    return {"variant": sweep.variant, "table": sweep.table.to_dict(orient="records"), "chosen_rr_lambda": sweep.chosen,
+            "learnt_fraction": LEARNT_FRACTION,
+            "per_run": {} if sweep.result is None else
+            {r.spec.key: {c: r.metrics[c] for c in ("test_acc", *CLAIM_COLUMNS, "rel_err_test")}
+             for r in sweep.result.runs}}
+
+
+def results(result: ExperimentResult, comparison: dict | None = None, sweep: LambdaSweep | None = None) -> dict:
     """What the notebook writes to ``results.json``: the table (mean, std), every run's analysis, the best-k ranks,
-    the claim, LPIPS's status, which images, and the official-vs-replica comparison when it ran."""
+    the claims (the sweep's too), LPIPS's status, which images, the official-vs-replica comparison and the lambda
+    sweep when they ran."""
     table = summary_table(result)
     out = {
         "table": {f"{v}/{m}": {c: {"mean": table.loc[(v, m), (c, "mean")], "std": table.loc[(v, m), (c, "std")]}
                                for c in TABLE_COLUMNS} for v, m in table.index},
         "per_run": {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time, "trained_by": r.trained_by}
                     for r in result.runs},
-        "best_k_ranks": best_k_ranks(result), "claim": claim(result), "lpips": svd_analysis.lpips_status(),
-        "data": result.params["data"],
+        "best_k_ranks": best_k_ranks(result), "claim": {**claim(result), **(sweep.claims if sweep else {})},
+        "lpips": svd_analysis.lpips_status(), "data": result.params["data"],
+        "min_test_acc": result.params["min_test_acc"],
     }
+    if sweep is not None:
+        out["lambda_sweep"] = sweep_results(sweep)
     if comparison is not None:
         out["official_vs_replica"] = comparison_results(comparison)
     return out

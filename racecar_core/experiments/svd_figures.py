@@ -157,3 +157,36 @@ def spectra(result: ExperimentResult) -> Figure:
         ax.set_ylabel("singular value / largest")
         ax.set_title(VARIANT_TITLES[v])
     return fig
+
+
+def lambda_sweep_plot(sweep, result: ExperimentResult) -> Figure:
+    """RR of the sweep's variant at each lambda (every seed a point): test accuracy at the analysed step with the
+    task threshold, and the first layer's span energy with Std's and Ort's means of the same variant."""
+    p = result.params
+    rows = [{"rr_lambda": lam, "seed": r.spec.seed, "test_acc": r.metrics["test_acc"],
+             "lead_span_energy": r.metrics["lead_span_energy"]} for lam, res in sweep.results.items() for r in res.runs]
+    frame = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.4))
+    for ax, key in zip(axes, ("test_acc", "lead_span_energy")):
+        ax.scatter(frame["rr_lambda"], frame[key], s=10, color=METHOD_COLORS.get("RR", "k"), label="RR (one seed)",
+                   zorder=3)
+        mean = frame.groupby("rr_lambda")[key].mean()
+        ax.plot(mean.index, mean.to_numpy(), color=METHOD_COLORS.get("RR", "k"), lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("RR lambda")
+        ax.set_ylabel(key.replace("_", " "))
+    axes[0].axhline(p["min_test_acc"], color="k", ls=":", lw=1, label=f"task threshold {p['min_test_acc']}")
+    for m in ("Std", "Ort"):
+        runs = result.select(m, sweep.variant)
+        if runs:
+            axes[1].axhline(float(np.mean([r.metrics["lead_span_energy"] for r in runs])), ls="--", lw=1,
+                            color=METHOD_COLORS.get(m, "#7F7F7F"), label=f"{m} (mean)")
+    if sweep.chosen is not None:
+        for ax in axes:
+            ax.axvline(sweep.chosen, color="#999999", lw=0.8)
+    axes[0].legend(fontsize=6)
+    axes[1].legend(fontsize=6)
+    fig.suptitle(f"{VARIANT_TITLES[sweep.variant]}: RR's lambda; chosen "
+                 + (f"{sweep.chosen:g} (the largest that learns the task)" if sweep.chosen is not None
+                    else "none (no lambda learns the task)"), fontsize=8)
+    return fig
