@@ -14,6 +14,7 @@ from matplotlib.image import AxesImage
 
 from . import __version__
 from .files import _jsonable, atomic_write, write_json
+from .provenance import portable
 
 METHOD_COLORS: dict[str, str] = {
     "Std": "#ED7D31",  # orange
@@ -112,7 +113,7 @@ def heatmap(ax: Axes, table: Any, fmt: str = ".1f", center: float | None = 0.0, 
 
 
 def _prov_text(prov: dict) -> str:
-    return json.dumps(_jsonable(prov), sort_keys=True, ensure_ascii=True)
+    return json.dumps(portable(_jsonable(prov)), sort_keys=True, ensure_ascii=True)
 
 
 def stamp_label(fig: Figure, label: str) -> None:
@@ -127,7 +128,8 @@ def stamp_label(fig: Figure, label: str) -> None:
 def save_figure(
     fig: Figure, name: str, outdir: str | Path, prov: dict, label: str | None = None
 ) -> list[Path]:
-    """Write ``<outdir>/<name>.png`` and ``.pdf`` atomically, with ``prov`` embedded as metadata."""
+    """Write ``<outdir>/<name>.png`` and ``.pdf`` atomically, with ``prov`` embedded as metadata (every path in it
+    relative to the repository, ``provenance.portable``)."""
     if not name or Path(name).name != name or name.endswith((".png", ".pdf")):
         raise ValueError(f"save_figure(): name must be a bare file stem, got {name!r}")
     if not isinstance(prov, dict):
@@ -161,10 +163,11 @@ def read_png_provenance(path: str | Path) -> dict:
 
 
 def write_results(outdir: str | Path, results: dict, prov: dict) -> Path:
-    """Write ``<outdir>/results.json`` = {"provenance": prov, **results} atomically."""
+    """Write ``<outdir>/results.json`` = {"provenance": prov, **results} atomically, every path in it relative to the
+    repository (``provenance.portable``)."""
     if "provenance" in results:
         raise ValueError("write_results(): results must not contain a 'provenance' key")
-    return write_json(Path(outdir) / "results.json", {"provenance": prov, **results})
+    return write_json(Path(outdir) / "results.json", portable(_jsonable({"provenance": prov, **results})))
 
 
 def to_uint8(img: Any, symmetric: bool = False) -> np.ndarray:

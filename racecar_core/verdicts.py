@@ -139,7 +139,8 @@ def text(claim: Mapping, digits: int = 3) -> str:
         for name, seeds in (against.get("excluded") or {}).items():
             excluded = {**excluded, name: sorted(set(excluded.get(name, [])) | set(seeds))}
     if excluded:
-        line += "; left out: " + ", ".join(f"{m} seeds {s}" for m, s in excluded.items()) + " (task not learnt)"
+        line += "; left out: " + ", ".join(f"{m} seeds {s}" for m, s in excluded.items())
+        line += " (under the task threshold)"
     return line
 
 

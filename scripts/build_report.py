@@ -4,8 +4,10 @@
 
 ``report/index.html``: one card per figure (thumbnail, caption, profile, data source, SYNTHETIC / subset / replica
 labels, the commit that made it), the table "paper vs this companion" with a row for every number the paper gives
-(``PAPER_NUMBERS``: the paper's value, ours as mean +- std over the seeds that ran, the data and the profile; "not run"
-with the command that fetches the data where a notebook was skipped), and links to ``report/notebooks/<stem>.html``,
+(``PAPER_NUMBERS``: the paper's value, ours as mean +- std over the seeds that ran, the verdict here on each claim of
+its notebook that the row concerns (verdict, mean paired difference, 95 % interval, n, from ``results.json``'s
+``claim``), the data and the profile; "not run" with the command that fetches the data, and "needs CIFAR-10 / ERA5 and a
+GPU", where a notebook was skipped), and links to ``report/notebooks/<stem>.html``,
 each executed notebook (``build/<profile>/<stem>.ipynb``) rendered as a page. Everything is copied into the folder: no
 network, no CDN, nothing outside it referenced. ``--check`` then opens every page in headless Chromium (Debian's
 ``chromium-headless-shell``; ``make browser`` installs it) through the DevTools protocol and fails unless each page
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fnmatch
 import html
 import json
 import os
@@ -33,8 +36,10 @@ from typing import Any, Callable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from racecar_core import verdicts  # noqa: E402
 from racecar_core.experiments.cifar import PAPER_ACCURACY  # noqa: E402
 from racecar_core.experiments.weather import PAPER as PAPER_WEATHER  # noqa: E402
+from racecar_core.provenance import portable  # noqa: E402
 
 Results = dict[str, dict]      # notebook folder name -> its results.json
 
@@ -49,6 +54,37 @@ class PaperNumber:
     notebook: str                                   # the notebook stem whose figure folder holds ours
     ours: Callable[[dict], str] | None = None       # results.json -> our value in words; None: not reproduced here
     why_not: str = ""                               # why a number has no counterpart here
+    claims: tuple[str, ...] = ()                    # the claims it concerns: keys of results.json's "claim", or
+    #                                                 fnmatch patterns of them ("official/*", "*/rr_more_central")
+
+
+class OldSchema(KeyError):
+    """A ``results.json`` written before claims were verdicts (``racecar_core.verdicts``): re-run its notebook."""
+
+
+def claims_of(res: dict) -> dict[str, dict]:
+    """``res["claim"]`` as ``{name: record}`` (each with verdict, diff, ci, n, ...); ``OldSchema`` when the file has
+    no claim or an older kind."""
+    claim = res.get("claim")
+    if not isinstance(claim, dict) or not claim or not all(isinstance(v, dict) and "verdict" in v
+                                                            for v in claim.values()):
+        raise OldSchema("no verdicts: written before the verdict schema (re-run its notebook)")
+    return claim
+
+
+def matching(claims: dict[str, dict], patterns: Sequence[str]) -> list[tuple[str, dict]]:
+    """The claims whose names match any of ``patterns`` (exact names or fnmatch patterns), in the file's order."""
+    return [(k, v) for k, v in claims.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)]
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:+.{digits}g}"
+
+
+def verdict_line(name: str, rec: dict) -> str:
+    """One claim: ``name: `` and ``racecar_core.verdicts.text`` of its record (verdict, method - baseline, mean
+    paired difference, 95 % t-interval, n, the seeds left out because their run missed the task threshold)."""
+    return f"{name}: {verdicts.text(rec)}"
 
 
 def _seeds(res: dict, method: str) -> list[str]:
@@ -73,8 +109,8 @@ def _weather_mse(method: str) -> Callable[[dict], str]:
 
 
 def _weather_gain(res: dict) -> str:
-    gain = res["claim"].get("rr_gain_percent")
-    return "n/a (Std and RR did not both run)" if gain is None else f"{gain:+.1f} %"
+    gain = claims_of(res)["rr_vs_std"].get("rr_gain_percent")
+    return "n/a (Std and RR did not both run)" if gain is None else f"{gain:+.1f} % (means over seeds)"
 
 
 def _weather_mae(method: str) -> Callable[[dict], str]:
@@ -87,50 +123,65 @@ def _weather_mae(method: str) -> Callable[[dict], str]:
     return ours
 
 
+SVD_VARIANTS = ("official", "corrected", "corrected_lambda")
+
+
 def _svd(res: dict) -> str:
+    """Per variant (official, corrected, corrected at the lambda where it learns its task): how many singular-vector
+    measures are shown, of how many."""
+    claims = claims_of(res)
     parts = []
-    for variant, measures in res["claim"].items():
-        above = [m for m, d in measures.items() if d["rr_above_std_and_ort"]]
-        parts.append(f"{variant}: RR above Std and Ort in {len(above)}/{len(measures)} measures"
-                     + (f" ({', '.join(above)})" if above else ""))
+    for variant in SVD_VARIANTS:
+        mine = matching(claims, [f"{variant}/*"])
+        if mine:
+            shown = [k.split("/", 1)[1] for k, v in mine if v["verdict"] == "shown"]
+            parts.append(f"{variant}: shown in {len(shown)}/{len(mine)} measures"
+                         + (f" ({', '.join(shown)})" if shown else ""))
     seeds = {k.split("/")[-1] for k in res.get("per_run", {})}
-    return "; ".join(parts) + f" ({len(seeds)} seeds)"
+    return ("; ".join(parts) or "no singular-vector claim") + f" ({len(seeds)} seeds)"
 
 
-def _planes(key: str, margin: str, unit: str = "") -> Callable[[dict], str]:
+def _planes(name: str, unit: str = "") -> Callable[[dict], str]:
+    """Per estimator (binning, kde): the mean paired difference of claim ``<estimator>/<name>``."""
     def ours(res: dict) -> str:
+        mine = matching(claims_of(res), [f"*/{name}"])
         seeds = {k.split("/")[-1] for k in res.get("per_run", {})}
-        return "; ".join(f"{est}: n/a, saturated (every method at the ceiling, log2 of the images)" if v[key] is None
-                         else f"{est}: {v[key]} (margin {v[margin]:+.4f}{unit})" for est, v in res["claim"].items()) \
-            + f" ({len(seeds)} seeds)"
+        return ("; ".join(f"{k.split('/')[0]}: {v.get('method', 'RR')} - {v.get('baseline', 'Std')} "
+                          f"{v.get('measure', '')} {_num(v.get('diff'), 4)}{unit}" for k, v in mine)
+                or f"no claim */{name}") + f" ({len(seeds)} seeds)"
     return ours
 
 
+CIFAR_CLAIMS = {"Std": ("rr_vs_std", "ort_vs_std"), "Ort": ("ort_vs_std", "rr_vs_ort"),
+                "RR": ("rr_vs_std", "rr_vs_ort")}   # the claims each method's accuracy enters
 TEXTURE = "stylised cue-conflict images (Fig. 1a): neither the images nor the network are public; no notebook here"
 PAPER_NUMBERS: list[PaperNumber] = [
-    *[PaperNumber("Fig. 1c", f"CIFAR-10 ResNet-110 test accuracy, {m}", f"{v:.3f}", "03_cifar_resnet110", _cifar(m))
-      for m, v in PAPER_ACCURACY.items()],
+    *[PaperNumber("Fig. 1c", f"CIFAR-10 ResNet-110 test accuracy, {m}", f"{v:.3f}", "03_cifar_resnet110", _cifar(m),
+                  claims=CIFAR_CLAIMS.get(m, ("rr_vs_std",))) for m, v in PAPER_ACCURACY.items()],
     *[PaperNumber("Fig. 1d", f"72 h forecast, latitude-weighted MSE (normalised), {m}", f"{v:.4f}", "04_weatherbench",
-                  _weather_mse(m)) for m, v in PAPER_WEATHER.items()],
-    PaperNumber("Fig. 1d", "RR's gain over Std", "13.7 %", "04_weatherbench", _weather_gain),
+                  _weather_mse(m), claims=("rr_vs_std",)) for m, v in PAPER_WEATHER.items()],
+    PaperNumber("Fig. 1d", "RR's gain over Std", "13.7 %", "04_weatherbench", _weather_gain, claims=("rr_vs_std",)),
     PaperNumber("Fig. 1d", "Z500 example map (2019-08-09 22:00 UTC), MAE, Std", "0.0922", "04_weatherbench",
                 _weather_mae("Std")),
     PaperNumber("Fig. 1d", "Z500 example map (2019-08-09 22:00 UTC), MAE, RR", "0.0730", "04_weatherbench",
                 _weather_mae("RR")),
     PaperNumber("Fig. 3", "MNIST SVD test: RR's singular vectors resemble the data, Std's and Ort's do not",
-                "shown as images (LPIPS values not public)", "01_svd_mnist", _svd),
+                "shown as images (LPIPS values not public)", "01_svd_mnist", _svd,
+                claims=tuple(f"{v}/*" for v in SVD_VARIANTS)),
     PaperNumber("Fig. 3", "peak SVD test: RR's singular vectors resemble the data, Std's and Ort's do not",
-                "shown as images (LPIPS values not public)", "02_svd_peak", _svd),
+                "shown as images (LPIPS values not public)", "02_svd_peak", _svd,
+                claims=tuple(f"{v}/*" for v in SVD_VARIANTS)),
     PaperNumber("Fig. 2", "information plane, task A: RR's layers in the centre (more central than Std and Ort)",
-                "stated, no numbers", "05_information_planes",
-                _planes("rr_more_central_than_std_and_ort", "rr_centrality_margin")),
+                "stated, no numbers", "05_information_planes", _planes("rr_more_central"),
+                claims=("*/rr_more_central",)),
     PaperNumber("Fig. 2", "information plane, task A: Pre's early layers highest in I(X; D)", "stated, no numbers",
-                "05_information_planes", _planes("pre_first_layer_highest_ixt", "pre_ixt_first_margin_bits", " bits")),
+                "05_information_planes", _planes("pre_first_layer_ixt", " bits"), claims=("*/pre_first_layer_ixt",)),
     *[PaperNumber("Fig. 1a", f"texture-shape transfer, confidence for 'airplane', {m}", v, "", None, TEXTURE)
       for m, v in (("RR", "0.19"), ("Ort", "0.137"), ("Std", "0.126"), ("Pre", "0.121"))],
 ]
 
 FETCH = {"03_cifar_resnet110": "make data-cifar", "04_weatherbench": "make data-weather"}
+NEEDS = {"03_cifar_resnet110": "needs CIFAR-10 and a GPU", "04_weatherbench": "needs ERA5 and a GPU"}
 
 
 def load_results(figures: Path) -> Results:
@@ -166,12 +217,52 @@ def labels_of(prov: dict, res: dict | None = None) -> list[str]:
     return out
 
 
+def verdict_here(n: PaperNumber, results: Results) -> str:
+    """The verdict column of a paper row: each claim of its notebook it concerns as ``verdict_line`` (one a line);
+    "needs CIFAR-10 and a GPU" / "needs ERA5 and a GPU" where notebook 03 / 04 did not run (or ran on a stand-in:
+    Fashion-MNIST, synthetic weather), "not reproduced here" for what has no notebook."""
+    if not n.notebook or n.ours is None:
+        return "not reproduced here"
+    folder = folder_of(results, n.notebook)
+    if folder is None:
+        return NEEDS.get(n.notebook, f"not run (notebook {n.notebook} has no results)")
+    res = results[folder]
+    if not n.claims:
+        return "no claim (an illustration; see the claims of the rows above)"
+    try:
+        mine = matching(claims_of(res), n.claims)
+        lines = [verdict_line(k, v) for k, v in mine] or [f"no claim {', '.join(n.claims)} in {folder}/results.json"]
+    except OldSchema as exc:
+        lines = [f"{folder}/results.json: {exc.args[0]}"]
+    if n.notebook in NEEDS and (folder != n.notebook or res.get("synthetic")):
+        what = "SYNTHETIC data" if res.get("synthetic") else folder
+        lines.append(f"(from {what}; the paper's setting {NEEDS[n.notebook]})")
+    return "\n".join(lines)
+
+
+README_BEGIN = "<!-- verdicts: made by `python scripts/build_report.py --readme` from figures/*/results.json -->"
+README_END = "<!-- end of verdicts -->"
+
+
+def readme_table(results: Results) -> str:
+    """The README's table of what is reproduced: one row per paper number or finding, with the verdict here of every
+    claim it concerns (from ``figures/*/results.json``, as the report's column), between ``README_BEGIN`` and
+    ``README_END``; ``tests/test_scripts_build_report.py`` checks the README holds exactly this."""
+    lines = [README_BEGIN, "", "| figure | the paper | paper | verdict here (RR - baseline, 95 % t-interval over paired "
+             "seeds, n) |", "|---|---|---|---|"]
+    for row in paper_rows(results):
+        verdict = row["verdict"].replace("|", "/").replace("\n", "<br>")
+        lines.append(f"| {row['figure']} | {row['quantity']} | {row['paper']} | {verdict} |")
+    return "\n".join(lines + ["", README_END])
+
+
 def paper_rows(results: Results) -> list[dict[str, str]]:
-    """One row per ``PAPER_NUMBERS`` entry: figure, quantity, paper, ours, data, profile, labels."""
+    """One row per ``PAPER_NUMBERS`` entry: figure, quantity, paper, ours, verdict (``verdict_here``), data, profile,
+    labels."""
     rows = []
     for n in PAPER_NUMBERS:
-        row = {"figure": n.figure, "quantity": n.quantity, "paper": n.paper, "ours": "", "data": "", "profile": "",
-               "labels": ""}
+        row = {"figure": n.figure, "quantity": n.quantity, "paper": n.paper, "ours": "",
+               "verdict": verdict_here(n, results), "data": "", "profile": "", "labels": ""}
         folder = folder_of(results, n.notebook) if n.notebook else None
         if n.ours is None:
             row["ours"] = f"not reproduced: {n.why_not}"
@@ -184,9 +275,11 @@ def paper_rows(results: Results) -> list[dict[str, str]]:
             prov = res.get("provenance", {})
             try:
                 row["ours"] = n.ours(res)
-            except (KeyError, StopIteration, TypeError, ZeroDivisionError) as exc:
+            except OldSchema as exc:
+                row["ours"] = f"not in {folder}/results.json: {exc.args[0]}"
+            except (KeyError, StopIteration, TypeError, ZeroDivisionError, AttributeError) as exc:
                 row["ours"] = f"not in {folder}/results.json ({type(exc).__name__}: {exc})"
-            row.update(data=str(prov.get("data_source", "")), profile=str(prov.get("profile", "")),
+            row.update(data=portable(str(prov.get("data_source", ""))), profile=str(prov.get("profile", "")),
                        labels=" ".join(labels_of(prov, res)), folder=folder)
         rows.append(row)
     return rows
@@ -206,7 +299,7 @@ font-size:.85em;font-weight:600}
 .label.SUBSET,.label.REPLICA{background:#b36b00}.label.SMOKE{background:#555}
 table{border-collapse:collapse;width:100%;font-size:.82em;background:#fff}
 th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}th{background:#f0f0f0}
-td.missing{color:#888}code{font-size:.95em}
+td.missing{color:#888}code{font-size:.95em}td.verdict{font-size:.95em;min-width:18em}
 """
 
 
@@ -252,7 +345,7 @@ def figure_cards(figures: Path, out: Path) -> tuple[str, int]:
                 f"<h3>{_labels_html(labels_of(prov))}{html.escape(_caption(png.stem))}</h3>"
                 f"<div class=\"meta\">profile <b>{html.escape(str(prov.get('profile', '?')))}</b> &middot; commit "
                 f"<code>{html.escape(commit)}</code> &middot; {html.escape(str(prov.get('timestamp_utc', '')))}"
-                f"<br>data: {html.escape(str(prov.get('data_source', 'unknown')))}"
+                f"<br>data: {html.escape(portable(str(prov.get('data_source', 'unknown'))))}"
                 + (f" &middot; <a href=\"{html.escape(rel[:-4])}.pdf\">PDF</a>" if pdf.exists() else "")
                 + "</div></div>")
             count += 1
@@ -261,15 +354,21 @@ def figure_cards(figures: Path, out: Path) -> tuple[str, int]:
 
 
 def paper_table(rows: list[dict[str, str]]) -> str:
-    """The "paper vs this companion" table, one ``<tr class="paper-number">`` per paper number."""
-    head = "".join(f"<th>{h}</th>" for h in ("figure", "quantity", "paper", "this companion", "data", "profile"))
+    """The "paper vs this companion" table, one ``<tr class="paper-number">`` per paper number, with the column
+    "verdict here" (each claim the row concerns: verdict, mean paired difference, 95 % interval, n)."""
+    head = "".join(f"<th>{h}</th>" for h in ("figure", "quantity", "paper", "this companion", "verdict here", "data",
+                                              "profile"))
     body = []
     for r in rows:
         cls = ' class="missing"' if r["ours"].startswith(("not run", "not reproduced", "not in")) else ""
+        verdict = r.get("verdict", "")
+        vcls = "verdict missing" if verdict.startswith(("not reproduced", "needs", "not run", "no ")) or \
+            "no verdicts" in verdict else "verdict"
         body.append(
             f"<tr class=\"paper-number\"><td>{html.escape(r['figure'])}</td><td>{html.escape(r['quantity'])}</td>"
             f"<td>{html.escape(r['paper'])}</td><td{cls}>"
             f"{_labels_html(r['labels'].split())}{html.escape(r['ours'])}</td>"
+            f"<td class=\"{vcls}\">{'<br>'.join(html.escape(x) for x in verdict.splitlines())}</td>"
             f"<td>{html.escape(r['data'])}</td><td>{html.escape(r['profile'])}</td></tr>")
     return f"<table id=\"paper-vs-ours\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -320,7 +419,12 @@ def build(figures: Path, build_dir: Path, out: Path, profile: str) -> dict[str, 
         "REPLICA</span> a re-generated data set, <span class=\"label SMOKE\">SMOKE</span> a pipeline check.</p>"
         "</header><main>"
         "<h2>Paper vs this companion</h2><p>Every number the paper gives, ours next to it (mean +- standard "
-        "deviation over the seeds that ran).</p>" + paper_table(rows) +
+        "deviation over the seeds that ran), and the verdict here on each claim the row concerns: a paired comparison "
+        "over seeds (per seed, the method minus its baseline trained with the same seed), its mean difference, 95 % "
+        "Student-t interval and n; <i>shown</i> when the interval excludes zero in the paper's direction, <i>not "
+        "shown</i> when it contains zero, <i>contradicted</i> when it excludes zero the other way, <i>too few "
+        "seeds</i> under 3, <i>task failed</i> when runs that did not learn their task leave under 3 "
+        "(racecar_core.verdicts).</p>" + paper_table(rows) +
         f"<h2>Notebooks</h2><ul>{nav}</ul>" + cards + "</main>"
         "<footer><p>racecar companion; cite the paper (CITATION.cff). Offline: every file is in this folder.</p>"
         "</footer>")
@@ -473,7 +577,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--build", type=Path, default=ROOT / "build")
     parser.add_argument("--out", type=Path, default=ROOT / "report")
     parser.add_argument("--check", action="store_true", help="open every page in headless Chromium and verify")
+    parser.add_argument("--readme", action="store_true", help="print the README's table of verdicts and stop")
     args = parser.parse_args(argv)
+    if args.readme:
+        print(readme_table(load_results(args.figures)))
+        return 0
     made = build(args.figures, args.build, args.out, args.profile)
     print(f"report: {args.out / 'index.html'}: {made['cards']} figures, {len(made['rows'])} paper numbers, "
           f"{len(made['pages'])} notebook pages")

@@ -97,6 +97,33 @@ def test_wb2_rmse_takes_the_root_after_the_time_mean():
     assert float(wb2_rmse(fc, truth)) == pytest.approx(float(compute_weighted_rmse(fc, truth)))  # same grid: same
 
 
+def test_wb1_and_wb2_rmse_are_the_same_number_on_this_grid_and_only_there():
+    """Notebook 04 shows one RMSE: on the 5.625 deg grid (equiangular, outermost rows half a spacing from the poles)
+    WeatherBench 2's band-area weights equal WeatherBench 1's cos(lat) weights normalised to mean 1, and with the same
+    grid at every time step the time mean of spatial means is the mean over all dimensions."""
+    from racecar_core.score import wb2_rmse
+    rng = np.random.default_rng(7)
+    for n_time in (1, 3, 17):
+        for scale in (1.0, 1e3):   # K and m^2/s^2 sized errors
+            fc, truth = _field(10 + n_time, n_time) * scale, _field(20 + n_time, n_time) * scale
+            fc = fc + rng.normal(size=n_time)[:, None, None] * scale   # errors that vary between time steps
+            wb1, wb2 = float(compute_weighted_rmse(fc, truth)), float(wb2_rmse(fc, truth))
+            assert wb1 == pytest.approx(wb2, rel=1e-12, abs=0)
+    ds_fc = xr.Dataset({"z500": _field(1), "t850": _field(3)})
+    ds_truth = xr.Dataset({"z500": _field(2), "t850": _field(4)})
+    for var in ("z500", "t850"):
+        assert float(compute_weighted_rmse(ds_fc, ds_truth)[var]) == pytest.approx(
+            float(wb2_rmse(ds_fc, ds_truth)[var]), rel=1e-12, abs=0)
+    # a grid with rows on the poles (the 1.5 deg WeatherBench 2 grid's kind): band areas are not cos(lat) there
+    lat = np.linspace(-90, 90, 13)
+    coords = {"time": pd.date_range("2017-01-01", periods=4, freq="6h"), "lat": lat, "lon": LON}
+    err = np.zeros((4, 13, 64))
+    err[:, [0, -1]] = 1.0   # errors on the polar rows only: cos(lat) gives them no weight, their bands' area some
+    truth = xr.DataArray(np.zeros_like(err), dims=("time", "lat", "lon"), coords=coords)
+    assert float(compute_weighted_rmse(truth + err, truth)) == pytest.approx(0.0, abs=1e-6)
+    assert float(wb2_rmse(truth + err, truth)) > 0.05
+
+
 def test_wb2_acc_per_valid_time_against_the_day_of_year_hour_climatology():
     from racecar_core.score import climatology_at, doy_hour_climatology, wb2_acc
     times = pd.date_range("2015-01-01", "2016-12-31 18:00", freq="6h")

@@ -56,7 +56,7 @@ def test_a_run_that_failed_its_task_never_confirms():
     v = paired(rr, base, "span_energy", failed_runs={"RR": [0, 1, 2]})
     assert v.verdict == "task failed" and v.n == 2 and v.excluded == {"RR": [0, 1, 2]}
     assert verdicts.text(v.as_dict()).startswith("task failed: RR - Std span_energy = +0.800 [no interval] (95 % t, n = 2")
-    assert verdicts.text(v.as_dict()).endswith("; left out: RR seeds [0, 1, 2] (task not learnt)")
+    assert verdicts.text(v.as_dict()).endswith("; left out: RR seeds [0, 1, 2] (under the task threshold)")
     # left out of the pairs: with three learnt pairs the claim rests on those alone
     v3 = paired(rr, base, "span_energy", failed_runs={"RR": [0, 1]})
     assert v3.n == 3 and v3.seeds == (2, 3, 4)

@@ -69,15 +69,21 @@ def validation_curves(result: ExperimentResult) -> Figure:
     return fig
 
 
-def gain_heatmap(verdict: dict) -> Figure:
-    """RR's relative gain over Std in percent (positive: RR's error is lower) for every variable and error score,
-    in both WeatherBench conventions: ``claim(result)["rr_gain_percent_by_score"]`` as a heatmap."""
-    table = pd.DataFrame(verdict["rr_gain_percent_by_score"]).T
+def gain_heatmap(claim: dict) -> Figure:
+    """RR's relative gain over Std in percent (positive: RR's error is lower) for every variable and shown error score
+    (one RMSE: WeatherBench 1's and 2's are the same number on this grid, ``weather.RMSE_NOTE``) as a heatmap:
+    ``claim(result)["rr_vs_std"]["rr_gain_percent_by_score"]`` (the claim dict or its ``rr_vs_std`` record)."""
+    record = claim.get("rr_vs_std", claim)
+    gains = record.get("rr_gain_percent_by_score")
+    if gains is None:
+        raise ValueError("racecar: gain_heatmap needs both Std and RR runs (rr_gain_percent_by_score is None)")
+    table = pd.DataFrame(gains).T
     fig, ax = plt.subplots(figsize=(1.0 * table.shape[1] + 1.6, 0.45 * table.shape[0] + 1.0))
     lim = float(np.nanmax(np.abs(table.to_numpy()))) if table.size else 1.0
     heatmap(ax, table, fmt=".1f", center=0.0, cbar_label="RR gain over Std (%)")
     ax.collections[0].set_clim(-lim, lim)
     ax.set_xlabel("score")
     ax.set_ylabel("variable")
-    ax.set_title("RR vs Std: relative gain in %, means over seeds", fontsize=7)
+    ax.set_title(f"RR vs Std: relative gain in %, means over seeds; verdict on mse_norm (all): {record['verdict']} "
+                 f"(n = {record['n']})", fontsize=7)
     return fig
