@@ -18,12 +18,12 @@ YEARS   ?=
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env lock figures report browser test lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
+.PHONY: env lock figures report browser test test-fast lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1] [EXECUTOR=local|torchrun WORKERS=N | EXECUTOR=slurm [RESUBMIT=1] [REPLICAS=N]]"
 	@echo "make report [PROFILE=...] (report/index.html) | make browser"
-	@echo "make test | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
+	@echo "make test | make test-fast | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
 	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather"
 	@echo "make data-mnist-official | data-peak-official [FROM=<SVD-example folder or URL>]  (official SVD-test images)"
 
@@ -48,12 +48,12 @@ lock: env
 	mv requirements-lock.txt.new requirements-lock.txt
 
 # EXECUTOR=local WORKERS=N: the runs train in N worker processes; EXECUTOR=torchrun WORKERS=N: each run on N processes
-# (data-parallel); EXECUTOR=slurm: as a submitit array (racecar_core.executors); calling again re-attaches to the
+# (data-parallel); EXECUTOR=slurm: as a submitit array (racecar_repro.executors); calling again re-attaches to the
 # jobs still queued or running, RESUBMIT=1 submits the failed ones again, REPLICAS=N trains each run on N GPUs of its job
 figures: env
 	$(if $(EXECUTOR),RACECAR_EXECUTOR=$(EXECUTOR)) $(if $(WORKERS),RACECAR_WORKERS=$(WORKERS)) \
 	  $(if $(RESUBMIT),RACECAR_RESUBMIT=$(RESUBMIT)) $(if $(REPLICAS),RACECAR_REPLICAS=$(REPLICAS)) \
-	  $(PY) -m racecar_core.notebook_runner --profile $(PROFILE) $(if $(ONLY),--only '$(ONLY)') $(if $(FORCE),--force)
+	  $(PY) -m racecar_repro.notebook_runner --profile $(PROFILE) $(if $(ONLY),--only '$(ONLY)') $(if $(FORCE),--force)
 
 # The offline HTML report (report/index.html) from figures/ and build/<PROFILE>/, checked in headless Chromium when
 # there is one (make browser)
@@ -68,12 +68,18 @@ browser:
 	    chromium-headless-shell >/dev/null; } || \
 	  echo "warning: could not install the Debian package chromium-headless-shell; the report's browser test will fail"
 
-# Unit tests, then every notebook executed in the smoke profile (nbval), in one pytest run. Notebook runs and
-# figures go to build/test-*, never to runs/ or figures/.
+# Every test: the unit tests, the integration tests (marked "integration": executors, distributed training, the
+# claims' runs, benchmarks, the browser) and every notebook executed in the smoke profile (nbval), in one pytest run.
+# Notebook runs and figures go to build/test-*, never to runs/ or figures/.
+TEST_ENV := RACECAR_PROFILE=smoke RACECAR_RUNS_DIR=$(CURDIR)/build/test-runs RACECAR_FIGURES_DIR=$(CURDIR)/build/test-figures
 test: env data-fashion-mnist browser
 	rm -rf build/test-runs build/test-figures
-	RACECAR_PROFILE=smoke RACECAR_RUNS_DIR=$(CURDIR)/build/test-runs RACECAR_FIGURES_DIR=$(CURDIR)/build/test-figures \
-	  $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax
+	$(TEST_ENV) $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax
+
+# The unit tests alone (not "integration"), for editing: under a minute
+test-fast: env
+	rm -rf build/test-runs build/test-figures
+	$(TEST_ENV) $(PY) -m pytest -p no:cacheprovider -q -m "not integration" tests
 
 # the outputs are kept in benchmarks/results/<date>-<device>-<name>.txt (the source of numbers quoted elsewhere)
 bench: env
@@ -94,26 +100,26 @@ lab: env
 	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 data-mnist: env
-	$(PY) -m racecar_core.data.mnist
+	$(PY) -m racecar_repro.data.mnist
 
 data-peak: env
-	$(PY) -m racecar_core.data.peak --seed 0
+	$(PY) -m racecar_repro.data.peak --seed 0
 
 # The official SVD-test images (tum-pbs/racecar SVD-example), sha256-verified, into data/racecar-official.
 data-mnist-official: env
-	$(PY) -m racecar_core.data.official mnist $(if $(FROM),--from '$(FROM)')
+	$(PY) -m racecar_repro.data.official mnist $(if $(FROM),--from '$(FROM)')
 
 data-peak-official: env
-	$(PY) -m racecar_core.data.official peak $(if $(FROM),--from '$(FROM)')
+	$(PY) -m racecar_repro.data.official peak $(if $(FROM),--from '$(FROM)')
 
 data-cifar: env
-	$(PY) -m racecar_core.data.cifar cifar10
+	$(PY) -m racecar_repro.data.cifar cifar10
 
 # WeatherBench 2's ERA5 at 5.625 deg, the fields and years of notebook 04's profile (quick: Z500, T850, T2M
 # 2010-2018, ~0.5 GB; PROFILE=paper: Rasp & Thuerey's 38 input fields 1979-2018, ~18 GB), resumable and checksummed;
 # CHANNELS="z500 t850 u250" and/or YEARS=2010-2018 fetch another subset instead.
 data-weather: env
-	$(PY) -m racecar_core.data.weatherbench2 --subset $(if $(filter paper,$(PROFILE)),paper,quick) \
+	$(PY) -m racecar_repro.data.weatherbench2 --subset $(if $(filter paper,$(PROFILE)),paper,quick) \
 	  $(if $(CHANNELS),--channels $(CHANNELS)) $(if $(YEARS),--years $(YEARS))
 
 # Real Fashion-MNIST, installable offline from Debian (the CIFAR notebook's smoke profile and CI use it).

@@ -1,7 +1,7 @@
 """Cost per step of a whole SVD-test run, the training loop's own work included (``make bench``).
 
 One peak run of the paper (784 -> 128 -> 2 MLP, BN + ReLU, full batch of 100 official-variant images, evaluation and
-a reverse-pass snapshot every 100 steps, checkpoints) is trained through ``racecar_core.experiments.svd``
+a reverse-pass snapshot every 100 steps, checkpoints) is trained through ``racecar_repro.experiments.svd``
 for Std and RR, interleaved (Std, RR, Std, RR, ...), each in a fresh run folder. Reported per method, median over
 the rounds:
 
@@ -25,9 +25,9 @@ import time
 
 import torch
 
-from racecar_core.data import make_peak
-from racecar_core.experiments import svd
-from racecar_core.experiments.grid import RunSpec
+from racecar_repro.data.peak import make_peak
+from racecar_repro.experiments import svd
+from racecar_repro.experiments.grid import RunSpec
 from racecar_core.models import peak_mlp
 
 from bench_methods import Stepper, interleaved_times

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from racecar_core.methods import Method, Phase, StepInfo, make_method
 from racecar_core.models import peak_mlp, resnet_cifar, weather_resnet
-from racecar_core.train import TrainConfig, compiled_loss, make_optimizer
+from racecar_core.train import TrainConfig, backward_step, compiled_loss, make_optimizer
 
 import record
 from flops import achieved_tflops, step_flops
@@ -108,19 +108,12 @@ class Stepper:
         self.opt = make_optimizer(TrainConfig(steps=1, lr=lr), self.phase.params)  # the loop's own Adam
         self.count = 0
 
-    def forward_loss(self) -> Tensor:
-        """Train mode (frozen modules in eval mode) and the phase's loss."""
-        self.model.train()
-        for m in self.phase.frozen:
-            m.eval()
-        info = StepInfo(self.count, self.count, 0, torch.Generator().manual_seed(self.count))
-        return self.loss(self.model, self.x, self.y, info)[0]
+    def info(self) -> StepInfo:
+        return StepInfo(self.count, self.count, 0, torch.Generator().manual_seed(self.count))
 
     def step(self) -> None:
-        """Forward, loss, backward and Adam step."""
-        loss = self.forward_loss()
-        self.model.zero_grad(set_to_none=True)
-        loss.backward()
+        """One training step as the loop takes it: ``train.backward_step`` (forward, loss, backward) and Adam."""
+        backward_step(self.model, self.phase, self.loss, self.x, self.y, self.info())
         self.opt.step()
         self.count += 1
 
@@ -143,12 +136,8 @@ def saved_activation_bytes(stepper: Stepper) -> int:
             seen[s.data_ptr()] = s.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = stepper.forward_loss()
-    stepper.model.zero_grad(set_to_none=True)
-    loss.backward()
-    stepper.opt.step()
-    stepper.count += 1
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):   # packs run in the forward pass only
+        stepper.step()
     return sum(seen.values())
 
 

@@ -1,6 +1,6 @@
 """What the weather notebook's paper profile costs: one training step of the authors' network, and per epoch.
 
-The network is the paper profile's (``racecar_core.experiments.weather``: 117 input channels, 128 channels, 19
+The network is the paper profile's (``racecar_repro.experiments.weather``: 117 input channels, 128 channels, 19
 residual blocks, Keras's LeakyReLU and batch-norm settings, dropout 0.1), on a batch of 32 random 32 x 64 fields.
 Std, RR with the paper's full reverse pass (``rr_mode="full"``, mean reduction) and RR in the authors' draft form
 (``rr_mode="local_padded"``, half the sum of squares) are timed interleaved after a warm-up (the median is reported),
@@ -20,8 +20,8 @@ import statistics
 import pandas as pd
 import torch
 
-from racecar_core.experiments import weather
-from racecar_core.experiments.grid import build_method
+from racecar_repro.experiments import weather
+from racecar_repro.experiments.params import build_method
 from racecar_core.models import n_parameters, weather_resnet
 
 from bench_methods import Stepper, interleaved_times

@@ -63,7 +63,7 @@ def init_from_env() -> str:
     import torch.distributed as dist
     if "WORLD_SIZE" not in os.environ:
         raise RuntimeError("racecar: no torchrun environment (WORLD_SIZE unset); launch with "
-                           "torchrun --nproc-per-node N -m racecar_core.executors ...")
+                           "torchrun --nproc-per-node N -m racecar_repro.executors ...")
     local = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         if local >= torch.cuda.device_count():

@@ -7,8 +7,9 @@ per weight layer (greedy tied-weight autoencoder pretraining) and then the fine-
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -120,20 +121,26 @@ def srip_schedule(epoch: int, base: float = 1e-2) -> float:
 
 
 # ---------------------------------------------------------------- methods
+# Each method is a dataclass: its fields are its settings and their defaults the only defaults (the paper's equation
+# and the official code: RR's reconstruction summed over the batch with lambda 1e-5, batch norms updated by the
+# reverse pass too; Ort the official SRIP form with weight 0.1). A harness states every value it changes.
+@dataclass
 class Method:
-    """Base class: one phase training every parameter on the task loss plus ``extra``."""
-    name = "Std"
+    """Base class: one phase training every parameter on the task loss plus ``regulariser``. ``task``: a loss name
+    ('ce', 'ce_official', 'mse') or a function ``(out, y) -> loss``."""
+    task: str | TaskLoss = "ce"
+    name: ClassVar[str] = "Std"
 
-    def __init__(self, task: str | TaskLoss = "ce"):
-        self.task = task_loss(task) if isinstance(task, str) else task
+    def __post_init__(self) -> None:
+        self.task_loss = task_loss(self.task) if isinstance(self.task, str) else self.task
 
-    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor | None, dict]:
+    def regulariser(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor | None, dict]:
         """The network output, the weighted regulariser (None: none this step) and values to log."""
         return model(x), None, {}
 
     def _loss(self, model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
-        out, extra, logs = self.extra(model, x, info)
-        task = self.task(out, y)
+        out, extra, logs = self.regulariser(model, x, info)
+        task = self.task_loss(out, y)
         # no "task + 0" when there is no regulariser: under torch.compile (inductor, torch 2.14) a loss that
         # aliases the task loss, returned beside task.detach(), comes back without a grad_fn
         return task if extra is None else task + extra, out, {"task": task.detach(), **logs}
@@ -147,14 +154,17 @@ class Method:
         return {"method": self.name}
 
 
+@dataclass
 class Std(Method):
     """Task loss only."""
-    name = "Std"
+    name: ClassVar[str] = "Std"
 
 
+@dataclass
 class RR(Method):
     """Task loss plus ``lam * sum_m ||d_m - d'_m||^2`` of the reverse pass, trained jointly from step 0.
 
+    ``reduction``: the squared errors summed over the batch (the paper's equation and official code) or averaged.
     ``reverse_bn_update=True`` reproduces the official code, whose reverse pass also updates the batch norms'
     moving averages; ``False`` keeps them for the forward pass alone (what deep networks need in eval mode).
     ``pair_weights`` multiply the terms of the reconstruction pairs, bottom layer first (missing ones are 1): e.g.
@@ -163,21 +173,22 @@ class RR(Method):
     ``norms="forward"`` re-applies training-mode batch norms with the forward pass's statistics instead of the
     reverse signal's own (see ``reverse.reverse_pass``): for deep bottleneck networks such as ResNet-50.
     """
-    name = "RR"
+    lam: float = 1e-5
+    mode: reverse.Mode = "full"
+    reduction: reverse.Reduction = "sum"
+    reverse_bn_update: bool = True
+    pair_weights: list[float] | None = None
+    norms: reverse.Norms = "batch"
+    name: ClassVar[str] = "RR"
 
-    def __init__(self, task: str | TaskLoss = "ce", lam: float = 1e-5, mode: reverse.Mode = "full",
-                 reduction: reverse.Reduction = "sum", reverse_bn_update: bool = True,
-                 pair_weights: list[float] | None = None, norms: reverse.Norms = "batch"):
-        super().__init__(task)
-        if norms not in reverse.NORMS:
-            raise ValueError(f"racecar: RR's norms must be one of {reverse.NORMS}, got {norms!r}")
-        self.norms = norms
-        if mode not in reverse.MODES or reduction not in ("sum", "mean"):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.norms not in reverse.NORMS:
+            raise ValueError(f"racecar: RR's norms must be one of {reverse.NORMS}, got {self.norms!r}")
+        if self.mode not in reverse.MODES or self.reduction not in ("sum", "mean"):
             raise ValueError(f"racecar: RR needs a mode of {reverse.MODES} and reduction 'sum' or 'mean', got "
-                             f"{mode!r}, {reduction!r}")
-        self.lam, self.mode, self.reduction = lam, mode, reduction
-        self.reverse_bn_update = reverse_bn_update
-        self.pair_weights = list(pair_weights) if pair_weights else None
+                             f"{self.mode!r}, {self.reduction!r}")
+        self.pair_weights = list(self.pair_weights) if self.pair_weights else None
 
     def phases(self, model: nn.Module, steps: int) -> list[Phase]:
         plan = reverse.plan_of(model)  # traced once per training run, not per step
@@ -186,7 +197,7 @@ class RR(Method):
             out, rec = self.reconstruction(model, x, plan)
             if self.reduction == "sum":
                 rec = info.batch_sum(rec)
-            task = self.task(out, y)
+            task = self.task_loss(out, y)
             return task + self.lam * rec, out, {"task": task.detach(), "rr": rec.detach()}
         return [Phase("train", steps, list(model.parameters()), loss)]
 
@@ -198,12 +209,6 @@ class RR(Method):
                                               self.reduction, self.pair_weights)
         return trace.output, rec
 
-    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
-        out, rec = self.reconstruction(model, x)
-        if self.reduction == "sum":
-            rec = info.batch_sum(rec)
-        return out, self.lam * rec, {"rr": rec.detach()}
-
     def describe(self) -> dict:
         d = {"method": self.name, "lam": self.lam, "mode": self.mode, "reduction": self.reduction,
              "reverse_bn_update": self.reverse_bn_update}
@@ -212,18 +217,21 @@ class RR(Method):
         return {**d, "pair_weights": self.pair_weights} if self.pair_weights else d
 
 
+@dataclass
 class Ort(Method):
-    """Task loss plus an SRIP orthogonality penalty; constant ``weight`` or the SRIP authors' epoch schedule."""
-    name = "Ort"
+    """Task loss plus an SRIP orthogonality penalty; constant ``weight`` or the SRIP authors' epoch schedule;
+    ``form``: 'official' (the RR authors' code) or 'srip' (the SRIP authors' code; ``srip_penalty``)."""
+    weight: float = 0.1
+    form: str = "official"
+    schedule: bool = False
+    name: ClassVar[str] = "Ort"
 
-    def __init__(self, task: str | TaskLoss = "ce", weight: float = 0.1, form: str = "official",
-                 schedule: bool = False):
-        super().__init__(task)
-        self.weight, self.form, self.schedule = weight, form, schedule
-        if form not in ("official", "srip"):
-            raise ValueError(f"racecar: unknown Ort form {form!r}; use 'official' or 'srip'")
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.form not in ("official", "srip"):
+            raise ValueError(f"racecar: unknown Ort form {self.form!r}; use 'official' or 'srip'")
 
-    def extra(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor | None, dict]:
+    def regulariser(self, model: nn.Module, x: Tensor, info: StepInfo) -> tuple[Tensor, Tensor | None, dict]:
         out = model(x)
         w = srip_schedule(info.epoch, self.weight) if self.schedule else self.weight
         if w == 0:
@@ -235,18 +243,17 @@ class Ort(Method):
         return {"method": self.name, "weight": self.weight, "form": self.form, "schedule": self.schedule}
 
 
+@dataclass
 class Pre(Method):
     """Greedy layer-wise tied-weight autoencoder pretraining (``pre_steps`` per layer), then task fine-tuning.
 
     While layer m trains, the layers below it are frozen (no optimiser, eval mode, run without gradients); its
     decoder is ``W_m^T`` followed by the lower layer's norm and activation, the map the RR reverse pass uses.
     """
-    name = "Pre"
-
-    def __init__(self, task: str | TaskLoss = "ce", pre_steps: int = 100, reduction: reverse.Reduction = "sum",
-                 pre_lr_scale: float = 1.0):
-        super().__init__(task)
-        self.pre_steps, self.reduction, self.pre_lr_scale = pre_steps, reduction, pre_lr_scale
+    pre_steps: int = 100
+    reduction: reverse.Reduction = "sum"
+    pre_lr_scale: float = 1.0
+    name: ClassVar[str] = "Pre"
 
     def phases(self, model: nn.Module, steps: int) -> list[Phase]:
         layers = reverse.layers_of(model)
@@ -284,8 +291,12 @@ class Pre(Method):
 METHODS: dict[str, type[Method]] = {"Std": Std, "RR": RR, "Ort": Ort, "Pre": Pre}
 
 
-def make_method(name: str, **kwargs) -> Method:
-    """Build a method by name ('Std', 'RR', 'Ort', 'Pre') with its keyword settings."""
+def make_method(name: str, **settings) -> Method:
+    """Build a method by name ('Std', 'RR', 'Ort', 'Pre') with its keyword settings (the fields of its class)."""
     if name not in METHODS:
         raise ValueError(f"racecar: unknown method {name!r}; choose one of {list(METHODS)}")
-    return METHODS[name](**kwargs)
+    known = {f.name for f in dataclasses.fields(METHODS[name])}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TypeError(f"racecar: {name} has no setting(s) {unknown}; its settings: {sorted(known)}")
+    return METHODS[name](**settings)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -146,14 +145,3 @@ def similarity_report(vh: Tensor, s: Tensor, train_images: Tensor, k: int) -> di
         "top_k_energy": float((s[:k] ** 2).sum() / (s ** 2).sum()),
     }
 
-
-def lpips_status() -> str:
-    """LPIPS needs the ``lpips`` package and pretrained AlexNet weights on disk; say whether they are here."""
-    try:
-        import lpips  # noqa: F401
-    except ImportError:
-        return "skipped: LPIPS needs the 'lpips' package and pretrained AlexNet weights (not available offline)"
-    hub = torch.hub.get_dir()
-    if not list(Path(hub, "checkpoints").glob("alexnet-*.pth")):
-        return f"skipped: AlexNet weights not found in {hub}/checkpoints (LPIPS would download them)"
-    return "available"

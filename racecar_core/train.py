@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import csv
 import hashlib
-import io
 import math
 import time
 import warnings
@@ -21,11 +19,10 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from . import distributed
-from .files import DamagedFile, atomic_write, load_checked, save_checked, set_aside, write_json
-from .methods import Method, Phase, StepInfo
+from .files import DamagedFile, load_checked, save_checked, set_aside, write_json
+from .methods import LossFn, Method, Phase, StepInfo
 
 
 class DamagedCheckpointWarning(RuntimeWarning):
@@ -192,22 +189,26 @@ def _locate(phases: list[Phase], step: int) -> tuple[int, int]:
     return len(phases) - 1, phases[-1].steps
 
 
-def _csv(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, keys)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 def _save_logs(run_dir: Path, state: dict) -> None:
-    for name, rows in (("metrics.csv", state["log"]), ("evals.csv", state["evals"])):
-        text = _csv(rows)
-        atomic_write(run_dir / name, lambda t, s=text: Path(t).write_text(s))
+    """The run's one log, ``metrics.json``: the loss log (``steps``) and the evaluations (``evals``) so far."""
     write_json(run_dir / "metrics.json", {"steps": state["log"], "evals": state["evals"]})
+
+
+def backward_step(model: nn.Module, phase: Phase, loss: LossFn, x: Tensor, y: Tensor, info: StepInfo,
+                  amp: bool = False) -> tuple[Tensor, dict]:
+    """The gradient half of one training step, as ``fit`` takes it: the model in training mode (the phase's frozen
+    modules in eval mode), the phase's loss (``loss``: ``phase.loss`` or its compiled form, ``compiled_loss``; under
+    bf16 autocast with ``amp``), gradients cleared and computed. Returns the loss and the values to log; the caller
+    steps its optimiser (``fit`` first averages over replicas and checks the loss is finite; the benchmarks time
+    this and the step)."""
+    model.train()
+    for m in phase.frozen:
+        m.eval()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        value, _, logs = loss(model, x, y, info)
+    model.zero_grad(set_to_none=True)
+    value.backward()
+    return value, logs
 
 
 def check_input_shape(model: nn.Module, x: Tensor) -> None:
@@ -326,8 +327,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     with distributed.synced_batch_norms(model, replicas > 1 and cfg.sync_bn):
         if state["step"] == 0 and not state["evals"]:
             observe(0)
-        bar = tqdm(total=total, initial=state["step"], disable=not cfg.progress or rank > 0,
-                   desc=_LABEL.get() or method.name, mininterval=1.0)
+        bar = _progress_bar(total, state["step"], cfg.progress and lead, _LABEL.get() or method.name)
         t0 = time.perf_counter() - state["wall_time"]
         while state["step"] < total and not state["stopped_early"]:
             step = state["step"]
@@ -337,9 +337,6 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
                 opt, opt_phase = make_optimizer(cfg, phase.params), k
             for g in opt.param_groups:
                 g["lr"] = learning_rate(cfg, pstep) * phase.lr_scale * state.get("lr_scale", 1.0)
-            model.train()
-            for m in phase.frozen:
-                m.eval()
             # dropout and other global draws (each replica its own: rank 0 draws what one process would)
             seed_step(stream_seed(cfg.seed, step, "step" if rank == 0 else f"step/replica{rank}"), cfg.device)
             gen = torch.Generator().manual_seed(stream_seed(cfg.seed, step, "method"))  # e.g. SRIP start vectors
@@ -350,10 +347,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
             if x.dim() == 4:
                 x = x.contiguous(memory_format=fmt)
             info = StepInfo(step, pstep, pstep // data.steps_per_epoch, gen, replicas)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss, _, logs = losses[k](model, x, y, info)
-            model.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, logs = backward_step(model, phase, losses[k], x, y, info, use_amp)
             if replicas > 1:   # gradients, loss and logged values averaged over the replicas in one all_reduce
                 loss_value, *values = distributed.average_gradients(phase.params, [loss, *logs.values()])
                 logs = dict(zip(logs, values))
@@ -390,6 +384,24 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     if best is not None:  # early stopping: hand back the best weights seen
         model.load_state_dict(best)
     return out
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, initial: int, show: bool, label: str) -> Any:
+    """A tqdm bar when ``show`` and tqdm is installed (it is optional: the core needs torch and numpy only)."""
+    if show:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            show = False
+    return tqdm(total=total, initial=initial, desc=label, mininterval=1.0) if show else _NoBar()
 
 
 def _to_device(obj: Any, device: str) -> Any:

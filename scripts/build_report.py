@@ -36,10 +36,10 @@ from typing import Any, Callable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from racecar_core import verdicts  # noqa: E402
-from racecar_core.experiments.cifar import PAPER_ACCURACY  # noqa: E402
-from racecar_core.experiments.weather import PAPER as PAPER_WEATHER  # noqa: E402
-from racecar_core.provenance import portable  # noqa: E402
+from racecar_repro import verdicts  # noqa: E402
+from racecar_repro.experiments.cifar import PAPER_ACCURACY  # noqa: E402
+from racecar_repro.experiments.weather import PAPER as PAPER_WEATHER  # noqa: E402
+from racecar_repro.provenance import portable  # noqa: E402
 
 Results = dict[str, dict]      # notebook folder name -> its results.json
 
@@ -59,7 +59,7 @@ class PaperNumber:
 
 
 class OldSchema(KeyError):
-    """A ``results.json`` written before claims were verdicts (``racecar_core.verdicts``): re-run its notebook."""
+    """A ``results.json`` written before claims were verdicts (``racecar_repro.verdicts``): re-run its notebook."""
 
 
 def claims_of(res: dict) -> dict[str, dict]:
@@ -82,7 +82,7 @@ def _num(x: Any, digits: int = 3) -> str:
 
 
 def verdict_line(name: str, rec: dict) -> str:
-    """One claim: ``name: `` and ``racecar_core.verdicts.text`` of its record (verdict, method - baseline, mean
+    """One claim: ``name: `` and ``racecar_repro.verdicts.text`` of its record (verdict, method - baseline, mean
     paired difference, 95 % t-interval, n, the seeds left out because their run missed the task threshold)."""
     return f"{name}: {verdicts.text(rec)}"
 
@@ -319,7 +319,7 @@ def _caption(name: str) -> str:
 
 def figure_cards(figures: Path, out: Path) -> tuple[str, int]:
     """The cards of every PNG under ``figures/`` (copied to ``out/figures/``), grouped by folder, and their count."""
-    from racecar_core.plotting import read_png_provenance
+    from racecar_repro.plotting import read_png_provenance
     parts, count = [], 0
     for folder in sorted(p for p in figures.iterdir() if p.is_dir()):
         pngs = sorted(folder.glob("*.png"))
@@ -410,6 +410,9 @@ def build(figures: Path, build_dir: Path, out: Path, profile: str) -> dict[str, 
                   for s, t in pages) or "<li>no executed notebooks (run make figures first)</li>"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
+    inside = out.resolve().is_relative_to(ROOT)       # a link to the repository's docs/*.md, never an absolute path
+    docs = (f"<a href=\"{html.escape(Path(os.path.relpath(ROOT / 'docs', out.resolve())).as_posix())}/\">docs/</a>"
+            if inside else "<code>docs/</code>")
     body = (
         "<header><h1>Reviving Autoencoder Pretraining: the reproduction report</h1>"
         f"<p>Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit <code>{html.escape(commit)}</code>"
@@ -417,14 +420,15 @@ def build(figures: Path, build_dir: Path, out: Path, profile: str) -> dict[str, 
         "Labels: <span class=\"label SYNTHETIC\">SYNTHETIC</span> data made by the project (not the paper's), "
         "<span class=\"label SUBSET\">SUBSET</span> part of the paper's data set, <span class=\"label REPLICA\">"
         "REPLICA</span> a re-generated data set, <span class=\"label SMOKE\">SMOKE</span> a pipeline check.</p>"
-        "</header><main>"
+        f"<p>Documentation: {docs} in the repository (data, cluster, profiles and costs, notebooks, reverse pass, "
+        "layout).</p></header><main>"
         "<h2>Paper vs this companion</h2><p>Every number the paper gives, ours next to it (mean +- standard "
         "deviation over the seeds that ran), and the verdict here on each claim the row concerns: a paired comparison "
         "over seeds (per seed, the method minus its baseline trained with the same seed), its mean difference, 95 % "
         "Student-t interval and n; <i>shown</i> when the interval excludes zero in the paper's direction, <i>not "
         "shown</i> when it contains zero, <i>contradicted</i> when it excludes zero the other way, <i>too few "
         "seeds</i> under 3, <i>task failed</i> when runs that did not learn their task leave under 3 "
-        "(racecar_core.verdicts).</p>" + paper_table(rows) +
+        "(racecar_repro.verdicts).</p>" + paper_table(rows) +
         f"<h2>Notebooks</h2><ul>{nav}</ul>" + cards + "</main>"
         "<footer><p>racecar companion; cite the paper (CITATION.cff). Offline: every file is in this folder.</p>"
         "</footer>")

@@ -3,8 +3,8 @@
 
 The replica is ``make_peak(n, n_test, seed, cache=False)`` for each ``--seed`` (mean and spread over the seeds); the
 official set (or any folder in the same ``<class>/<i>.png`` layout, e.g. an older replica written with
-``python -m racecar_core.data.peak --out DIR``) is read with ``load_peak_folder``. The statistics are those of
-``racecar_core.data.peak.image_statistics`` on the training images (the first ``--n-train`` per class).
+``python -m racecar_repro.data.peak --out DIR``) is read with ``load_peak_folder``. The statistics are those of
+``racecar_repro.data.peak.image_statistics`` on the training images (the first ``--n-train`` per class).
 Example: ``python scripts/peak_statistics.py --official shared/reference/official-data/peak --seed 0 1 2 3 4``;
 without ``--official`` it prints the replica's alone.
 """
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from racecar_core.data.peak import GENERATOR_VERSION, image_statistics, load_peak_folder, make_peak
+from racecar_repro.data.peak import GENERATOR_VERSION, image_statistics, load_peak_folder, make_peak
 
 
 def folder_statistics(folder: str | Path, n_train_per_class: int = 50) -> dict[str, float]:

@@ -67,7 +67,7 @@ def tag(nb: nbformat.NotebookNode, outputs: list[nbformat.NotebookNode]) -> nbfo
 def store(path: Path, workdir: Path) -> str:
     """Run ``path`` in the smoke profile and store its sanitised claim output; returns the stored text."""
     import papermill
-    from racecar_core.notebook_runner import kernel_env, temporary_env
+    from racecar_repro.notebook_runner import kernel_env, temporary_env
     out = workdir / path.name
     with temporary_env(kernel_env("smoke", RACECAR_RUNS_DIR=str(workdir / "runs"),
                                   RACECAR_FIGURES_DIR=str(workdir / "figures"))):

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration   # slow or multi-process: `make test`, not `make test-fast`
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 bench_methods = pytest.importorskip("bench_methods")
 bench_compile = pytest.importorskip("bench_compile")

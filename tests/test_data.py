@@ -1,9 +1,9 @@
-"""racecar_core.data: the registry of data sets and what is on disk."""
+"""racecar_repro.data: the registry of data sets and what is on disk."""
 from __future__ import annotations
 
 import pytest
 
-from racecar_core.data import availability
+from racecar_repro.data.availability import availability
 
 def test_availability(data_dir):
     for name in ("mnist", "peak"):

@@ -1,4 +1,4 @@
-"""Tests for racecar_core.data.cifar (CIFAR / Fashion-MNIST loading, subsets) and racecar_core.data.augment."""
+"""Tests for racecar_repro.data.cifar (CIFAR / Fashion-MNIST loading, subsets) and racecar_repro.data.augment."""
 from __future__ import annotations
 
 import gzip
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from racecar_core.data import AVAILABILITY_CHECKS, ImageSet, MissingDataError, availability
-from racecar_core.data import cifar
-from racecar_core.data.augment import make_transform, normalize, random_crop_flip
+from racecar_repro.data.availability import AVAILABILITY_CHECKS, availability
+
+from racecar_repro.data import ImageSet, MissingDataError
+from racecar_repro.data import cifar
+from racecar_repro.data.augment import make_transform, normalize, random_crop_flip
 
 DEBIAN = Path(cifar.DEBIAN_FASHION_MNIST_DIR)
 
@@ -81,7 +83,7 @@ def test_fashion_mnist_missing(data_dir, no_network, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar_missing_names_folder_and_command(data_dir, no_network, name):
     ok, msg = availability(name)
-    assert not ok and "racecar_core.data.cifar" in msg
+    assert not ok and "racecar_repro.data.cifar" in msg
     with pytest.raises(MissingDataError) as info:
         cifar.load_classification(name)
     text = str(info.value)
@@ -97,7 +99,7 @@ def test_unknown_name_and_registry():
     with pytest.raises(ValueError, match="cifar10"):
         cifar.load_classification("svhn")
     assert {"cifar10", "cifar100", "fashion_mnist"} <= set(AVAILABILITY_CHECKS)
-    from racecar_core.data import channel_stats, load_classification, split_validation, subset  # lazy re-exports
+    from racecar_repro.data.cifar import channel_stats, load_classification, split_validation, subset
 
     assert load_classification is cifar.load_classification and subset is cifar.subset
     assert channel_stats is cifar.channel_stats and split_validation is cifar.split_validation

@@ -1,11 +1,13 @@
-"""racecar_core.data.mnist: MNIST through torchvision, the offline fallback, picking images per class."""
+"""racecar_repro.data.mnist: MNIST through torchvision, the offline fallback, picking images per class."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from racecar_core.data import MissingDataError, mnist, mnist_imageset, select_per_class
+from racecar_repro.data import MissingDataError, mnist
+
+from racecar_repro.data.mnist import mnist_imageset, select_per_class
 
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from racecar_core.data import mnist, morpho
+from racecar_repro.data import mnist, morpho
 
 
 def test_one_dilation_grows_a_cross_and_one_erosion_shrinks_a_block():

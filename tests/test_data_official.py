@@ -1,4 +1,4 @@
-"""Tests for racecar_core.data.official: fetching, verifying and loading the official SVD-test images (no network)."""
+"""Tests for racecar_repro.data.official: fetching, verifying and loading the official SVD-test images (no network)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from racecar_core.data import (AVAILABILITY_CHECKS, MissingDataError, availability, fetch_official, has_official,
-                               load_official_mnist, load_official_peak)
-from racecar_core.data import official
+from racecar_repro.data import MissingDataError, official
+from racecar_repro.data.availability import AVAILABILITY_CHECKS, availability
+from racecar_repro.data.official import fetch_official, has_official, load_official_mnist, load_official_peak
 
 REFUSED = "http://127.0.0.1:9/"  # the discard port: nothing listens, so the connection is refused at once
 

@@ -1,11 +1,13 @@
-"""racecar_core.data.peak: the generated peak data set, its on-disk layout and image statistics."""
+"""racecar_repro.data.peak: the generated peak data set, its on-disk layout and image statistics."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from racecar_core.data import ImageSet, MissingDataError, load_peak_folder, make_peak, peak, write_peak_folder
+from racecar_repro.data import ImageSet, MissingDataError, peak
+
+from racecar_repro.data.peak import load_peak_folder, make_peak, write_peak_folder
 
 
 @pytest.fixture(scope="module")
@@ -160,5 +162,5 @@ def test_make_peak_cache(data_dir):
 
 
 def test_missing_peak_folder(tmp_path):
-    with pytest.raises(MissingDataError, match="racecar_core.data.peak"):
+    with pytest.raises(MissingDataError, match="racecar_repro.data.peak"):
         load_peak_folder(tmp_path / "nope")

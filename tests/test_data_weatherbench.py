@@ -10,9 +10,14 @@ import pytest
 import torch
 import xarray as xr
 
-from racecar_core.data import MissingDataError, WeatherDataset, availability, to_xarray
-from racecar_core.data.weather_synth import LAT, SYNTHETIC_TAG, write_synthetic_weatherbench
-from racecar_core.data.weatherbench import (Normalizer, check_available, check_finite, is_synthetic,
+from racecar_repro.data import MissingDataError
+
+from racecar_repro.data.weather_dataset import WeatherDataset, to_xarray
+
+from racecar_repro.data.availability import availability
+from racecar_repro.data.weather_synth import LAT
+from wb1_files import SYNTHETIC_TAG, write_synthetic_weatherbench
+from racecar_repro.data.weatherbench import (Normalizer, check_available, check_finite, is_synthetic,
                                             open_weatherbench, split_years, var_path)
 
 VARS = ("geopotential_500", "temperature_850", "2m_temperature")

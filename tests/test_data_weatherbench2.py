@@ -1,4 +1,4 @@
-"""racecar_core.data.weatherbench2 offline: the format-exact synthetic store, the download path end to end against it
+"""racecar_repro.data.weatherbench2 offline: the format-exact synthetic store, the download path end to end against it
 (resume, corrupted chunks, offline, wrong grid), and both layouts loading to the same tensors."""
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import pytest
 import torch
 import xarray as xr
 
-from racecar_core.data import MissingDataError, WeatherDataset
-from racecar_core.data import weatherbench2 as wb2
-from racecar_core.data.weather_synth import write_synthetic_weatherbench
-from racecar_core.data.weatherbench import check_available, is_synthetic, open_weatherbench
+from racecar_repro.data import MissingDataError
+
+from racecar_repro.data.weather_dataset import WeatherDataset
+from racecar_repro.data import weatherbench2 as wb2
+from wb1_files import write_synthetic_weatherbench
+from racecar_repro.data.weatherbench import check_available, is_synthetic, open_weatherbench
 
 YEARS = [2015, 2016]
 DAYS = 30  # 2 x 120 six-hourly steps: three blocks of 100
@@ -192,7 +194,7 @@ def test_the_paper_profile_reads_117_channels_and_the_cli_fetches_a_profile_subs
 
 
 def test_the_climatology_is_copied_checked_and_used_for_wb2_acc(source, tmp_path):
-    from racecar_core.score import doy_hour_climatology
+    from racecar_repro.score import doy_hour_climatology
     clim_src = wb2.write_synthetic_climatology(tmp_path / "clim_src.zarr", source)
     assert xr.open_zarr(clim_src)["geopotential"].dims == ("hour", "dayofyear", "level", "longitude", "latitude")
     root = tmp_path / "copy"
@@ -213,7 +215,7 @@ def test_the_climatology_is_copied_checked_and_used_for_wb2_acc(source, tmp_path
 
 
 def test_precipitation_enters_on_a_log_scale_with_mean_zero(source, tmp_path):
-    from racecar_core.data.weatherbench import Normalizer
+    from racecar_repro.data.weatherbench import Normalizer
     root = tmp_path / "tp"
     wb2.download(source, root, ["tp"], YEARS, progress=False, log=lambda s: None)
     ds = open_weatherbench(root, ["tp"], YEARS)

@@ -12,6 +12,8 @@ from racecar_core.methods import make_method
 from racecar_core.models import resnet_cifar
 from racecar_core.train import TensorBatches, TrainConfig, fit
 
+pytestmark = pytest.mark.integration   # slow or multi-process: `make test`, not `make test-fast`
+
 # a small ResNet with batch norms in every block, the methods with each kind of loss term: averaged over the batch
 # (task, RR "mean"), summed over it (RR and Pre "sum"), independent of it (Ort), and RR re-applying batch norms with
 # the forward pass's statistics

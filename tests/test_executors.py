@@ -1,11 +1,13 @@
-"""racecar_core.executors: the local executor trains the runs of a grid in worker processes, with the same results
+"""racecar_repro.executors: the local executor trains the runs of a grid in worker processes, with the same results
 as inline training."""
 import pytest
 import torch
 
-from racecar_core import executors
-from racecar_core.experiments import cifar, info_planes
+from racecar_repro import executors
+from racecar_repro.experiments import cifar, info_planes
 from test_experiments_cifar import TINY, tiny_fashion  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.integration   # slow or multi-process: `make test`, not `make test-fast`
 
 
 def test_the_executor_comes_from_the_call_or_the_environment(monkeypatch):
@@ -239,7 +241,7 @@ def test_notebooks_01_to_04_write_the_inline_results_json_under_every_executor(t
     import subprocess
     import sys
 
-    from racecar_core import paths
+    from racecar_repro import paths
     spec = importlib.util.spec_from_file_location("compare_results", paths.ROOT / "scripts" / "compare_results.py")
     compare_results = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare_results)
@@ -249,7 +251,7 @@ def test_notebooks_01_to_04_write_the_inline_results_json_under_every_executor(t
     for executor in ("inline", "local", "slurm"):
         env = {**base, "RACECAR_EXECUTOR": executor, "RACECAR_RUNS_DIR": str(tmp_path / f"runs-{executor}"),
                "RACECAR_FIGURES_DIR": str(tmp_path / executor)}
-        done = subprocess.run([sys.executable, "-m", "racecar_core.notebook_runner", "--profile", "smoke", "--only",
+        done = subprocess.run([sys.executable, "-m", "racecar_repro.notebook_runner", "--profile", "smoke", "--only",
                                "0[1-4]_*"], env=env, cwd=paths.ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert len(list((tmp_path / executor).glob("*/results.json"))) == 4, done.stdout[-2000:]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from racecar_core.experiments import any_network, any_network_figures
+from racecar_repro.experiments import any_network, any_network_figures
 from test_experiments_cifar import tiny_fashion  # noqa: F401  (the fixture)
 
 TINY = dict(steps=4, batch_size=20, eval_every=2, n_train=60, n_test=20, n_rec=8, shown=4, device="cpu",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from racecar_core.experiments import cifar
+from racecar_repro.experiments import cifar
 from test_data_cifar import _write_idx_gz
 
 TINY = dict(dataset="fashion_mnist", depth=8, epochs=1, batch_size=20, seeds=[0], device="cpu", progress=False,
@@ -45,7 +45,7 @@ def test_sweep_chooses_on_the_validation_split_and_survives_divergence(tiny_fash
 def test_sweep_figure_marks_the_diverged_setting(tiny_fashion):
     import matplotlib
     matplotlib.use("Agg")
-    from racecar_core.experiments import cifar_figures
+    from racecar_repro.experiments import cifar_figures
     small = dict(TINY, n_train=40)            # 30 held out, of which n_test=20 score each setting
     out = cifar.sweep("smoke", lambdas=(1e-3, 1e30), modes=("full",), validation=30, **small)
     assert (out.validation, out.scored) == (30, 20)

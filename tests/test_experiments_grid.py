@@ -1,8 +1,10 @@
-"""racecar_core.experiments.grid: parameters, the grid, the cached runs, typed results, the one method factory."""
+"""racecar_repro.experiments.grid: parameters, the grid, the cached runs, typed results, the one method factory."""
 import pytest
 
-from racecar_core.experiments import cifar, grid, svd, weather
-from racecar_core.experiments.grid import Experiment, LoadedData, RunSpec, build_method, run_grid
+from racecar_repro.experiments import cifar, params, svd, weather
+from racecar_repro.experiments.grid import Experiment, LoadedData, RunSpec, run_grid
+from racecar_core.methods import RR, Ort
+from racecar_repro.experiments.params import build_method
 
 PROFILES = {"tiny": dict(methods=["Std", "RR"], seeds=[0, 1], variants=["a", "b"], k=2.0, device="cpu"),
             "other": dict(methods=["Std"], seeds=[0], variants=["a"], k=1.0, device="cpu")}
@@ -24,37 +26,37 @@ TOY = Experiment(name="toy", profiles=PROFILES, load=lambda p: LoadedData(10.0, 
 
 
 def test_parameters_are_resolved_and_checked():
-    p = grid.resolve_params(TOY, "tiny", {"seeds": 3, "methods": ("RR",), "k": None})
+    p = params.resolve_params(TOY, "tiny", {"seeds": 3, "methods": ("RR",), "k": None})
     assert p["seeds"] == [3] and p["methods"] == ["RR"] and p["k"] == 2.0 and p["profile"] == "tiny"
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['kk'\] for toy; known: .*'k'"):
-        grid.resolve_params(TOY, "tiny", {"kk": 1})
+        params.resolve_params(TOY, "tiny", {"kk": 1})
     with pytest.raises(ValueError, match="unknown profile 'huge' for toy; choose one of \\['tiny', 'other'\\]"):
-        grid.resolve_params(TOY, "huge", {})
+        params.resolve_params(TOY, "huge", {})
     assert PROFILES["tiny"]["seeds"] == [0, 1]  # the profile itself is never changed
 
 
 def test_values_take_the_form_of_the_profile_or_get_a_clear_error():
-    p = grid.resolve_params(TOY, "tiny", {"methods": "RR", "seeds": 2.0, "k": 3})
+    p = params.resolve_params(TOY, "tiny", {"methods": "RR", "seeds": 2.0, "k": 3})
     assert p["methods"] == ["RR"] and p["seeds"] == [2] and isinstance(p["seeds"][0], int) and p["k"] == 3
-    assert grid.resolve_params(TOY, "tiny", {"seeds": (4, 5)})["seeds"] == [4, 5]
+    assert params.resolve_params(TOY, "tiny", {"seeds": (4, 5)})["seeds"] == [4, 5]
     with pytest.raises(TypeError, match=r"parameter 'seeds\[0\]' of toy expects a number .*-y 'seeds: \[0, 1\]'.*"
                                         r"got str '0,1'"):
-        grid.resolve_params(TOY, "tiny", {"seeds": "0,1"})
+        params.resolve_params(TOY, "tiny", {"seeds": "0,1"})
     with pytest.raises(TypeError, match=r"parameter 'k' of toy expects a number \(e.g. k=2.0\), got str 'big'"):
-        grid.resolve_params(TOY, "tiny", {"k": "big"})
+        params.resolve_params(TOY, "tiny", {"k": "big"})
     with pytest.raises(TypeError, match=r"'methods' of toy expects a list"):
-        grid.resolve_params(TOY, "tiny", {"methods": {"RR": 1}})
+        params.resolve_params(TOY, "tiny", {"methods": {"RR": 1}})
     with pytest.raises(TypeError, match=r"'device' of toy expects a string"):
-        grid.resolve_params(TOY, "tiny", {"device": 0})
-    assert grid.coerce_param("x", "flag", 1, False) is True
+        params.resolve_params(TOY, "tiny", {"device": 0})
+    assert params.coerce_param("x", "flag", 1, False) is True
     with pytest.raises(TypeError, match="True or False"):
-        grid.coerce_param("x", "flag", "yes", False)
-    assert grid.coerce_param("x", "opt", "anything", None) == "anything"   # None defaults: the experiment checks
+        params.coerce_param("x", "flag", "yes", False)
+    assert params.coerce_param("x", "opt", "anything", None) == "anything"   # None defaults: the experiment checks
 
 
 @pytest.mark.parametrize("exp", [cifar.EXPERIMENT, weather.EXPERIMENT, svd.experiment("peak")])
 def test_a_scalar_where_a_list_belongs_is_a_one_element_list_in_every_experiment(exp):
-    p = grid.resolve_params(exp, "smoke", {"methods": "RR", "seeds": 7})
+    p = params.resolve_params(exp, "smoke", {"methods": "RR", "seeds": 7})
     assert p["methods"] == ["RR"] and p["seeds"] == [7]
 
 
@@ -101,12 +103,14 @@ def test_results_as_tidy_frames_one_row_per_run_and_number(tmp_path, monkeypatch
 
 def test_one_method_factory_for_every_experiment():
     p = {"rr_lambda": 0.5, "ort_weight": 0.25, "pre_steps": None, "pre_epochs": 2}
-    rr = build_method("RR", p, "ce")
-    assert (rr.lam, rr.mode, rr.reduction, rr.reverse_bn_update) == (0.5, "full", "mean", False)
-    fixed = build_method("RR", p, "ce", rr_bn_update=True, rr_pair_weights=[4.0])
-    assert fixed.reverse_bn_update and fixed.pair_weights == [4.0]
-    ort = build_method("Ort", {**p, "ort_schedule": True}, "ce")
+    rr = build_method("RR", p, "ce")      # what the parameters leave out keeps the method's own default
+    assert rr == RR(task="ce", lam=0.5)
+    assert (rr.lam, rr.mode, rr.reduction, rr.reverse_bn_update) == (0.5, "full", "sum", True)
+    fixed = build_method("RR", p, "ce", rr_bn_update=False, rr_pair_weights=[4.0], rr_reduction="mean")
+    assert not fixed.reverse_bn_update and fixed.pair_weights == [4.0] and fixed.reduction == "mean"
+    ort = build_method("Ort", {**p, "ort_schedule": True, "ort_form": "srip"}, "ce")
     assert (ort.weight, ort.form, ort.schedule) == (0.25, "srip", True)
+    assert build_method("Ort", {}, "ce") == Ort()
     assert build_method("Pre", p, "ce", steps_per_epoch=7).pre_steps == 14
     assert build_method("Pre", {**p, "pre_steps": 5}, "ce", steps_per_epoch=7).pre_steps == 5
     assert build_method("Std", p, "ce").describe()["method"] == "Std"
@@ -117,9 +121,20 @@ def test_one_method_factory_for_every_experiment():
 @pytest.mark.parametrize("exp", [svd.experiment("mnist"), svd.experiment("peak"), cifar.EXPERIMENT,
                                  weather.EXPERIMENT], ids=lambda e: e.name)
 def test_every_experiment_uses_the_same_names_for_the_same_settings(exp):
-    names = set(grid.METHOD_DEFAULTS) | {"methods", "seeds", "variants", "device", "progress", "torch_compile"}
-    for profile, params in exp.profiles.items():
-        method_keys = {k for k in params if k.startswith(("rr", "ort", "pre_"))}
+    names = params.METHOD_PARAM_NAMES | {"methods", "seeds", "variants", "device", "progress", "torch_compile"}
+    for profile, values in exp.profiles.items():
+        method_keys = {k for k in values if k.startswith(("rr", "ort", "pre_"))}
         assert method_keys <= names, (profile, method_keys - names)
-        assert isinstance(params["methods"], list) and isinstance(params["seeds"], list)
-        assert "compile" not in params and "rr" not in params and "ort" not in params
+        assert isinstance(values["methods"], list) and isinstance(values["seeds"], list)
+        assert "compile" not in values and "rr" not in values and "ort" not in values
+
+
+def test_every_experiment_runs_with_the_same_keywords():
+    """``svd.run`` (with its data set first) takes what every ``Experiment.run`` takes, ``resubmit`` included."""
+    import inspect
+
+    from racecar_repro.experiments import any_network, info_planes
+    want = {"profile", "report", "executor", "workers", "resubmit"}
+    for run in (svd.run, cifar.run, weather.run, info_planes.run, any_network.run):
+        assert want <= set(inspect.signature(run).parameters), run
+    assert list(inspect.signature(svd.run).parameters)[:2] == ["dataset", "profile"]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from racecar_core import verdicts
-from racecar_core.experiments import info_planes, info_planes_figures
+from racecar_repro import verdicts
+from racecar_repro.experiments import info_planes, info_planes_figures
 
 FIELDS = {"statement", "verdict", "diff", "ci", "n", "measure", "direction"}
 

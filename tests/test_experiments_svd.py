@@ -1,8 +1,8 @@
 """The SVD-test experiment: parameters, errors, and a tiny end-to-end run on real (offline) MNIST digits."""
 import pytest
 
-from racecar_core.experiments import svd
-from racecar_core.experiments.grid import RunSpec
+from racecar_repro.experiments import svd
+from racecar_repro.experiments.grid import RunSpec
 from racecar_core.files import load_checked
 
 
@@ -81,7 +81,7 @@ def test_corrected_rr_keeps_every_term_at_its_official_size():
     while the batch-normalised hidden term does not depend on the input scale and keeps the published lambda."""
     import torch
     from racecar_core import reverse
-    from racecar_core.data import make_peak
+    from racecar_repro.data.peak import make_peak
     from racecar_core.models import peak_mlp
     data, params = make_peak(10, 1, 0, cache=False), svd.resolve_params("peak", "quick")
     weighted = {}
@@ -129,7 +129,7 @@ def test_data_choice_is_checked_and_auto_falls_back_to_the_replica(data_dir):
         svd.resolve_params("peak", "smoke", data="offical")
     assert svd.resolve_data("peak", "auto") == "replica"  # an empty data folder: no official images
     assert svd.resolve_params("peak", "smoke")["data"] == "replica"  # resolved: the results say which images
-    from racecar_core.data import MissingDataError
+    from racecar_repro.data import MissingDataError
     with pytest.raises(MissingDataError, match="make data-peak-official"):
         svd.load_data(svd.resolve_params("peak", "smoke", data="official", n_train_per_class=50))
     assert "replica" in svd.data_label({"data": "replica", "dataset": "peak"})
@@ -138,9 +138,9 @@ def test_data_choice_is_checked_and_auto_falls_back_to_the_replica(data_dir):
 def test_reconstruction_figures_show_every_method_at_the_same_task_steps():
     import matplotlib.pyplot as plt
     import torch
-    from racecar_core.experiments import svd_figures
+    from racecar_repro.experiments import svd_figures
 
-    from racecar_core.experiments.grid import ExperimentResult, RunResult
+    from racecar_repro.experiments.grid import ExperimentResult, RunResult
 
     def fake(method, steps):  # each snapshot marks its task step by which pixel is lit (negative steps: row 20)
         recs = torch.zeros(len(steps), 2, 1, 28, 28)
@@ -202,7 +202,7 @@ def test_lambda_sweep_and_results_carry_verdicts(tmp_path, monkeypatch):
     for c in out["claim"].values():      # one seed: no interval
         assert c["verdict"] == "too few seeds" and {"diff", "ci", "n", "measure", "direction"} <= set(c)
     assert out["lambda_sweep"]["chosen_rr_lambda"] == pytest.approx(1e-5)
-    from racecar_core.experiments import svd_figures
+    from racecar_repro.experiments import svd_figures
     assert svd_figures.lambda_sweep_plot(sweep, result).axes
     none = svd.lambda_sweep(svd.run("mnist", "smoke", report=None, **{**kw, "min_test_acc": 1.01}),
                             factors=(1.0,), report=None)

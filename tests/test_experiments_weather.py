@@ -1,9 +1,9 @@
-"""racecar_core.experiments.weather: parameters, and a smoke run on the synthetic archive (labelled as such)."""
+"""racecar_repro.experiments.weather: parameters, and a smoke run on the synthetic archive (labelled as such)."""
 import numpy as np
 import pytest
 import xarray as xr
 
-from racecar_core.experiments import weather
+from racecar_repro.experiments import weather
 
 
 def test_weather_parameters_are_checked():
@@ -53,7 +53,7 @@ def test_smoke_run_is_labelled_synthetic_and_scores_the_baselines(data_dir, tmp_
     assert gains["rmse"] == pytest.approx(100 * (t[0] - t[1]) / t[0])
     import matplotlib
     matplotlib.use("Agg")
-    from racecar_core.experiments import weather_figures
+    from racecar_repro.experiments import weather_figures
     fig = weather_figures.gain_heatmap(claim)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["rmse", "mae", "mse_norm"]
 
@@ -95,7 +95,7 @@ def test_summary_spreads_are_sample_standard_deviations_over_seeds():
 
 @pytest.mark.parametrize("profile", ["quick", "paper"])
 def test_make_data_weather_fetches_what_each_profile_reads(profile):
-    from racecar_core.data import weatherbench2 as wb2
+    from racecar_repro.data import weatherbench2 as wb2
     p = weather.resolve_params(profile, device="cpu")
     sub = wb2.SUBSETS[profile]
     request = {"variables": wb2.variables_for(sub["channels"]), "years": list(sub["years"]), "static": [1]}

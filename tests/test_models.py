@@ -51,7 +51,7 @@ def test_weather_resnet_paper_setting_is_the_authors_keras_model():
 
 
 def test_torchvision_networks_read_grey_images_when_asked():
-    from racecar_core.models import from_torchvision
+    from racecar_repro.torchvision_nets import from_torchvision
     net = from_torchvision("resnet18", 7, in_channels=1)
     assert net.conv1.in_channels == 1 and net.conv1.kernel_size == (7, 7) and net.fc.out_features == 7
     assert net(torch.randn(2, 1, 32, 32)).shape == (2, 7)

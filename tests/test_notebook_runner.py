@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from racecar_core import notebook_runner as nr
+from racecar_repro import notebook_runner as nr
 
 WRITE_OUTPUTS = """
 import json, os, pathlib, struct, zlib
@@ -43,7 +43,7 @@ def env(tmp_path, monkeypatch):
     """Notebook/build/figure dirs in tmp_path and a fake data module where only 'peak' is present."""
     figs = tmp_path / "figures"
     monkeypatch.setenv("RACECAR_FIGURES_DIR", str(figs))
-    fake = types.ModuleType("racecar_core.data")
+    fake = types.ModuleType("racecar_repro.data.availability")
 
     def availability(name: str) -> tuple[bool, str]:
         if name == "peak":
@@ -51,7 +51,7 @@ def env(tmp_path, monkeypatch):
         return False, f"{name} not found; fetch it with: make data-{name}"
 
     fake.availability = availability
-    monkeypatch.setitem(sys.modules, "racecar_core.data", fake)
+    monkeypatch.setitem(sys.modules, "racecar_repro.data.availability", fake)
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
     base = ["--notebooks-dir", str(nbdir), "--build-dir", str(tmp_path / "build"), "--profile", "smoke"]
@@ -119,7 +119,7 @@ def test_stamp_depends_on_profile_and_data(env):
 
 
 def test_missing_data_module_skips(env, monkeypatch):
-    monkeypatch.setitem(sys.modules, "racecar_core.data", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "racecar_repro.data.availability", None)  # import raises ImportError
     nb = make_notebook(env.nbdir / "01_ok.ipynb", requires=["mnist"])
     o = nr.run_one(nb, "smoke", env.build)
     assert o.status.startswith("skipped:") and "availability" in o.status
@@ -147,7 +147,7 @@ def test_optional_data_never_skips_but_its_arrival_reruns(env, monkeypatch):
     assert nr.requirements(path, "smoke", "optional") == ["peak_official"]
     assert nr.run_one(path, "smoke", env.build).status == "ran"  # peak_official is absent: runs all the same
     assert nr.run_one(path, "smoke", env.build).status == "up to date"
-    fake = sys.modules["racecar_core.data"]
+    fake = sys.modules["racecar_repro.data.availability"]
     monkeypatch.setattr(fake, "availability", lambda name: (True, f"{name}: available"))  # the official images arrive
     assert nr.run_one(path, "smoke", env.build).status == "ran"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from racecar_core.experiments import any_network, cifar, info_planes, svd, weather
+from racecar_repro.experiments import any_network, cifar, info_planes, svd, weather
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import store_claim_outputs  # noqa: E402

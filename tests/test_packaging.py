@@ -32,18 +32,18 @@ def test_readme_example_runs():
 
 
 def test_every_test_file_is_named_after_what_it_tests():
-    """``tests/test_<module>.py`` tests ``racecar_core/<module>.py`` (``/`` written ``_``: ``test_data_peak.py``,
-    ``test_experiments_svd.py``), possibly with a suffix (``test_experiments_svd_claims.py``); a few test the
-    project around the library (notebooks, packaging, benchmarks, scripts)."""
-    pkg = ROOT / "racecar_core"
-    modules = {"_".join(p.relative_to(pkg).with_suffix("").parts).removesuffix("___init__").removesuffix("__init__")
-               for p in pkg.rglob("*.py")}
+    """``tests/test_<module>.py`` tests ``racecar_core/<module>.py`` or ``racecar_repro/<module>.py`` (``/`` written
+    ``_``: ``test_data_peak.py``, ``test_experiments_svd.py``), possibly with a suffix
+    (``test_experiments_svd_claims.py``); a few test the project around the library (notebooks, packaging, the
+    import graph, benchmarks, scripts)."""
+    modules = {"_".join(p.relative_to(ROOT / pkg).with_suffix("").parts).removesuffix("___init__").removesuffix("__init__")
+               for pkg in ("racecar_core", "racecar_repro") for p in (ROOT / pkg).rglob("*.py")}
     modules.discard("")
-    around = {"notebooks", "packaging", "benchmarks", "scripts"}
+    around = {"notebooks", "packaging", "import_graph", "benchmarks", "scripts"}
     for test in (ROOT / "tests").glob("test_*.py"):
         stem = test.stem.removeprefix("test_")
         owner = [m for m in modules | around if stem == m or stem.startswith(m + "_")]
-        assert owner, f"{test.name}: no racecar_core module {stem.replace('_', '/')}.py; name it after what it tests"
+        assert owner, f"{test.name}: no module {stem.replace('_', '/')}.py; name it after what it tests"
 
 
 def _lock() -> dict[str, str]:
@@ -82,7 +82,8 @@ def test_licence_citation_and_binder_environment():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert "-e ." in pip
     found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    assert found["include"] == ["racecar_core*"] and (ROOT / "racecar_core" / "__init__.py").exists()
+    assert found["include"] == ["racecar_core*", "racecar_repro*"]
+    assert (ROOT / "racecar_core" / "__init__.py").exists() and (ROOT / "racecar_repro" / "__init__.py").exists()
     readme = (ROOT / "README.md").read_text()
     assert "CITATION.cff" in readme and "LICENSE" in readme and "mybinder.org" in readme
 

@@ -14,9 +14,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from racecar_core import plotting  # noqa: E402
+from racecar_repro import plotting  # noqa: E402
 from racecar_core.files import read_json  # noqa: E402
-from racecar_core.provenance import provenance  # noqa: E402
+from racecar_repro.provenance import provenance  # noqa: E402
 
 PROV_KEYS = {"git_commit", "git_dirty", "timestamp_utc", "racecar_core_version", "torch_version",
              "device", "python_version", "profile", "params", "data_source"}
@@ -137,7 +137,7 @@ def test_git_dirty_flag_ignores_figure_outputs(tmp_path):
     import subprocess
     if shutil.which("git") is None:
         pytest.skip("no git")
-    from racecar_core.provenance import git_state
+    from racecar_repro.provenance import git_state
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
@@ -181,7 +181,7 @@ def test_seed_statistics_are_drawn_with_seaborn_from_tidy_frames():
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from racecar_core.plotting import METHOD_COLORS, heatmap, seed_bars, seed_lines, use_style
+    from racecar_repro.plotting import METHOD_COLORS, heatmap, seed_bars, seed_lines, use_style
     use_style()
     runs = pd.DataFrame({"method": ["Std"] * 3 + ["RR"] * 3, "seed": [0, 1, 2] * 2,
                          "value": [0.80, 0.82, 0.84, 0.85, 0.86, 0.90]})

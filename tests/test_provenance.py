@@ -1,4 +1,4 @@
-"""racecar_core.provenance.portable: results.json and the figures' metadata name paths relative to the repository."""
+"""racecar_repro.provenance.portable: results.json and the figures' metadata name paths relative to the repository."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from racecar_core import paths, plotting  # noqa: E402
+from racecar_repro import paths, plotting  # noqa: E402
 from racecar_core.files import read_json  # noqa: E402
-from racecar_core.provenance import portable  # noqa: E402
+from racecar_repro.provenance import portable  # noqa: E402
 
 ROOT = str(paths.ROOT)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from racecar_core import runs
+from racecar_repro import runs
 from racecar_core.files import read_json
 
 
@@ -34,21 +34,52 @@ def test_a_change_to_the_code_is_a_different_run(tmp_path, monkeypatch):
     cfg = {"lr": 1e-3}
     runs.cached_run("exp", cfg, train)
     assert runs.cached_run("exp", cfg, train)["cached"] and len(calls) == 1
-    monkeypatch.setattr(runs, "code_fingerprint", lambda: "edited-reverse-py")
+    monkeypatch.setattr(runs, "code_fingerprint", lambda code=None: "edited-reverse-py")
     fresh = runs.cached_run("exp", cfg, train)
     assert not fresh["cached"] and len(calls) == 2 and calls[0] != calls[1]
 
 
-def test_the_fingerprint_follows_the_training_code_not_the_plots(tmp_path):
-    files = {p.relative_to(Path(runs.__file__).parent).as_posix() for p in runs.fingerprinted_files()}
-    assert {"reverse.py", "methods.py", "train.py", "experiments/svd.py", "experiments/grid.py", "data/peak.py"} <= files
-    assert not files & {"plotting.py", "notebook_runner.py", "experiments/svd_figures.py"}
-    fake = tmp_path / "pkg"
-    (fake / "experiments").mkdir(parents=True)
-    for name in ("reverse.py", "plotting.py", "experiments/svd_figures.py"):
-        (fake / name).write_text("x = 1\n")
-    assert [p.name for p in runs.fingerprinted_files(fake)] == ["reverse.py"]
-    assert len(runs.code_fingerprint()) == 16
+def test_the_fingerprint_covers_the_core_and_what_the_experiment_imports():
+    mods = set(runs.code_modules("racecar_repro.experiments.svd"))
+    assert {"racecar_core.reverse", "racecar_core.methods", "racecar_core.train", "racecar_repro.experiments.svd",
+            "racecar_repro.experiments.params", "racecar_repro.data.peak", "racecar_repro.data.official"} <= mods
+    assert not mods & {"racecar_core.files", "racecar_repro.runs", "racecar_repro.executors", "racecar_repro.plotting",
+                       "racecar_repro.notebook_runner", "racecar_repro.experiments.grid",
+                       "racecar_repro.experiments.svd_figures", "racecar_repro.data.weatherbench"}
+    assert len(runs.code_fingerprint("racecar_repro.experiments.svd")) == 16
+
+
+def test_editing_the_harness_reuses_runs_and_editing_the_reverse_pass_retrains(tmp_path, monkeypatch):
+    """On a copy of both packages: a cached run is found again after an edit of the run cache, the executors and
+    the plots, and trained again after an edit of the reverse pass or of the experiment's data loader."""
+    import shutil
+
+    from racecar_repro import paths
+    root = tmp_path / "repo"
+    for pkg in ("racecar_core", "racecar_repro"):
+        shutil.copytree(paths.ROOT / pkg, root / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(paths, "ROOT", root)
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
+    code, calls = "racecar_repro.experiments.svd", []
+
+    def ask() -> bool:
+        runs.code_fingerprint.cache_clear()
+        return runs.cached_run("svd_peak", {"lr": 1e-3}, lambda d: calls.append(d) or {"acc": 0.5}, code)["cached"]
+
+    def edit(name: str) -> None:
+        with open(root / name, "a") as f:
+            f.write("\n# an edit\n")
+
+    assert not ask() and ask()
+    for harness in ("racecar_repro/runs.py", "racecar_repro/executors.py", "racecar_repro/plotting.py",
+                    "racecar_repro/experiments/grid.py", "racecar_repro/experiments/svd_figures.py"):
+        edit(harness)
+        assert ask(), f"an edit of {harness} retrained a run"
+    for method in ("racecar_core/reverse.py", "racecar_repro/data/peak.py"):
+        edit(method)
+        assert not ask(), f"an edit of {method} reused a run"
+    assert len(calls) == 3
+    runs.code_fingerprint.cache_clear()
 
 
 def test_a_result_says_which_commit_and_code_trained_it(tmp_path, monkeypatch):

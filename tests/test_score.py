@@ -1,4 +1,4 @@
-"""Tests for racecar_core.score: latitude-weighted RMSE/MSE/MAE/ACC against hand computations."""
+"""Tests for racecar_repro.score: latitude-weighted RMSE/MSE/MAE/ACC against hand computations."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from racecar_core.score import (compute_weighted_acc, compute_weighted_mae, compute_weighted_mse,
+from racecar_repro.score import (compute_weighted_acc, compute_weighted_mae, compute_weighted_mse,
                                 compute_weighted_rmse, lat_weights)
 
 LAT = np.linspace(-87.1875, 87.1875, 32)
@@ -76,7 +76,7 @@ def test_missing_lat_is_an_error():
 
 
 def test_wb2_weights_are_band_areas_and_proportional_to_cos_lat_here():
-    from racecar_core.score import wb2_lat_weights
+    from racecar_repro.score import wb2_lat_weights
     w = wb2_lat_weights(xr.DataArray(LAT, dims="lat", coords={"lat": LAT})).values
     edges = np.deg2rad(np.concatenate([[-90.0], (LAT[1:] + LAT[:-1]) / 2, [90.0]]))
     area = np.sin(edges[1:]) - np.sin(edges[:-1])
@@ -87,7 +87,7 @@ def test_wb2_weights_are_band_areas_and_proportional_to_cos_lat_here():
 
 
 def test_wb2_rmse_takes_the_root_after_the_time_mean():
-    from racecar_core.score import wb2_mse, wb2_rmse
+    from racecar_repro.score import wb2_mse, wb2_rmse
     fc, truth = _field(1), _field(2)
     err2 = (fc.values - truth.values) ** 2
     per_time = (err2 * _w()).mean(axis=(1, 2))  # the spatial weighted mean of each time step
@@ -101,7 +101,7 @@ def test_wb1_and_wb2_rmse_are_the_same_number_on_this_grid_and_only_there():
     """Notebook 04 shows one RMSE: on the 5.625 deg grid (equiangular, outermost rows half a spacing from the poles)
     WeatherBench 2's band-area weights equal WeatherBench 1's cos(lat) weights normalised to mean 1, and with the same
     grid at every time step the time mean of spatial means is the mean over all dimensions."""
-    from racecar_core.score import wb2_rmse
+    from racecar_repro.score import wb2_rmse
     rng = np.random.default_rng(7)
     for n_time in (1, 3, 17):
         for scale in (1.0, 1e3):   # K and m^2/s^2 sized errors
@@ -125,7 +125,7 @@ def test_wb1_and_wb2_rmse_are_the_same_number_on_this_grid_and_only_there():
 
 
 def test_wb2_acc_per_valid_time_against_the_day_of_year_hour_climatology():
-    from racecar_core.score import climatology_at, doy_hour_climatology, wb2_acc
+    from racecar_repro.score import climatology_at, doy_hour_climatology, wb2_acc
     times = pd.date_range("2015-01-01", "2016-12-31 18:00", freq="6h")
     rng = np.random.default_rng(0)
     cycle = np.cos(2 * np.pi * times.day_of_year.values / 365.25)[:, None, None] + times.hour.values[:, None, None] / 6

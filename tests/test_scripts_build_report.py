@@ -17,8 +17,8 @@ import pytest  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import build_report as br  # noqa: E402
 
-from racecar_core import verdicts  # noqa: E402
-from racecar_core.plotting import save_figure  # noqa: E402
+from racecar_repro import verdicts  # noqa: E402
+from racecar_repro.plotting import save_figure  # noqa: E402
 
 
 def _png_bytes() -> bytes:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from racecar_core import runs
+from racecar_repro import runs
 from racecar_core.methods import make_method
 from racecar_core.models import peak_mlp
 from racecar_core.train import TensorBatches, TrainConfig, fit
@@ -42,7 +42,8 @@ def test_kill_and_resume_gives_identical_weights(tmp_path, method):
     ref, ref_hist = _train(None, method, **kw)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, method, stop_at=8 if method != "Pre" else 12, **kw)
-    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "metrics.csv").exists()
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "metrics.json").exists()
+    assert not list(tmp_path.glob("*.csv"))          # one log format per run
     resumed, hist = _train(tmp_path, method, **kw)
     for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
@@ -196,7 +197,8 @@ def test_rr_step_traces_as_one_graph():
     # the whole RR loss (forward, the graph walk through residual additions, fan-outs, cats, permutes and pooling,
     # BN statistics left alone) must trace without graph breaks, or torch.compile cannot fuse it
     from racecar_core.methods import StepInfo
-    from racecar_core.models import from_torchvision, resnet_cifar, weather_resnet
+    from racecar_core.models import resnet_cifar, weather_resnet
+    from racecar_repro.torchvision_nets import from_torchvision
     from test_reverse import Mixer, UNet
     torch._dynamo.reset()
     cases = ((resnet_cifar(8, 10), torch.randn(2, 3, 32, 32), "ce"),

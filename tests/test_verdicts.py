@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from racecar_core import verdicts
-from racecar_core.verdicts import all_of, failed_seeds, paired, t_interval
+from racecar_repro import verdicts
+from racecar_repro.verdicts import all_of, failed_seeds, paired, t_interval
 
 
 def seeds(values):

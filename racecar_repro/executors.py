@@ -1,0 +1,428 @@
+"""Where the runs of a grid are trained: ``inline`` (in this process, one after another: the default), ``local``
+(``workers`` processes on this machine, e.g. one per GPU, each pinned to its device and to its share of the CPU
+cores), ``torchrun`` (each run on ``workers`` processes at once, data-parallel: ``racecar_core.distributed``; for the
+experiments with a ``replicas`` parameter, CIFAR and weather) or ``slurm`` (one array job per grid through submitit;
+``RACECAR_CLUSTER=local`` runs the same code path with submitit's local executor, as the tests do). Either way the
+results come back through the run cache: a worker or job trains a run into its run folder, the grid then loads it
+like any cached run, so what a figure shows does not depend on where a run was trained.
+
+Choose with ``run(..., executor="local", workers=4)`` or, without touching a notebook, the environment
+(``RACECAR_EXECUTOR=local RACECAR_WORKERS=4``; ``make figures EXECUTOR=local WORKERS=4`` sets them).
+"""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Callable, Sequence
+
+EXECUTORS = ("inline", "local", "torchrun", "slurm")
+
+
+def resolve(executor: str | None, workers: int | None) -> tuple[str, int]:
+    """The executor and worker count from the arguments, else ``RACECAR_EXECUTOR`` / ``RACECAR_WORKERS``, else
+    ``inline``; ``local`` and ``torchrun`` default to one process per GPU, or two on a CPU-only machine."""
+    executor = executor or os.environ.get("RACECAR_EXECUTOR") or "inline"
+    if executor not in EXECUTORS:
+        raise ValueError(f"racecar: unknown executor {executor!r}; use one of {EXECUTORS} "
+                         "(RACECAR_EXECUTOR / make figures EXECUTOR=...)")
+    if executor == "inline":
+        return executor, 1
+    if workers is None and os.environ.get("RACECAR_WORKERS"):
+        workers = int(os.environ["RACECAR_WORKERS"])
+    if workers is None:
+        import torch
+        workers = torch.cuda.device_count() or 2
+    if workers < 1:
+        raise ValueError(f"racecar: workers must be at least 1, got {workers}")
+    return executor, workers
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(devices: "mp.Queue", threads: int) -> None:
+    """Pin this worker to the next free GPU (when there are GPUs) and to ``threads`` CPU threads."""
+    device = devices.get()
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+    torch.set_num_threads(threads)
+    _WORKER["device"] = device
+
+
+def _train_one(blob: bytes, key: str) -> str:
+    """In a worker: the experiment, its resolved parameters and the grid's runs come pickled from the caller (so
+    this module needs nothing of the grid's); load the data once per worker and train run ``key`` into the run
+    cache."""
+    from racecar_core.train import progress_label
+    from racecar_repro import runs
+    exp, params, specs = pickle.loads(blob)
+    data_key = hashlib.sha256(blob).hexdigest()
+    if _WORKER.get("data_key") != data_key:
+        _WORKER["data"], _WORKER["data_key"] = exp.load(params).value, data_key
+    spec = specs[key]
+    config, fit = exp.train(spec, _WORKER["data"])
+    with progress_label(f"{spec.key} (worker {os.getpid()})"):
+        runs.cached_run(spec.experiment, config, fit, exp.code)
+    return key
+
+
+def _payload(exp: Any, params: dict[str, Any], specs: Sequence[Any]) -> bytes:
+    """What a worker, torchrun replica or job needs: the experiment, its resolved parameters, the runs by key."""
+    import cloudpickle
+    return cloudpickle.dumps((exp, dict(params), {s.key: s for s in specs}))
+
+
+def train_in_workers(exp: Any, params: dict[str, Any], specs: Sequence[Any], workers: int,
+                     report: Callable[[str], None] | None = print) -> list[str]:
+    """Train the runs ``specs`` (of the grid with the resolved ``params``) in ``workers`` processes (spawned; each pinned to a GPU when there are
+    GPUs, and to its share of this process's CPU cores); returns the keys in the order they finished. A run that
+    fails raises here with its key."""
+    import torch
+
+    from racecar_repro.notebook_runner import cpu_threads
+    keys = [s.key for s in specs]
+    if not keys:
+        return []
+    workers = min(workers, len(keys))
+    ctx = mp.get_context("spawn")
+    devices = ctx.Queue()
+    gpus = torch.cuda.device_count()
+    for i in range(workers):
+        devices.put(i % gpus if gpus else None)
+    threads = max(1, cpu_threads() // workers)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():     # a cap the caller set (make figures, tests)
+        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
+    blob = _payload(exp, params, specs)
+    done = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(devices, threads)) as pool:
+        futures = {pool.submit(_train_one, blob, key): key for key in keys}
+        for future in as_completed(futures):
+            key = futures[future]
+            try:
+                future.result()
+            except Exception as exc:
+                raise RuntimeError(f"racecar: run {key} failed in a worker: {type(exc).__name__}: {exc}") from exc
+            done.append(key)
+            if report is not None:
+                report(f"[{exp.name}] {key}: trained by a worker ({len(done)}/{len(keys)})")
+    return done
+
+
+# ------------------------------------------------------------------------------------ one run on several processes
+def train_with_torchrun(exp: Any, params: dict[str, Any], specs: Sequence[Any], replicas: int,
+                        report: Callable[[str], None] | None = print) -> list[str]:
+    """Train the runs ``specs`` one after another, each on ``replicas`` processes of this machine at once (one per GPU;
+    gloo on a CPU-only machine), launched by ``torchrun --standalone``; ``params`` must carry
+    ``replicas=replicas``. Output goes to ``<runs dir>/_torchrun/<experiment>/<time>.log``; a failure raises with
+    its tail."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from racecar_core.files import atomic_write
+    from racecar_repro import paths
+    from racecar_repro.notebook_runner import cpu_threads
+    keys = [s.key for s in specs]
+    if not keys:
+        return []
+    folder = paths.runs_dir() / "_torchrun" / exp.name
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    blob, log = folder / f"{stamp}.pkl", folder / f"{stamp}.log"
+    payload = _payload(exp, params, specs)
+    atomic_write(blob, lambda t: Path(t).write_bytes(payload))
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpu_threads() // replicas))}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={replicas}",
+           "-m", "racecar_repro.executors", str(blob), *keys]
+    if report is not None:
+        report(f"[{exp.name}] torchrun: {len(keys)} run(s), each on {replicas} processes (log {log})")
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    blob.unlink(missing_ok=True)
+    if code != 0:
+        tail = "\n".join(log.read_text().splitlines()[-25:])
+        raise RuntimeError(f"racecar: torchrun failed (exit {code}) training {list(keys)}; log {log}:\n{tail}")
+    if report is not None:
+        report(f"[{exp.name}] torchrun: {len(keys)} run(s) trained in {time.perf_counter() - t0:.1f} s")
+    return list(keys)
+
+
+def _torchrun_main(argv: Sequence[str]) -> None:
+    """A replica started by ``train_with_torchrun``: join the group, train the runs, leave."""
+    from pathlib import Path
+
+    from racecar_core import distributed
+    blob_path, *keys = argv
+    distributed.init_from_env()
+    try:
+        blob = Path(blob_path).read_bytes()
+        for key in keys:
+            _train_one(blob, key)
+    finally:
+        distributed.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------ Slurm (submitit)
+SLURM_KEYS = {"partition": str, "account": str, "qos": str, "timeout_min": int, "gpus_per_node": int,
+              "cpus_per_task": int, "mem_gb": int, "additional": dict}
+
+
+def slurm_settings() -> dict[str, Any]:
+    """The user's Slurm settings: the JSON file ``RACECAR_SLURM_SETTINGS`` (default ``~/.config/racecar/slurm.json``),
+    then ``RACECAR_SLURM_<KEY>`` environment variables; keys ``SLURM_KEYS`` (partition, account, qos, timeout_min,
+    gpus_per_node, cpus_per_task, mem_gb; ``additional``: extra sbatch options as a dict)."""
+    import json
+    from pathlib import Path
+    path = Path(os.environ.get("RACECAR_SLURM_SETTINGS", Path.home() / ".config" / "racecar" / "slurm.json"))
+    out: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    unknown = sorted(set(out) - set(SLURM_KEYS))
+    if unknown:
+        raise ValueError(f"racecar: unknown Slurm setting(s) {unknown} in {path}; known: {sorted(SLURM_KEYS)}")
+    for key, kind in SLURM_KEYS.items():
+        value = os.environ.get(f"RACECAR_SLURM_{key.upper()}")
+        if value is not None:
+            out[key] = json.loads(value) if kind is dict else kind(value)
+    return out
+
+
+RESOURCE_KEYS = ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min")
+DEFAULT_RESOURCES = {"cpus_per_task": 1, "timeout_min": 24 * 60}
+
+
+def job_resources(exp: Any, profile: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What one run's job asks for: ``DEFAULT_RESOURCES``, then the experiment's own for the profile
+    (``Experiment.resources``), then the user's settings (``slurm_settings``), which know their cluster best."""
+    settings = slurm_settings() if settings is None else settings
+    out = {**DEFAULT_RESOURCES, **getattr(exp, "resources", {}).get(profile, {}),
+           **{k: settings[k] for k in RESOURCE_KEYS if k in settings}}
+    return {k: int(v) for k, v in out.items() if k in RESOURCE_KEYS and (k != "gpus_per_node" or v)}
+
+
+class _Job:
+    """One run as a submitit job: trains it into the run cache; requeued after pre-emption or a time limit
+    (``checkpoint``), it resumes from the run's own checkpoint. With ``replicas`` > 1 the job has that many tasks
+    (one per GPU), which form the run's process group (``racecar_core.distributed``)."""
+
+    def __init__(self, threads: int, replicas: int = 1) -> None:
+        self.threads, self.replicas = threads, replicas
+
+    def __call__(self, blob: bytes, key: str) -> str:
+        import torch
+        torch.set_num_threads(self.threads)
+        if self.replicas == 1:
+            return _train_one(blob, key)
+        import submitit
+
+        from racecar_core import distributed
+        # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from the job's tasks; every task sees the node's GPUs and
+        # takes cuda:LOCAL_RANK
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        distributed.init_from_env()
+        try:
+            return _train_one(blob, key)
+        finally:
+            distributed.shutdown()
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+QUEUED = ("PENDING", "QUEUED", "READY", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED")
+ACTIVE = (*QUEUED, "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "STAGE_OUT", "SIGNALING")
+
+
+def _job_state(job: Any) -> str:
+    """The scheduler's state of ``job``, upper case; a local job re-attached in another process (submitit knows only
+    its own children) is RUNNING while its process (the job id is its pid) lives, else FINISHED or LOST."""
+    state = str(job.state).upper()
+    if state.startswith("NO PROCESS"):
+        try:
+            os.kill(int(str(job.job_id).split("_")[0]), 0)
+        except (ValueError, ProcessLookupError, PermissionError):
+            return "FINISHED" if job.paths.result_pickle.exists() else "LOST"
+        return "RUNNING"
+    return state
+
+
+def _progress(run_folder: Any) -> tuple[int, int, float] | None:
+    """Steps done, steps in all and seconds spent, summed over the ``progress.json`` files the run's loops wrote (at
+    each checkpoint); None before the first."""
+    import json
+    done = total = spent = 0.0
+    found = False
+    for f in run_folder.rglob("progress.json") if run_folder.exists() else []:
+        try:
+            p = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        found = True
+        done, total, spent = done + p["step"], total + p["steps"], spent + p["wall_time"]
+    return (int(done), int(total), spent) if found else None
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def status_table(rows: list[dict[str, Any]]) -> str:
+    """The live table: one line per run (key, state, job, steps done, ETA from the run's own pace) and the counts."""
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("queued", "running", "done", "failed")}
+    width = max([len(r["key"]) for r in rows] + [3])
+    lines = [f"{'run':<{width}}  {'state':<8} {'job':<14} {'progress':<16} ETA"]
+    for r in rows:
+        prog, eta = "", ""
+        if r.get("progress") and r["state"] == "running":
+            done, total, spent = r["progress"]
+            prog = f"{done}/{total} steps"
+            if done:
+                eta = _eta(spent / done * (total - done))
+        lines.append(f"{r['key']:<{width}}  {r['state']:<8} {str(r.get('job') or ''):<14} {prog:<16} {eta}".rstrip())
+    lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return "\n".join(lines)
+
+
+def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
+                        report: Callable[[str], None] | None = print, poll_s: float | None = None,
+                        folders: dict[str, Any] | None = None, resubmit: bool | None = None) -> list[str]:
+    """Train the runs ``specs`` (run folders ``folders[key]``) through submitit (Slurm, or ``RACECAR_CLUSTER=local``):
+    wait with a live status table (queued / running / done / failed per run, with an ETA from the run's own
+    ``progress.json``), and return the keys.
+
+    Resumable: the jobs are recorded in ``<runs dir>/_submitit/<experiment>/jobs.json``, so that calling again after
+    a disconnect re-attaches to jobs still queued or running instead of submitting them twice; finished runs come
+    from the run cache. A run whose earlier job ended without a result is listed with the job's log and submitted
+    again only on request (``resubmit=True``, ``RACECAR_RESUBMIT=1``, ``make figures ... RESUBMIT=1``). Runs that
+    fail raise at the end, with their logs."""
+    import json
+    import time
+    from pathlib import Path
+
+    import submitit
+
+    from racecar_core.files import write_json
+    from racecar_repro import paths
+    keys = [s.key for s in specs]
+    if not keys:
+        return []
+    poll_s = poll_s if poll_s is not None else float(os.environ.get("RACECAR_SUBMITIT_POLL_S", 10))
+    table_s = float(os.environ.get("RACECAR_SUBMITIT_TABLE_S", 60))
+    resubmit = resubmit if resubmit is not None else os.environ.get("RACECAR_RESUBMIT", "") not in ("", "0")
+    root = paths.runs_dir()
+    folders = {k: Path(folders[k]) if folders and k in folders else root / exp.name / k for k in keys}
+    settings = slurm_settings()
+    folder = root / "_submitit" / exp.name
+    executor = submitit.AutoExecutor(folder=folder, cluster=os.environ.get("RACECAR_CLUSTER") or None)
+    manifest_path = folder / "jobs.json"
+    manifest: dict[str, dict] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+
+    def rel(key: str) -> str:
+        return str(folders[key].relative_to(root)) if folders[key].is_relative_to(root) else str(folders[key])
+
+    def job_of(entry: dict) -> Any:
+        job_class = submitit.SlurmJob if executor.cluster == "slurm" else submitit.LocalJob
+        return job_class(folder=Path(entry["folder"]), job_id=entry["job_id"])
+
+    def state_of(key: str, job: Any) -> str:
+        """queued, running, done or failed (a job that ended without the run's result)."""
+        if finished(key):
+            return "done"
+        s = _job_state(job)
+        if s == "UNKNOWN" and time.time() - submitted.get(key, 0.0) < 600:   # not yet in the scheduler's accounting
+            return "queued"
+        return ("queued" if s in QUEUED else "running" if s in ACTIVE else "failed")
+
+    def finished(key: str) -> bool:
+        return (folders[key] / "result.pt").exists()
+
+    tracked: dict[str, Any] = {}                      # key -> submitit job being waited on
+    submitted: dict[str, float] = {}                  # key -> when its job was submitted (epoch seconds)
+    earlier_failures: list[str] = []
+    for key in keys:
+        entry = manifest.get(rel(key))
+        if entry is None or finished(key):
+            continue
+        job = job_of(entry)
+        submitted[key] = float(entry.get("epoch", 0.0))
+        if state_of(key, job) in ("queued", "running"):
+            tracked[key] = job
+        elif not resubmit:
+            earlier_failures.append(f"{key} (job {entry['job_id']}: {_job_state(job)}; log {job.paths.stderr})")
+    to_submit = [k for k in keys if k not in tracked and not finished(k)
+                 and (resubmit or rel(k) not in manifest)]
+    if report is not None and tracked:
+        report(f"[{exp.name}] re-attached to {len(tracked)} job(s) still queued or running: "
+               + ", ".join(f"{k} ({j.job_id})" for k, j in tracked.items()))
+    if to_submit:
+        resources = job_resources(exp, params["profile"], settings)
+        replicas = int(params.get("replicas") or 1)
+        if replicas > 1:          # one run on several GPUs: one task per GPU in the run's job
+            resources["tasks_per_node"] = replicas
+            if resources.get("gpus_per_node"):
+                resources["gpus_per_node"] = max(resources["gpus_per_node"], replicas)
+        threads = int(resources["cpus_per_task"])
+        job_params: dict[str, Any] = {"name": f"racecar-{exp.name}", **resources}
+        for key in ("partition", "account", "qos"):
+            if key in settings:
+                job_params[f"slurm_{key}"] = settings[key]
+        if settings.get("additional"):
+            job_params["slurm_additional_parameters"] = settings["additional"]
+        executor.update_parameters(**job_params)
+        blob = _payload(exp, params, [s for s in specs if s.key in to_submit])
+        jobs = executor.map_array(_Job(threads, replicas), [blob] * len(to_submit), list(to_submit))
+        for key, job in zip(to_submit, jobs):
+            tracked[key], submitted[key] = job, time.time()
+            manifest[rel(key)] = {"key": key, "job_id": str(job.job_id), "folder": str(job.paths.folder),
+                                  "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "epoch": submitted[key]}
+        write_json(manifest_path, manifest)
+        if report is not None:
+            report(f"[{exp.name}] submitted {len(to_submit)} run(s) to {executor.cluster}, each with "
+                   + ", ".join(f"{k}={v}" for k, v in resources.items()) + f" (jobs in {manifest_path})")
+    last, shown = "", 0.0
+    while True:
+        rows = []
+        for key in keys:
+            job = tracked.get(key)
+            # a run without a job is done (in the cache) or an earlier failure not resubmitted
+            state = ("done" if finished(key) else "failed") if job is None else state_of(key, job)
+            rows.append({"key": key, "state": state, "job": job.job_id if job is not None else None,
+                         "progress": _progress(folders[key]) if state == "running" else None})
+        states = [r["state"] for r in rows]
+        table = status_table(rows)
+        now = time.monotonic()
+        if report is not None and (states != last or now - shown >= table_s):
+            report(f"[{exp.name}] submitit ({executor.cluster}):\n{table}")
+            last, shown = states, now
+        if all(s in ("done", "failed") for s in states):
+            break
+        time.sleep(poll_s)
+    failed = list(earlier_failures)
+    for key, job in tracked.items():
+        if finished(key):
+            continue
+        try:
+            job.result()
+            why = "ended without a result"
+        except Exception as exc:  # submitit raises FailedJobError etc. with the job's traceback
+            why = type(exc).__name__
+        failed.append(f"{key} (job {job.job_id}: {why}; log {job.paths.stderr})")
+    if failed:
+        raise RuntimeError("racecar: runs failed under submitit: " + "; ".join(failed)
+                           + ". Fix the cause and call again with resubmit=True (make figures ... RESUBMIT=1) to "
+                           "submit them again; finished runs are reused from the run cache.")
+    return list(keys)
+
+
+if __name__ == "__main__":
+    import sys
+    _torchrun_main(sys.argv[1:])

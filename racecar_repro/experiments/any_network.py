@@ -1,0 +1,179 @@
+"""RR on your own network: a torchvision classifier as it comes (ResNet-18 by default), Std vs RR, on real images.
+
+Not a figure of the paper: it shows the method carried to a network the paper did not use. ``run(profile,
+**overrides)`` trains every (method, seed) as one cached run (``grid.run_grid``) with Adam on Fashion-MNIST (offline,
+Debian's ``dataset-fashion-mnist``; CIFAR-10 when fetched), the first convolution reading one grey channel. Besides
+test accuracy, every evaluation measures how well the full reverse pass reconstructs held-out test images from the
+network's own output, as RR trains it (batch norms with the batch's statistics): ``rec_error = ||x' - x||^2 /
+||x||^2`` on normalised images and the cosine between ``x'`` and ``x``, for Std (which never trained its reverse
+pass) and RR (which did).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from racecar_core import reverse
+
+from racecar_repro import verdicts
+from racecar_repro.data.cifar import channel_stats, load_classification, subset
+from racecar_repro.data.augment import make_transform
+from racecar_repro.data.cifar import NAMES
+from racecar_repro.torchvision_nets import from_torchvision
+from racecar_core.train import TensorBatches, TrainConfig, fit
+from racecar_repro.experiments.cifar import accuracy
+from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec
+from racecar_repro.experiments.params import build_method
+
+_BASE = dict(dataset="fashion_mnist", model="resnet18", methods=["Std", "RR"], seeds=[0, 1, 2], steps=3000,
+             batch_size=128, lr=1e-3, rr_lambda=1e-2, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
+             rr_norms="batch", n_train=None, n_test=None, n_rec=256, shown=8, eval_every=250, device="auto",
+             torch_compile=False, progress=True, acc_tolerance=0.05)
+PROFILES: dict[str, dict[str, Any]] = {
+    # no paper figure to match: the whole data set, longer, on a GPU
+    "paper": _BASE,
+    # a few hundred steps on the CPU (minutes)
+    # three seeds, the fewest a paired interval takes
+    "quick": dict(_BASE, steps=300, batch_size=64, n_train=5000, n_test=1000, seeds=[0, 1, 2], eval_every=100),
+    # a pipeline check (seconds)
+    "smoke": dict(_BASE, steps=6, batch_size=32, n_train=128, n_test=64, n_rec=32, seeds=[0], eval_every=3,
+                  progress=False),
+}
+
+
+def _check(params: dict) -> dict:
+    if params["dataset"] not in NAMES:
+        raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use one of {', '.join(NAMES)}")
+    from_torchvision(params["model"])  # a clear error for a name torchvision does not have
+    if not set(params["methods"]) <= {"Std", "RR", "Ort"}:
+        raise ValueError(f"racecar: methods here are Std, RR and Ort (Pre needs an nn.Sequential), got "
+                         f"{params['methods']}")
+    return params
+
+
+def _load(p: dict) -> LoadedData:
+    """The images (a class-balanced subset when asked), normalisation, and the test images every run reconstructs."""
+    data = load_classification(p["dataset"])
+    if p["n_train"] or p["n_test"]:
+        data = subset(data, p["n_train"] or len(data.x_train), p["n_test"] or len(data.x_test), seed=0)
+    dev = p["device"]
+    mean, std = channel_stats(data.x_train)
+    test_tf = make_transform(mean, std, False, dev)
+    prep = {"data": data, "fingerprint": data.fingerprint(), "train_tf": make_transform(mean, std, False, dev),
+            "test_tf": test_tf, "xtr": data.x_train.to(dev), "ytr": data.y_train.to(dev),
+            "xte": data.x_test.to(dev), "yte": data.y_test.to(dev),
+            "xrec": test_tf(data.x_test[:p["n_rec"]], None)}
+    return LoadedData(prep, data.source)
+
+
+@torch.no_grad()
+def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The full reverse pass's reconstruction of ``x`` as RR trains it: batch norms normalise with the batch's
+    statistics (their moving averages left alone), dropout off."""
+    with reverse.batch_statistics(model):
+        return reverse.reconstruct_input(model, x)
+
+
+def reconstruction_scores(model: torch.nn.Module, x: torch.Tensor, batch: int = 128) -> dict[str, float]:
+    """How well ``reconstruct`` gets ``x`` back: ``rec_error = sum ||x' - x||^2 / sum ||x||^2`` (what RR's input
+    term lowers) and ``rec_cosine``, the mean over images of the cosine between ``x'`` and ``x`` (does the
+    reconstruction look like the image, whatever its scale)."""
+    err = norm = cos = 0.0
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        rb = reconstruct(model, xb)
+        err += float((rb - xb).pow(2).sum())
+        norm += float(xb.pow(2).sum())
+        cos += float(torch.nn.functional.cosine_similarity(rb.flatten(1), xb.flatten(1), dim=1).sum())
+    return {"rec_error": err / norm, "rec_cosine": cos / len(x)}
+
+
+def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
+    """One (method, seed) run: test accuracy and reconstruction error over training, and the shown reconstructions."""
+    p, seed, data = spec.params, spec.seed, prep["data"]
+    n_classes = int(data.y_train.max()) + 1
+    spe = max(1, len(data.x_train) // min(p["batch_size"], len(data.x_train)))
+    method = build_method(spec.method, p, "ce", steps_per_epoch=spe)
+    cfg = TrainConfig(steps=p["steps"], lr=p["lr"], optimizer="adam", batch_size=p["batch_size"],
+                      eval_every=p["eval_every"], checkpoint_every=p["eval_every"], seed=seed, device=p["device"],
+                      compile=p["torch_compile"], progress=p["progress"])
+    config = {"dataset": p["dataset"], "data": prep["fingerprint"], "n_train": len(data.x_train),
+              "n_test": len(data.x_test), "n_rec": p["n_rec"], "model": p["model"], **method.describe(),
+              "train": cfg.describe()}
+    xtr, ytr, xte, yte, xrec = (prep[k] for k in ("xtr", "ytr", "xte", "yte", "xrec"))
+
+    def evaluate(model: torch.nn.Module, step: int) -> dict:
+        return {"test_acc": accuracy(model, xte, yte, prep["test_tf"]), **reconstruction_scores(model, xrec)}
+
+    def train(run_dir: Path) -> dict:
+        torch.manual_seed(seed)
+        model = from_torchvision(p["model"], n_classes, in_channels=data.x_train.shape[1])
+        hist = fit(model, method, TensorBatches(xtr, ytr, p["batch_size"], seed, prep["train_tf"]), cfg, run_dir,
+                   evaluate, log_every=max(1, p["eval_every"] // 10))
+        model.eval()
+        shown = reconstruct(model, xrec[:p["n_rec"]])[:p["shown"]].cpu()  # in the batch the error is measured on
+        last = hist["evals"][-1]
+        return {"config": config, "evals": hist["evals"], "log": hist["log"], "wall_time": hist["wall_time"],
+                "metrics": {"final_acc": last["test_acc"], "rec_error": last["rec_error"],
+                            "rec_cosine": last["rec_cosine"], "steps": p["steps"]},
+                "arrays": {"inputs": xrec[:p["shown"]].cpu(), "reconstruction": shown}}
+
+    return config, train
+
+
+EXPERIMENT = Experiment(name="any_network", profiles=PROFILES, load=_load, train=_train,
+                        folder=lambda p: f"any_network_{p['model']}_{p['dataset']}", resolve=_check)
+run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
+resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
+
+
+def summary(result: ExperimentResult) -> pd.DataFrame:
+    """Per method: final test accuracy, input reconstruction error and cosine (mean and std over seeds), seeds, wall
+    time."""
+    rows = []
+    for m in result.methods:
+        rs = result.select(m)
+        row = {"method": m}
+        for key, name in (("final_acc", "acc"), ("rec_error", "rec_error"), ("rec_cosine", "rec_cosine")):
+            v = np.array([r.metrics[key] for r in rs])
+            row.update({f"{name}_mean": v.mean(), f"{name}_std": v.std(ddof=1) if len(v) > 1 else 0.0})
+        rows.append({**row, "seeds": len(rs), "wall_time_s": float(np.mean([r.wall_time for r in rs]))})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def claim(result: ExperimentResult) -> dict[str, dict]:
+    """Does RR's reverse pass reconstruct the test images better than Std's: lower ``rec_error`` and higher
+    ``rec_cosine``, each paired over seeds (``racecar_repro.verdicts``)? Only runs that learnt the task count: a run
+    whose final test accuracy is more than ``acc_tolerance`` below Std's mean is left out (a reconstruction won by
+    giving up the task confirms nothing). Each record carries the methods' accuracies and the accuracy RR paid."""
+    if not {"Std", "RR"} <= set(result.methods):
+        return {}
+    acc = {m: {r.spec.seed: float(r.metrics["final_acc"]) for r in result.select(m)} for m in ("Std", "RR")}
+    floor = float(np.mean(list(acc["Std"].values()))) - result.params["acc_tolerance"]
+    failed = {m: verdicts.failed_seeds(a, floor) for m, a in acc.items()}
+    task = {m: {"acc_mean": float(np.mean(list(a.values()))), "failed_seeds": failed[m]} for m, a in acc.items()}
+    extra = {"task": task, "acc_floor": floor,
+             "accuracy_rr_minus_std": verdicts.paired(acc["RR"], acc["Std"], "final_acc", "higher").as_dict()}
+    out = {}
+    for key, direction, words in (("rec_error", "lower", "lower"), ("rec_cosine", "higher", "higher")):
+        values = {m: {r.spec.seed: float(r.metrics[key]) for r in result.select(m)} for m in ("Std", "RR")}
+        out[key] = verdicts.record(
+            f"RR's reverse pass reconstructs held-out test images better than Std's ({key}, {words})",
+            verdicts.paired(values["RR"], values["Std"], key, direction, failed_runs=failed), **extra)
+    return out
+
+
+def results(result: ExperimentResult) -> dict:
+    """What the notebook writes to ``results.json``: the summary, every run's curves and numbers, the claim."""
+    return {
+        "table": summary(result).reset_index().to_dict(orient="records"),
+        "per_run": {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time,
+                                 "curve": [{k: e[k] for k in ("step", "test_acc", "rec_error", "rec_cosine")}
+                                           for e in r.evals]}
+                    for r in result.runs},
+        "claim": claim(result),
+    }

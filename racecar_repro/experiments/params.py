@@ -1,0 +1,115 @@
+"""An experiment's parameters: a profile with the caller's overrides, checked and coerced
+(``resolve_params``), and the methods built from them under the same names in every experiment (``build_method``).
+What this module computes can change a run's numbers, so it is part of every run's code fingerprint
+(``racecar_repro.runs``); the grid's bookkeeping (``grid``) is not."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from racecar_core.methods import Method, make_method
+
+# An experiment's parameter names for the methods' settings (the fields of racecar_core.methods' classes, whose
+# defaults are the only defaults: a profile states every value it changes). ``pre_epochs`` x steps per epoch gives
+# Pre's ``pre_steps`` when a profile leaves them None.
+METHOD_PARAMS: dict[str, dict[str, str]] = {
+    "RR": {"rr_lambda": "lam", "rr_mode": "mode", "rr_reduction": "reduction", "rr_bn_update": "reverse_bn_update",
+           "rr_pair_weights": "pair_weights", "rr_norms": "norms"},
+    "Ort": {"ort_weight": "weight", "ort_form": "form", "ort_schedule": "schedule"},
+    "Pre": {"pre_steps": "pre_steps", "pre_reduction": "reduction", "pre_lr_scale": "pre_lr_scale"},
+}
+METHOD_PARAM_NAMES = {name for names in METHOD_PARAMS.values() for name in names} | {"pre_epochs"}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when there is a GPU, else ``cpu``; asking for a GPU that is not there is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"racecar: device {device!r} asked for, but torch sees no CUDA GPU here; use device='auto' "
+                         "(GPU when present) or 'cpu'")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise ValueError(f"racecar: unknown device {device!r}; use 'auto', 'cpu' or 'cuda' (or 'cuda:1', ...)")
+    return device
+
+
+def _kind(value: Any) -> str | None:
+    """``"number"``, ``"bool"``, ``"str"``, ``"list"``, ``"dict"`` or None (anything else)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    for kind, types in (("str", str), ("list", (list, tuple)), ("dict", dict)):
+        if isinstance(value, types):
+            return kind
+    return None
+
+
+def _scalar(exp: str, key: str, value: Any, default: Any, form: str) -> Any:
+    """``value`` checked against the kind of ``default`` (numbers for numbers, an integral float becoming an int
+    where the default is one; 0 / 1 for booleans)."""
+    kind, want = _kind(value), _kind(default)
+    if want is None or kind == want:
+        if want == "number" and isinstance(default, int) and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+    if want == "bool" and kind == "number" and value in (0, 1):
+        return bool(value)
+    names = {"number": "a number", "bool": "True or False", "str": "a string", "dict": "a dict"}
+    raise TypeError(f"racecar: parameter {key!r} of {exp} expects {names.get(want, want)}{form}, got "
+                    f"{type(value).__name__} {value!r}")
+
+
+def coerce_param(exp: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` for parameter ``key`` in the form of its profile ``default``: a scalar where the default is a list
+    becomes a one-element list (``seeds=3`` -> ``[3]``, papermill's ``-p methods RR`` -> ``["RR"]``), a tuple a list,
+    list elements and scalars are checked against the default's kind; a wrong kind is a ``TypeError`` naming the
+    parameter and the expected form. Defaults of None accept anything (the experiment checks them)."""
+    if default is None:
+        return list(value) if isinstance(value, tuple) else value
+    if isinstance(default, list):
+        example = f" (e.g. {key}={default!r}; with papermill: -y '{key}: {list(default)!r}')"
+        if _kind(value) in ("number", "bool", "str"):
+            value = [value]
+        elif _kind(value) != "list":
+            raise TypeError(f"racecar: parameter {key!r} of {exp} expects a list{example}, got "
+                            f"{type(value).__name__} {value!r}")
+        kinds = {_kind(x) for x in default if x is not None}
+        if len(kinds) == 1:
+            first = next(x for x in default if x is not None)
+            return [None if x is None else _scalar(exp, f"{key}[{i}]", x, first, example)
+                    for i, x in enumerate(value)]
+        return list(value)
+    return _scalar(exp, key, value, default, f" (e.g. {key}={default!r})")
+
+
+def resolve_params(exp: Any, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the profile with the non-None ``overrides`` applied: unknown names are errors, values take the form
+    of the profile's (``coerce_param``: ``seeds=3`` -> ``[3]``, a string where a number belongs is a ``TypeError``),
+    the device is resolved, and the experiment checks the values (``exp.resolve``)."""
+    if profile not in exp.profiles:
+        raise ValueError(f"racecar: unknown profile {profile!r} for {exp.name}; choose one of {list(exp.profiles)}")
+    params = copy.deepcopy(exp.profiles[profile])
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(k for k in given if k not in params)
+    if unknown:
+        raise ValueError(f"racecar: unknown parameter(s) {unknown} for {exp.name}; known: {sorted(params)}")
+    for k, v in given.items():
+        params[k] = coerce_param(exp.name, k, v, params[k])
+    if "device" in params:
+        params["device"] = resolve_device(params["device"])
+    return {"profile": profile, **exp.resolve(params)}
+
+
+def build_method(name: str, params: dict, task: Any, steps_per_epoch: int = 1, **fixed: Any) -> Method:
+    """The method ``name`` from an experiment's parameters, with the same names in every experiment
+    (``METHOD_PARAMS``: ``rr_lambda`` -> ``RR.lam``, ...); a name the parameters leave out, or set to None, keeps the
+    method's own default. Pre's ``pre_steps`` is ``pre_epochs`` (default 1) x ``steps_per_epoch`` when not given.
+    ``fixed`` overrides the parameters (what a variant fixes, e.g. the SVD test's batch-norm behaviour)."""
+    p = {**params, **fixed}
+    settings = {field: p[key] for key, field in METHOD_PARAMS.get(name, {}).items() if p.get(key) is not None}
+    if name == "Pre" and p.get("pre_steps") is None:
+        settings["pre_steps"] = int(p.get("pre_epochs", 1)) * steps_per_epoch
+    return make_method(name, task=task, **settings)

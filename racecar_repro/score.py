@@ -1,0 +1,167 @@
+"""Latitude-weighted forecast scores in the two WeatherBench conventions: xarray in, xarray out.
+
+Every function takes DataArrays or Datasets with a ``lat`` coordinate in degrees.
+
+- **WeatherBench 1** (Rasp et al. 2020, ``score.py``): ``compute_weighted_*``. Weights ``cos(lat)`` over their mean;
+  RMSE is the square root of the weighted squared error averaged over time and space at once; ACC is centred, with
+  anomalies against the truth's own time mean over the scored period.
+- **WeatherBench 2** (Rasp et al. 2024, ``metrics.py``): ``wb2_*``. Weights are the latitude bands' areas
+  (``sin`` of the upper minus the lower bound) over their mean, which on an equiangular grid without poles are
+  proportional to ``cos(lat)``; RMSE is the square root of the time mean of each time step's spatial MSE; ACC is the
+  uncentred correlation of anomalies against a day-of-year/hour climatology at each valid time, then averaged over time.
+"""
+from __future__ import annotations
+
+from typing import Hashable, Iterable, TypeVar, Union
+
+import numpy as np
+import xarray as xr
+
+ALL_DIMS = getattr(xr, "ALL_DIMS", ...)  # reduce over every dimension at once
+XrObj = TypeVar("XrObj", xr.DataArray, xr.Dataset)
+Dims = Union[Hashable, Iterable[Hashable], "ellipsis"]  # noqa: F821
+
+
+def lat_weights(lat: xr.DataArray) -> xr.DataArray:
+    """Latitude weights ``cos(lat) / mean(cos(lat))`` on the ``lat`` coordinate (mean exactly 1)."""
+    w = np.cos(np.deg2rad(lat))
+    return w / w.mean()
+
+
+def _weights(obj: XrObj) -> xr.DataArray:
+    if "lat" not in obj.coords:
+        raise ValueError(f"scores need a 'lat' coordinate in degrees; got coordinates {list(obj.coords)}")
+    return lat_weights(obj["lat"])
+
+
+def compute_weighted_mse(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIMS) -> XrObj:
+    """Latitude-weighted mean squared error ``mean((f - t)^2 * w)`` over ``mean_dims``."""
+    error = da_fc - da_true
+    return (error ** 2 * _weights(error)).mean(mean_dims)
+
+
+def compute_weighted_rmse(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIMS) -> XrObj:
+    """Latitude-weighted RMSE ``sqrt(mean((f - t)^2 * w))``, averaged over all ``mean_dims`` at once."""
+    return np.sqrt(compute_weighted_mse(da_fc, da_true, mean_dims))
+
+
+def compute_weighted_mae(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIMS) -> XrObj:
+    """Latitude-weighted mean absolute error ``mean(|f - t| * w)`` over ``mean_dims``."""
+    error = da_fc - da_true
+    return (np.abs(error) * _weights(error)).mean(mean_dims)
+
+
+def compute_weighted_acc(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIMS) -> XrObj:
+    """Latitude-weighted anomaly correlation; anomalies against the truth's time-mean climatology, centred."""
+    if "time" not in da_true.dims:
+        raise ValueError("ACC needs a 'time' dimension on the truth (its climatology is the mean over time)")
+    clim = da_true.mean("time")
+    if "time" in da_fc.dims:
+        t = np.intersect1d(da_fc["time"].values, da_true["time"].values)
+        if t.size == 0:
+            raise ValueError("forecast and truth share no valid times")
+        fa, a = da_fc.sel(time=t) - clim, da_true.sel(time=t) - clim
+    else:
+        fa, a = da_fc - clim, da_true - clim
+    w = _weights(fa)
+    fa_prime, a_prime = fa - fa.mean(mean_dims), a - a.mean(mean_dims)
+    return (w * fa_prime * a_prime).sum(mean_dims) / np.sqrt(
+        (w * fa_prime ** 2).sum(mean_dims) * (w * a_prime ** 2).sum(mean_dims))
+
+
+# ------------------------------------------------------------------------------------------- WeatherBench 2
+
+
+def wb2_lat_weights(lat: xr.DataArray) -> xr.DataArray:
+    """WeatherBench 2's weights: the area of each latitude band (``sin(upper) - sin(lower)``, bounds halfway between
+    the points, the poles at +-90) over their mean."""
+    phi = np.deg2rad(np.asarray(lat.values, dtype=np.float64))
+    order = np.argsort(phi)
+    s = phi[order]
+    bounds = np.concatenate([[-np.pi / 2], (s[1:] + s[:-1]) / 2, [np.pi / 2]])
+    area = np.empty_like(phi)
+    area[order] = np.sin(bounds[1:]) - np.sin(bounds[:-1])
+    return xr.DataArray(area / area.mean(), dims=lat.dims, coords=lat.coords)
+
+
+def _wb2_weights(obj: XrObj) -> xr.DataArray:
+    if "lat" not in obj.coords:
+        raise ValueError(f"scores need a 'lat' coordinate in degrees; got coordinates {list(obj.coords)}")
+    return wb2_lat_weights(obj["lat"])
+
+
+def _spatial_mean(x: XrObj, w: xr.DataArray) -> XrObj:
+    return (x * w).sum(("lat", "lon")) / (w.sum() * x.sizes["lon"])
+
+
+def wb2_mse(da_fc: XrObj, da_true: XrObj) -> XrObj:
+    """WeatherBench 2's MSE: each time step's area-weighted spatial mean of the squared error, then the time mean."""
+    error = da_fc - da_true
+    per_time = _spatial_mean(error ** 2, _wb2_weights(error))
+    return per_time.mean("time") if "time" in per_time.dims else per_time
+
+
+def wb2_rmse(da_fc: XrObj, da_true: XrObj) -> XrObj:
+    """WeatherBench 2's RMSE: ``sqrt`` of the time-mean MSE (ECMWF's convention, the square root after the mean)."""
+    return np.sqrt(wb2_mse(da_fc, da_true))
+
+
+def _doy_hour_climatology(da: xr.DataArray, window_days: int) -> xr.DataArray:
+    t = da["time"]
+    hours = np.unique(t.dt.hour.values)
+    arr = da.transpose("time", ...).values.astype(np.float64)
+    key = (t.dt.dayofyear.values - 1) * len(hours) + np.searchsorted(hours, t.dt.hour.values)
+    order = np.argsort(key, kind="stable")
+    keys, start = np.unique(key[order], return_index=True)
+    counts = np.diff(np.append(start, len(key))).reshape(-1, *[1] * (arr.ndim - 1))
+    means = np.full((366 * len(hours),) + arr.shape[1:], np.nan)
+    means[keys] = np.add.reduceat(arr[order], start, axis=0) / counts  # the mean over years of each day and hour
+    means = means.reshape((366, len(hours)) + arr.shape[1:])
+    half = window_days // 2
+    padded = np.concatenate([means[366 - half:], means, means[:half]], axis=0)  # the year wraps around
+    ok = np.isfinite(padded)
+    zero = np.zeros((1,) + padded.shape[1:])
+    sums = np.concatenate([zero, np.cumsum(np.where(ok, padded, 0.0), axis=0)])
+    n = np.concatenate([zero, np.cumsum(ok, axis=0)])
+    width = 2 * half + 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smooth = (sums[width:] - sums[:-width]) / (n[width:] - n[:-width])  # NaN-skipping running mean
+    dims = ("dayofyear", "hour") + tuple(d for d in da.transpose("time", ...).dims[1:])
+    coords = {"dayofyear": np.arange(1, 367), "hour": hours,
+              **{d: da[d].values for d in dims[2:] if d in da.coords}}
+    return xr.DataArray(smooth[:366], dims=dims, coords=coords, attrs=da.attrs)
+
+
+def doy_hour_climatology(truth: XrObj, window_days: int = 61) -> XrObj:
+    """A day-of-year/hour climatology of ``truth`` (dims ``dayofyear`` 1..366, ``hour``, then ``truth``'s others):
+    the mean over years at each day of year and hour, smoothed by a centred running mean over ``window_days`` days
+    (odd) that wraps around the year (WeatherBench 2 smooths its 1990-2019 climatology with a 61-day window); a day the
+    record lacks takes the running mean of the days around it."""
+    if window_days < 1 or window_days % 2 == 0:
+        raise ValueError(f"window_days must be odd and positive, got {window_days}")
+    if isinstance(truth, xr.Dataset):
+        return xr.Dataset({k: _doy_hour_climatology(v, window_days) for k, v in truth.data_vars.items()},
+                          attrs=truth.attrs)
+    return _doy_hour_climatology(truth, window_days)
+
+
+def climatology_at(clim: XrObj, times: xr.DataArray) -> XrObj:
+    """The climatology at each of ``times`` (selected by day of year and hour, as WeatherBench 2 does)."""
+    doy = xr.DataArray(times.dt.dayofyear.values, dims="time", coords={"time": times.values})
+    hour = xr.DataArray(times.dt.hour.values, dims="time", coords={"time": times.values})
+    missing = sorted(set(hour.values.tolist()) - set(clim["hour"].values.tolist()))
+    if missing:
+        raise ValueError(f"the climatology has no hour(s) {missing} (it has {clim['hour'].values.tolist()})")
+    return clim.sel(dayofyear=doy, hour=hour).drop_vars(["dayofyear", "hour"])
+
+
+def wb2_acc(da_fc: XrObj, da_true: XrObj, clim: XrObj) -> XrObj:
+    """WeatherBench 2's ACC: at each valid time, the area-weighted uncentred correlation of the forecast's and the
+    truth's anomalies against ``clim`` (``doy_hour_climatology``) at that time's day of year and hour; then the mean
+    over time."""
+    c = climatology_at(clim, da_true["time"])
+    fa, a = da_fc - c, da_true - c
+    w = _wb2_weights(a)
+    per_time = _spatial_mean(fa * a, w) / np.sqrt(_spatial_mean(fa ** 2, w) * _spatial_mean(a ** 2, w))
+    return per_time.mean("time")
+
