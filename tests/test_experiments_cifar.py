@@ -25,6 +25,7 @@ def tiny_fashion(data_dir, no_network, tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
 
 
+@pytest.mark.integration
 def test_sweep_chooses_on_the_validation_split_and_survives_divergence(tiny_fashion):
     out = cifar.sweep("smoke", lambdas=(1e-3, 1e30), modes=("full",), validation=20, **TINY)
     table = out.table

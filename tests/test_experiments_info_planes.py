@@ -15,6 +15,7 @@ def private_runs(data_dir, no_network, tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
 
 
+@pytest.mark.integration
 def test_smoke_runs_both_tasks_and_measures_every_layer(private_runs):
     result = info_planes.run("smoke", report=None, methods=["Std", "Ort", "Pre", "RR"], seeds=[0, 1, 2], n_train=96,
                              n_eval=48)
@@ -186,6 +187,7 @@ def test_parameters_are_checked():
     assert len(info_planes.PROFILES["quick"]["seeds"]) == 5 and len(info_planes.PROFILES["paper"]["seeds"]) == 10
 
 
+@pytest.mark.integration
 def test_the_cnn_and_relu_variants_run_all_four_methods(private_runs):
     result = info_planes.run("smoke", report=None, network="cnn", activation="relu", channels=[4, 8], hidden=[8],
                              n_train=64, n_eval=32)

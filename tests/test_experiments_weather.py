@@ -17,6 +17,7 @@ def test_weather_parameters_are_checked():
         weather.resolve_params("smoke", leadtime=3)
 
 
+@pytest.mark.integration
 def test_smoke_run_is_labelled_synthetic_and_scores_the_baselines(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
     result = weather.run("smoke", report=None, epochs=1, methods=["Std", "RR"])
@@ -106,6 +107,7 @@ def test_make_data_weather_fetches_what_each_profile_reads(profile):
         assert (p["leaky_slope"], p["bn_momentum"], p["bn_eps"], p["l2"]) == (0.3, 0.01, 1e-3, 1e-5)
 
 
+@pytest.mark.integration
 def test_the_quick_profile_runs_offline_on_the_synthetic_store(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
     result = weather.run("quick", report=None, source="synthetic", synthetic_days=12, epochs=1, methods=["Std"], seeds=0,

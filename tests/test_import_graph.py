@@ -75,6 +75,7 @@ def test_the_core_needs_only_torch_numpy_and_the_standard_library(graph):
             assert outer <= CORE_MAY_IMPORT, f"{name} imports {sorted(outer - CORE_MAY_IMPORT)}"
 
 
+@pytest.mark.integration
 def test_the_core_imports_without_the_harness_and_its_packages():
     """In a fresh interpreter where the harness and the harness's packages cannot be imported, all of the core can."""
     blocked = ["racecar_repro", "scipy", "pandas", "xarray", "matplotlib", "tqdm", "torchvision", "submitit",

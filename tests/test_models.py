@@ -50,6 +50,7 @@ def test_weather_resnet_paper_setting_is_the_authors_keras_model():
     assert len(acts) == 39 and all(a.negative_slope == 0.3 for a in acts)
 
 
+@pytest.mark.integration
 def test_torchvision_networks_read_grey_images_when_asked():
     from racecar_repro.torchvision_nets import from_torchvision
     net = from_torchvision("resnet18", 7, in_channels=1)

@@ -58,6 +58,7 @@ def env(tmp_path, monkeypatch):
     return types.SimpleNamespace(nbdir=nbdir, figs=figs, build=tmp_path / "build", args=base)
 
 
+@pytest.mark.integration
 def test_run_skip_uptodate_force(env, capsys):
     make_notebook(env.nbdir / "01_ok.ipynb", requires=["peak"])
     make_notebook(env.nbdir / "02_needs_mnist.ipynb", requires=["mnist"])
@@ -91,6 +92,7 @@ def test_run_skip_uptodate_force(env, capsys):
     assert executed.stat().st_mtime_ns != mtime
 
 
+@pytest.mark.integration
 def test_failure_does_not_stop_others(env, capsys):
     make_notebook(env.nbdir / "01_bad.ipynb", fail=True)
     make_notebook(env.nbdir / "02_good.ipynb")
@@ -135,6 +137,7 @@ def test_requirements_may_depend_on_the_profile(tmp_path):
     assert nr.requirements(path) == ["cifar10"]
 
 
+@pytest.mark.integration
 def test_optional_data_never_skips_but_its_arrival_reruns(env, monkeypatch):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("profile = None")
@@ -175,6 +178,7 @@ def test_cpu_threads_counts_what_this_process_may_use():
     assert 1 <= nr.cpu_threads() <= (os.cpu_count() or 1)
 
 
+@pytest.mark.integration
 def test_a_run_shows_progress_and_writes_the_full_log(env, capsys, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     path = make_notebook(env.nbdir / "01_chatty.ipynb")

@@ -16,6 +16,8 @@ from racecar_repro.experiments import any_network, cifar, info_planes, svd, weat
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import store_claim_outputs  # noqa: E402
 
+pytestmark = pytest.mark.integration  # notebooks / the report in a browser
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # notebook -> (experiment module, its profiles), and the parameters a notebook may have beyond the experiment's

@@ -2,6 +2,7 @@
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +24,7 @@ def test_ci_runs_the_readme_test_command():
     assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
 
 
+@pytest.mark.integration
 def test_readme_example_runs():
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## RR on your own network")[1].split("```python")[1].split("```")[0]
@@ -88,6 +90,7 @@ def test_licence_citation_and_binder_environment():
     assert "CITATION.cff" in readme and "LICENSE" in readme and "mybinder.org" in readme
 
 
+@pytest.mark.integration
 def test_make_lab_starts_as_root_on_the_notebooks_with_the_projects_kernel():
     import json
     import os

@@ -65,6 +65,7 @@ def test_every_method_has_a_distinct_colour_and_the_style_uses_them():
     assert [c.upper() for c in cycle] == [plotting.METHOD_COLORS[m].upper() for m in plotting.METHOD_ORDER]
 
 
+@pytest.mark.integration
 def test_save_figure_roundtrip_and_label(tmp_path, monkeypatch, prov):
     monkeypatch.setenv("RACECAR_FIGURES_DIR", str(tmp_path / "figs"))
     plotting.use_style()
@@ -155,6 +156,7 @@ def test_git_dirty_flag_ignores_figure_outputs(tmp_path):
     assert git_state(tmp_path)[1] is True
 
 
+@pytest.mark.integration
 def test_figure_folder_labels_every_figure_with_its_data_and_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("RACECAR_FIGURES_DIR", str(tmp_path))
     result = SimpleNamespace(profile="smoke", params={"seeds": [0]}, source="fake digits", label="NOT THE PAPER'S DATA")

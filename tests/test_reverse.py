@@ -532,6 +532,7 @@ def test_rr_trains_an_mlp_mixer_with_permutes():
 
 @pytest.mark.parametrize("name, norms, lr", [("resnet18", "batch", 1e-3), ("resnet50", "forward", 1e-4),
                                              ("vgg11_bn", "batch", 1e-4)])
+@pytest.mark.integration
 def test_rr_trains_torchvision_networks(name, norms, lr):
     """The models as torchvision builds them, on 32x32 inputs, in float32. ResNet-50 re-applies its batch norms with
     the forward pass's statistics: with the reverse signal's own (the official rule) its reconstruction error did

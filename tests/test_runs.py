@@ -3,6 +3,7 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from racecar_repro import runs
@@ -49,6 +50,7 @@ def test_the_fingerprint_covers_the_core_and_what_the_experiment_imports():
     assert len(runs.code_fingerprint("racecar_repro.experiments.svd")) == 16
 
 
+@pytest.mark.integration
 def test_editing_the_harness_reuses_runs_and_editing_the_reverse_pass_retrains(tmp_path, monkeypatch):
     """On a copy of both packages: a cached run is found again after an edit of the run cache, the executors and
     the plots, and trained again after an edit of the reverse pass or of the experiment's data loader."""
@@ -94,6 +96,7 @@ def test_a_result_says_which_commit_and_code_trained_it(tmp_path, monkeypatch):
     assert stored["trained_by"]["code_fingerprint"] == by["code_fingerprint"]
 
 
+@pytest.mark.integration
 def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -111,7 +114,6 @@ def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
 
 
 def test_a_damaged_result_is_set_aside_and_the_run_trained_again(tmp_path, monkeypatch):
-    import pytest
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path))
     calls = []
 
@@ -138,6 +140,7 @@ def _hold_lock(folder: str, ready) -> None:
         time.sleep(120)
 
 
+@pytest.mark.integration
 def test_a_lock_left_by_a_killed_job_is_broken_and_the_run_trained(tmp_path, monkeypatch):
     import os
     import signal

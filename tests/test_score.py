@@ -124,6 +124,7 @@ def test_wb1_and_wb2_rmse_are_the_same_number_on_this_grid_and_only_there():
     assert float(wb2_rmse(truth + err, truth)) > 0.05
 
 
+@pytest.mark.integration
 def test_wb2_acc_per_valid_time_against_the_day_of_year_hour_climatology():
     from racecar_repro.score import climatology_at, doy_hour_climatology, wb2_acc
     times = pd.date_range("2015-01-01", "2016-12-31 18:00", freq="6h")

@@ -20,6 +20,8 @@ import build_report as br  # noqa: E402
 from racecar_repro import verdicts  # noqa: E402
 from racecar_repro.plotting import save_figure  # noqa: E402
 
+pytestmark = pytest.mark.integration  # notebooks / the report in a browser
+
 
 def _png_bytes() -> bytes:
     fig, ax = plt.subplots(figsize=(2, 1.5))

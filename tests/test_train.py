@@ -177,6 +177,7 @@ def test_config_describe_leaves_out_progress_and_an_unused_compile():
     ("RR", dict(lam=1e-2, mode="full", reduction="mean", reverse_bn_update=False)),
     ("Ort", dict(weight=1e-2, form="srip", schedule=True)),
 ])
+@pytest.mark.integration
 def test_compiled_step_gives_the_eager_numbers(name, kw):
     # aot_eager runs dynamo and AOTAutograd (the compile path) with eager kernels: the numbers must not move
     from racecar_core.models import resnet_cifar
@@ -193,6 +194,7 @@ def test_compiled_step_gives_the_eager_numbers(name, kw):
         torch.testing.assert_close(states[1][k], states[0][k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+@pytest.mark.integration
 def test_rr_step_traces_as_one_graph():
     # the whole RR loss (forward, the graph walk through residual additions, fan-outs, cats, permutes and pooling,
     # BN statistics left alone) must trace without graph breaks, or torch.compile cannot fuse it
@@ -220,6 +222,7 @@ def test_rr_step_traces_as_one_graph():
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="inductor needs a C++ compiler")
 @pytest.mark.parametrize("name, kw", [("Std", {}), ("RR", dict(lam=1e-2, reduction="mean")), ("Ort", dict(weight=1e-2)),
                                       ("Pre", {})])
+@pytest.mark.integration
 def test_inductor_step_has_the_eager_gradients(name, kw):
     # what compile=True runs; guards a torch 2.14 inductor pitfall (a loss aliasing the task loss lost its grad_fn)
     from racecar_core.methods import StepInfo
