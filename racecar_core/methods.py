@@ -150,8 +150,10 @@ class Method:
         return [Phase("train", steps, list(model.parameters()), self._loss)]
 
     def describe(self) -> dict:
-        """The method's settings, for configs and provenance."""
-        return {"method": self.name}
+        """The method's name and settings (its fields; a task given as a function is left out), for run keys and
+        provenance."""
+        return {"method": self.name, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                                        if f.name != "task" or isinstance(self.task, str)}}
 
 
 @dataclass
@@ -209,12 +211,6 @@ class RR(Method):
                                               self.reduction, self.pair_weights)
         return trace.output, rec
 
-    def describe(self) -> dict:
-        d = {"method": self.name, "lam": self.lam, "mode": self.mode, "reduction": self.reduction,
-             "reverse_bn_update": self.reverse_bn_update}
-        if self.norms != "batch":  # left out at the official setting: earlier run configs keep their keys
-            d["norms"] = self.norms
-        return {**d, "pair_weights": self.pair_weights} if self.pair_weights else d
 
 
 @dataclass
@@ -239,8 +235,6 @@ class Ort(Method):
         pen = srip_penalty(model, self.form, info.generator)
         return out, w * pen, {"ort": pen.detach()}
 
-    def describe(self) -> dict:
-        return {"method": self.name, "weight": self.weight, "form": self.form, "schedule": self.schedule}
 
 
 @dataclass
@@ -283,9 +277,6 @@ class Pre(Method):
             return rec, trace.output, {"ae": rec.detach()}
         return loss
 
-    def describe(self) -> dict:
-        return {"method": self.name, "pre_steps": self.pre_steps, "reduction": self.reduction,
-                "pre_lr_scale": self.pre_lr_scale}
 
 
 METHODS: dict[str, type[Method]] = {"Std": Std, "RR": RR, "Ort": Ort, "Pre": Pre}

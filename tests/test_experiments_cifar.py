@@ -37,8 +37,8 @@ def test_sweep_chooses_on_the_validation_split_and_survives_divergence(tiny_fash
     # the sweep's runs were scored on 20 held-out training images, never on the test set
     again = cifar.run("smoke", **TINY, methods=["RR"], rr_lambda=1e-3, rr_mode="full", validation=20)
     (run,) = again.runs
-    assert run.cached and run.config["n_test"] == 20 and "held out of train" in again.source
-    assert run.config["n_train"] == 60
+    assert run.cached and len(again.data["data"].x_test) == 20 and "held out of train" in again.source
+    assert len(again.data["data"].x_train) == 60 and run.config["validation"] == 20
     with pytest.raises(FloatingPointError, match="every RR setting"):
         cifar.sweep("smoke", lambdas=(1e30,), modes=("full",), validation=20, **TINY)
 

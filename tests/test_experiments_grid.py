@@ -1,4 +1,6 @@
 """racecar_repro.experiments.grid: parameters, the grid, the cached runs, typed results, the one method factory."""
+from dataclasses import dataclass
+
 import pytest
 
 from racecar_repro.experiments import cifar, params, svd, weather
@@ -6,8 +8,18 @@ from racecar_repro.experiments.grid import Experiment, LoadedData, RunSpec, run_
 from racecar_core.methods import RR, Ort
 from racecar_repro.experiments.params import build_method
 
-PROFILES = {"tiny": dict(methods=["Std", "RR"], seeds=[0, 1], variants=["a", "b"], k=2.0, device="cpu"),
-            "other": dict(methods=["Std"], seeds=[0], variants=["a"], k=1.0, device="cpu")}
+
+
+@dataclass
+class ToyParams(params.Params):
+    methods: list = params.setting(["Std", "RR"], run=False)
+    seeds: list = params.setting([0, 1], run=False)
+    variants: list = params.setting(["a", "b"], run=False)
+    k: float = params.setting(2.0)
+    device: str = params.setting("cpu")
+
+
+PROFILES = {"tiny": ToyParams(), "other": ToyParams(methods=["Std"], seeds=[0], variants=["a"], k=1.0)}
 
 
 def _train(spec: RunSpec, data: float):
@@ -138,3 +150,26 @@ def test_every_experiment_runs_with_the_same_keywords():
     for run in (svd.run, cifar.run, weather.run, info_planes.run, any_network.run):
         assert want <= set(inspect.signature(run).parameters), run
     assert list(inspect.signature(svd.run).parameters)[:2] == ["dataset", "profile"]
+
+
+def test_profiles_are_instances_and_the_run_key_is_derived_from_the_dataclasses():
+    from dataclasses import replace
+
+    from racecar_core.train import TrainConfig
+    for exp in (cifar.EXPERIMENT, weather.EXPERIMENT, svd.experiment("peak")):
+        assert all(isinstance(p, params.Params) and type(p) is type(exp.profiles["paper"])
+                   for p in exp.profiles.values())
+    assert cifar.PROFILES["quick"].depth == 20 and cifar.PROFILES["paper"] == cifar.CifarParams()
+    p = cifar.resolve_params("smoke", device="cpu")
+    std, cfg = build_method("Std", p, "ce"), TrainConfig(steps=1)
+    key = params.run_config(p, std, cfg, data="x")
+    assert not {"methods", "seeds", "progress", "profile", "rr_lambda", "ort_weight"} & set(key)
+    assert key["method"] == {"method": "Std", "task": "ce"} and key["depth"] == 8 and key["data"] == "x"
+    assert key["train"] == cfg.describe()
+    # the grid, progress bars and the other methods' settings leave a run's key alone; what trains it does not
+    assert params.run_config(replace(p, seeds=[5], rr_lambda=9.0, progress=True), std, cfg, data="x") == key
+    assert params.run_config(replace(p, depth=14), std, cfg, data="x") != key
+    rr = build_method("RR", replace(p, rr_lambda=9.0), "ce")
+    assert params.run_config(p, rr, cfg)["method"]["lam"] == 9.0
+    with pytest.raises(ValueError, match="peak test's"):
+        svd.resolve_params("mnist", "smoke", n_train_per_class=3)

@@ -1,7 +1,10 @@
-"""What every data download shares: a timeout so that a closed network fails fast, one-line error summaries, and
-reading a file from a URL or a local folder."""
+"""What every data download shares: a timeout so that a closed network fails fast, one-line error summaries, reading a
+file from a URL or a local folder, and fetching one against its SHA-256 (``fetch_verified``). torchvision's data sets
+(MNIST, Fashion-MNIST, CIFAR-10) download and check themselves (MD5, torchvision's own tables); WeatherBench 2's
+store is copied by xarray and checked against a manifest of SHA-256s (``weatherbench2``)."""
 from __future__ import annotations
 
+import hashlib
 import socket
 import urllib.request
 from pathlib import Path
@@ -41,3 +44,22 @@ def read_bytes(source: str | Path, rel: str, timeout: float = DOWNLOAD_TIMEOUT_S
         return path.read_bytes()
     except OSError as err:
         raise OSError(f"reading {path} failed ({first_line(err)})") from err
+
+
+class ChecksumError(ValueError):
+    """A fetched file does not match its SHA-256; the message names the file and both digests."""
+
+
+def fetch_verified(source: str | Path, rel: str, dest: str | Path, sha256: str, hint: str = "",
+                   timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Copy or download ``rel`` from ``source`` (``read_bytes``) to ``dest`` when its SHA-256 is ``sha256``;
+    otherwise nothing is written, a wrong file at ``dest`` is removed, and ``ChecksumError`` says what to do
+    (``hint``). The write is atomic."""
+    from racecar_core.files import atomic_write
+    data = read_bytes(source, rel, timeout)
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256.lower():
+        Path(dest).unlink(missing_ok=True)
+        raise ChecksumError(f"racecar: {rel} from {source} has the wrong sha256: expected {sha256.lower()}, got "
+                            f"{got}; nothing was written for it. Check the source{', then retry with ' + hint if hint else ''}")
+    return Path(atomic_write(dest, lambda tmp: Path(tmp).write_bytes(data)))

@@ -7,7 +7,6 @@ once; the files keep their relative paths under ``<data_dir>/racecar-official`` 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -17,8 +16,9 @@ import torch
 
 from racecar_repro.data import ImageSet, MissingDataError
 from racecar_repro.data import download
+from racecar_repro.data.download import ChecksumError  # noqa: F401 (raised by fetch_official)
 from racecar_repro.data.peak import load_peak_folder
-from racecar_core.files import atomic_write
+from racecar_core.files import sha256_file
 from racecar_repro.paths import data_dir
 
 OFFICIAL_URL = "https://raw.githubusercontent.com/tum-pbs/racecar/master/SVD-example"
@@ -167,10 +167,6 @@ SHA256: dict[str, str] = {
 }
 
 
-class ChecksumError(ValueError):
-    """A fetched file does not match its sha256 in the table; the message names the file and both digests."""
-
-
 def _check_name(dataset: str) -> str:
     if dataset not in FILES:
         raise ValueError(f"racecar: unknown official data set {dataset!r}; choose one of {list(FILES)}")
@@ -187,10 +183,6 @@ def official_root() -> Path:
     return data_dir() / DIRNAME
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _expected(rel: str, checksums: Mapping[str, str]) -> str:
     if rel not in checksums:
         raise KeyError(f"racecar: no sha256 for {rel} in the checksum table")
@@ -204,7 +196,7 @@ def _bad_files(dataset: str, root: Path, checksums: Mapping[str, str]) -> tuple[
         path = root / rel
         if not path.is_file():
             missing.append(rel)
-        elif _sha256(path.read_bytes()) != _expected(rel, checksums):
+        elif sha256_file(path) != _expected(rel, checksums):
             wrong.append(rel)
     return missing, wrong
 
@@ -213,14 +205,6 @@ def has_official(dataset: str, root: str | Path | None = None, checksums: Mappin
     """True when every file of ``dataset`` ("mnist" or "peak") is under ``root`` with the right sha256."""
     root = Path(root) if root is not None else official_root()
     return not any(_bad_files(dataset, root, checksums))
-
-
-def _read_source(source: str | Path, rel: str) -> bytes:
-    """Bytes of ``rel`` from a URL base (http, https, file) or a local folder; errors as MissingDataError."""
-    try:
-        return download.read_bytes(source, rel, TIMEOUT_S)
-    except OSError as err:
-        raise MissingDataError(str(err)) from err
 
 
 def fetch_official(dataset: str, source: str | Path | None = None, root: str | Path | None = None,
@@ -235,22 +219,14 @@ def fetch_official(dataset: str, source: str | Path | None = None, root: str | P
                                f"SVD-example (MNIST/0.png, peak/0/0.png, ...) or a URL base. "
                                f"Retry with {_hint(dataset)}")
     for rel in todo:
-        dest = root / rel
         try:
-            data = _read_source(source, rel)
-        except MissingDataError as err:
+            download.fetch_verified(source, rel, root / rel, _expected(rel, checksums), _hint(dataset), TIMEOUT_S)
+        except OSError as err:
             n_ok = len(FILES[dataset]) - len(todo) + todo.index(rel)
             raise MissingDataError(
                 f"racecar: could not fetch the official {dataset} images from {source}: {err}; "
                 f"{n_ok} of {len(FILES[dataset])} files are in {root / SUBDIR[dataset]}. "
                 f"Retry with {_hint(dataset)}") from err
-        got, expected = _sha256(data), _expected(rel, checksums)
-        if got != expected:
-            dest.unlink(missing_ok=True)  # a wrong file already there must not stay either
-            raise ChecksumError(f"racecar: {rel} from {source} has the wrong sha256: expected {expected}, "
-                                f"got {got}; nothing was written for it. Check the source, then retry with "
-                                f"{_hint(dataset)}")
-        atomic_write(dest, lambda tmp, d=data: Path(tmp).write_bytes(d))
     return root
 
 

@@ -309,9 +309,9 @@ def _wb2_constants(root: Path) -> xr.Dataset:
 def _fingerprint(root: Path, channel: str, years: Sequence[int]) -> str:
     if is_wb2(root):  # the manifest records every chunk's checksum: it changes when the data do
         text = wb2.manifest_path(root).read_bytes() + json.dumps([channel, list(years)]).encode()
-        return hashlib.sha1(text).hexdigest()[:16]
+        return hashlib.sha256(text).hexdigest()[:16]
     st = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in (var_path(root, channel, y) for y in years)]
-    return hashlib.sha1(json.dumps(st).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(st).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -340,7 +340,7 @@ class Normalizer:
         """Statistics of the training ``years``, cached in ``<root>/5.625deg/normalization_<hash>.json``."""
         root = Path(root) if root is not None else default_root(variables, years)
         years = sorted(int(y) for y in years)
-        key = hashlib.sha1(json.dumps({"years": years, "step_hours": step_hours, "std": "time, lat, lon"}).encode()
+        key = hashlib.sha256(json.dumps({"years": years, "step_hours": step_hours, "std": "time, lat, lon"}).encode()
                            ).hexdigest()[:12]
         path = (root if is_wb2(root) else root / RESOLUTION) / f"normalization_{key}.json"
         cache = read_json(path) if path.is_file() else {"years": years, "step_hours": step_hours, "channels": {}}

@@ -10,6 +10,7 @@ pass) and RR (which did).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,25 +28,49 @@ from racecar_repro.torchvision_nets import from_torchvision
 from racecar_core.train import TensorBatches, TrainConfig, fit
 from racecar_repro.experiments.cifar import accuracy
 from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec
-from racecar_repro.experiments.params import build_method
+from racecar_repro.experiments.params import Params, build_method, run_config, setting
 
-_BASE = dict(dataset="fashion_mnist", model="resnet18", methods=["Std", "RR"], seeds=[0, 1, 2], steps=3000,
-             batch_size=128, lr=1e-3, rr_lambda=1e-2, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
-             rr_norms="batch", n_train=None, n_test=None, n_rec=256, shown=8, eval_every=250, device="auto",
-             torch_compile=False, progress=True, acc_tolerance=0.05)
-PROFILES: dict[str, dict[str, Any]] = {
-    # no paper figure to match: the whole data set, longer, on a GPU
-    "paper": _BASE,
-    # a few hundred steps on the CPU (minutes)
-    # three seeds, the fewest a paired interval takes
-    "quick": dict(_BASE, steps=300, batch_size=64, n_train=5000, n_test=1000, seeds=[0, 1, 2], eval_every=100),
+
+
+@dataclass
+class AnyNetworkParams(Params):
+    """RR on a torchvision classifier (no paper figure: the defaults are the whole data set, longer, on a GPU)."""
+
+    dataset: str = setting("fashion_mnist")
+    model: str = setting("resnet18")
+    methods: list = setting(["Std", "RR"], run=False)
+    seeds: list = setting([0, 1, 2], run=False)
+    steps: int = setting(3000)
+    batch_size: int = setting(128)
+    lr: float = setting(1e-3)
+    rr_lambda: float = setting(1e-2)
+    rr_mode: str = setting("full")
+    rr_reduction: str = setting("mean")
+    rr_bn_update: bool = setting(False)
+    rr_norms: str = setting("batch")
+    n_train: int | None = setting(None)
+    n_test: int | None = setting(None)
+    n_rec: int = setting(256)            # test images every evaluation reconstructs
+    shown: int = setting(8)              # of them, the ones a run keeps for the figure
+    eval_every: int = setting(250)
+    device: str = setting("auto")
+    torch_compile: bool = setting(False)
+    progress: bool = setting(True, run=False)
+    acc_tolerance: float = setting(0.05, run=False)   # runs within it of Std's accuracy count for the claim
+
+
+_PAPER = AnyNetworkParams()
+PROFILES: dict[str, AnyNetworkParams] = {
+    "paper": _PAPER,
+    # a few hundred steps on the CPU (minutes); three seeds, the fewest a paired interval takes
+    "quick": replace(_PAPER, steps=300, batch_size=64, n_train=5000, n_test=1000, seeds=[0, 1, 2], eval_every=100),
     # a pipeline check (seconds)
-    "smoke": dict(_BASE, steps=6, batch_size=32, n_train=128, n_test=64, n_rec=32, seeds=[0], eval_every=3,
-                  progress=False),
+    "smoke": replace(_PAPER, steps=6, batch_size=32, n_train=128, n_test=64, n_rec=32, seeds=[0], eval_every=3,
+                     progress=False),
 }
 
 
-def _check(params: dict) -> dict:
+def _check(params: AnyNetworkParams) -> AnyNetworkParams:
     if params["dataset"] not in NAMES:
         raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use one of {', '.join(NAMES)}")
     from_torchvision(params["model"])  # a clear error for a name torchvision does not have
@@ -101,9 +126,7 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
     cfg = TrainConfig(steps=p["steps"], lr=p["lr"], optimizer="adam", batch_size=p["batch_size"],
                       eval_every=p["eval_every"], checkpoint_every=p["eval_every"], seed=seed, device=p["device"],
                       compile=p["torch_compile"], progress=p["progress"])
-    config = {"dataset": p["dataset"], "data": prep["fingerprint"], "n_train": len(data.x_train),
-              "n_test": len(data.x_test), "n_rec": p["n_rec"], "model": p["model"], **method.describe(),
-              "train": cfg.describe()}
+    config = run_config(p, method, cfg, data=prep["fingerprint"])
     xtr, ytr, xte, yte, xrec = (prep[k] for k in ("xtr", "ytr", "xte", "yte", "xrec"))
 
     def evaluate(model: torch.nn.Module, step: int) -> dict:

@@ -9,7 +9,7 @@ them, as the official TF code does, breaks the eval-mode network at this depth (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,27 +25,63 @@ from racecar_core.models import resnet_cifar
 from racecar_core.models.resnet_cifar import check_depth
 from racecar_core.train import TensorBatches, TrainConfig, fit
 from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec
-from racecar_repro.experiments.params import build_method
+from racecar_repro.experiments.params import Params, build_method, run_config, setting
 
 PAPER_ACCURACY = {"Std": 0.921, "Ort": 0.925, "RR": 0.928}   # Fig. 1c, CIFAR-10, ResNet-110
-_BASE = dict(dataset="cifar10", depth=110, methods=["Std", "Ort", "RR"], seeds=[0, 1, 2, 3, 4], epochs=164,
-             batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, milestones=[82, 123], warmup_steps=400,
-             warmup_lr=0.01, augment=True, rr_lambda=1e-2, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
-             ort_weight=1e-2, ort_form="srip", ort_schedule=True, pre_epochs=1, pre_reduction="mean",
-             pre_lr_scale=0.01, n_train=None, n_test=None, validation=0, device="auto", amp=True, channels_last=True,
-             torch_compile=False, progress=True, replicas=1, sync_bn=True)
-PROFILES: dict[str, dict[str, Any]] = {
-    "paper": _BASE,
+
+
+@dataclass
+class CifarParams(Params):
+    """The parameters of the Fig. 1c experiment; the defaults are the paper's setting."""
+
+    dataset: str = setting("cifar10")
+    depth: int = setting(110)
+    methods: list = setting(["Std", "Ort", "RR"], run=False)
+    seeds: list = setting([0, 1, 2, 3, 4], run=False)
+    epochs: int = setting(164)
+    batch_size: int = setting(128)
+    lr: float = setting(0.1)
+    momentum: float = setting(0.9)
+    weight_decay: float = setting(1e-4)
+    milestones: list = setting([82, 123])
+    warmup_steps: int = setting(400)
+    warmup_lr: float = setting(0.01)
+    augment: bool = setting(True)
+    rr_lambda: float = setting(1e-2)
+    rr_mode: str = setting("full")
+    rr_reduction: str = setting("mean")
+    rr_bn_update: bool = setting(False)
+    ort_weight: float = setting(1e-2)
+    ort_form: str = setting("srip")
+    ort_schedule: bool = setting(True)
+    pre_epochs: int = setting(1)
+    pre_reduction: str = setting("mean")
+    pre_lr_scale: float = setting(0.01)
+    n_train: int | None = setting(None)
+    n_test: int | None = setting(None)
+    validation: int = setting(0)
+    device: str = setting("auto")
+    amp: bool = setting(True)
+    channels_last: bool = setting(True)
+    torch_compile: bool = setting(False)
+    progress: bool = setting(True, run=False)
+    replicas: int = setting(1)
+    sync_bn: bool = setting(True)
+
+
+_PAPER = CifarParams()
+PROFILES: dict[str, CifarParams] = {
+    "paper": _PAPER,
     # a shallower net and fewer epochs: a laptop GPU (or a patient CPU) shows the trend
-    "quick": dict(_BASE, depth=20, epochs=30, milestones=[15, 23], warmup_steps=0, seeds=[0, 1, 2]),
+    "quick": replace(_PAPER, depth=20, epochs=30, milestones=[15, 23], warmup_steps=0, seeds=[0, 1, 2]),
     # a few steps on a small real subset (Fashion-MNIST works offline)
-    "smoke": dict(_BASE, dataset="fashion_mnist", depth=8, epochs=1, milestones=[], warmup_steps=0, seeds=[0],
-                  batch_size=32, n_train=128, n_test=100, methods=["Std", "Ort", "RR", "Pre"], pre_epochs=1,
-                  progress=False),
+    "smoke": replace(_PAPER, dataset="fashion_mnist", depth=8, epochs=1, milestones=[], warmup_steps=0, seeds=[0],
+                     batch_size=32, n_train=128, n_test=100, methods=["Std", "Ort", "RR", "Pre"], pre_epochs=1,
+                     progress=False),
 }
 
 
-def _check(params: dict) -> dict:
+def _check(params: CifarParams) -> CifarParams:
     check_depth(params["depth"])
     if params["dataset"] not in NAMES:
         raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use one of {', '.join(NAMES)}")
@@ -96,9 +132,7 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
                       warmup_lr=p["warmup_lr"], eval_every=spe, checkpoint_every=spe, seed=seed, device=dev,
                       amp=p["amp"], channels_last=p["channels_last"], compile=p["torch_compile"],
                       progress=p["progress"], replicas=p["replicas"], sync_bn=p["sync_bn"])
-    config = {"dataset": p["dataset"], "data": prep["fingerprint"], "n_train": len(data.x_train),
-              "n_test": len(data.x_test), "depth": p["depth"], "augment": p["augment"], **method.describe(),
-              "train": cfg.describe()}
+    config = run_config(p, method, cfg, data=prep["fingerprint"])
     xtr, ytr, xte, yte, train_tf, test_tf = (prep[k] for k in ("xtr", "ytr", "xte", "yte", "train_tf", "test_tf"))
 
     def evaluate(model: torch.nn.Module, step: int) -> dict:
@@ -164,7 +198,7 @@ def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, vali
         except FloatingPointError as e:  # a setting that diverges is a result of the sweep (not cached)
             return {"val_mean": float("nan"), "val_std": float("nan"), "seeds": 0, "note": str(e).split(";")[0]}
         row = summary(res).loc[method]
-        scored.update(r.config["n_test"] for r in res.runs)
+        scored.add(len(res.data["data"].x_test))
         lam = float(setting.get("rr_lambda", 0.0))
         seeds.extend({"method": method, "mode": setting.get("rr_mode", ""), "lambda": lam, "seed": r.spec.seed,
                       "val_acc": float(r.metrics["final_acc"])} for r in res.runs)

@@ -1,7 +1,7 @@
 """The skeleton every experiment shares: parameters from a profile, a grid of runs, one cached run each, typed results.
 
-An experiment module defines its profiles, how to load its data and how to train one run, and hands them to
-``Experiment``; ``run_grid`` does the rest:
+An experiment module defines its parameters (a ``params.Params`` dataclass) and profiles (instances of it), how to
+load its data and how to train one run, and hands them to ``Experiment``; ``run_grid`` does the rest:
 
     params  = resolve_params(exp, profile, overrides)  # the profile, overridden; unknown names are errors
     data    = exp.load(params)                         # once, shared by every run
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from racecar_repro import executors, runs
-from racecar_repro.experiments.params import resolve_params
+from racecar_repro.experiments.params import Params, resolve_params
 from racecar_core.train import progress_label
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class RunSpec:
     method: str
     seed: int
     variant: str | None = None       # only experiments with variants (the SVD tests: "official", "corrected")
-    params: dict = field(default_factory=dict, compare=False, repr=False)
+    params: Params | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -83,7 +83,7 @@ class ExperimentResult:
 
     experiment: str                        # e.g. "svd_peak"
     profile: str
-    params: dict                           # resolved: the profile with the overrides
+    params: Params                         # resolved: the profile with the overrides
     source: str                            # where the data came from, in words
     label: str | None                      # what every figure must say about the data (synthetic, replica, ...)
     data: Any                              # the loaded data every run shared (an ImageSet, the weather splits, ...)
@@ -180,7 +180,7 @@ class Experiment:
     """
 
     name: str
-    profiles: dict[str, dict[str, Any]]
+    profiles: dict[str, Params]
     load: Callable[[dict], LoadedData]
     train: Callable[[RunSpec, Any], tuple[dict, Callable[[Path], dict]]]
     folder: Callable[[dict], str]
@@ -207,7 +207,7 @@ class Experiment:
         return resolve_params(self, profile, overrides)
 
 
-def grid(exp: Experiment, params: dict) -> list[RunSpec]:
+def grid(exp: Experiment, params: Params) -> list[RunSpec]:
     """Every run of the grid, variants outermost, then methods, then seeds."""
     folder = exp.folder(params)
     return [RunSpec(folder, m, int(s), v, params)

