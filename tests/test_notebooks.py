@@ -79,18 +79,17 @@ def test_a_bare_nbval_run_uses_the_smoke_profile_and_compares_the_claim(tmp_path
         return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval", str(folder)],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
-    ok = nbval()
-    assert ok.returncode == 0, ok.stdout[-3000:]
-    assert (tmp_path / "build" / "nbval-figures" / "06_rr_on_your_network" / "results.json").exists()
-    assert json.loads((tmp_path / "build" / "nbval-figures" / "06_rr_on_your_network" / "results.json")
-                      .read_text())["provenance"]["profile"] == "smoke"
     nb = json.loads((folder / "06_rr_on_your_network.ipynb").read_text())
     claim = [c for c in nb["cells"] if c["cell_type"] == "code"][-1]
     claim["outputs"][0]["text"] = [line.replace("reconstructs held-out", "forgets held-out")
                                    for line in claim["outputs"][0]["text"]]
     (folder / "06_rr_on_your_network.ipynb").write_text(json.dumps(nb))
-    changed = nbval()
-    assert changed.returncode != 0 and "forgets held-out" in changed.stdout
+    changed = nbval()     # one run (a notebook run costs half a minute): the stored claim changed, so it must fail,
+    assert changed.returncode != 0 and "forgets held-out" in changed.stdout   # the rest of the cells having passed
+    assert "1 failed" in changed.stdout and "passed" in changed.stdout, changed.stdout[-3000:]
+    assert (tmp_path / "build" / "nbval-figures" / "06_rr_on_your_network" / "results.json").exists()
+    assert json.loads((tmp_path / "build" / "nbval-figures" / "06_rr_on_your_network" / "results.json")
+                      .read_text())["provenance"]["profile"] == "smoke"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
