@@ -80,6 +80,7 @@ def run_config(params: Params, method: Method | dict[str, Method], train: TrainC
     return {**params.run_key(), **({"variant": variant} if variant else {}), "method": methods, "train": configs,
             **derived}
 
+
 def resolve_device(device: str) -> str:
     """``auto`` becomes ``cuda`` when there is a GPU, else ``cpu``; asking for a GPU that is not there is an error."""
     if device == "auto":
