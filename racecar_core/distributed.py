@@ -4,20 +4,25 @@ What ``train.fit`` does when it runs inside a ``torch.distributed`` process grou
 
 - **Batches.** Every replica draws the same global batch (the same seeded permutation and augmentation as one
   process) and keeps its own contiguous ``1/R`` of it; the global batch size must divide by ``R``.
-- **Gradients.** After each backward pass the replicas average their gradients in one ``all_reduce`` over a
-  flattened buffer (what ``DistributedDataParallel`` does, without its module wrapper: RR's reverse pass calls the
-  network's layers directly, which DDP's forward hooks would not see). The step's loss and logged values travel in
-  the same buffer, so every replica sees the global batch's loss and a NaN stops all of them together.
+- **Gradients** are averaged by torch's ``DistributedDataParallel`` (``data_parallel``): it wraps a module whose
+  forward is the whole loss of a step (forward pass, RR's reverse pass through the same weights, penalties), so its
+  hooks see every use of every weight, and the weights a phase leaves unused (Pre's frozen and upper layers) are
+  found in the graph (``find_unused_parameters``). The step's loss and logged values are averaged in one more
+  ``all_reduce`` (``average``), so every replica sees the global batch's loss and a NaN stops all of them together.
 - **Loss terms summed over the batch** (RR's and Pre's reconstruction with ``reduction="sum"``, the official form)
   are multiplied by ``R`` on each replica (``StepInfo.replicas``), so that the average over replicas is the global
   batch's sum; terms averaged over the batch and weight penalties (Ort) need nothing.
 - **Batch norm** (stated choice, ``TrainConfig.sync_bn``): synchronised by default: in training mode a batch norm
   normalises with the mean and variance of the global batch (one ``all_reduce`` of per-channel sums forwards, one
-  backwards; works with gloo on the CPU and NCCL on GPUs), in the forward pass and where RR's reverse pass re-applies
-  it, and updates its moving averages with them. Training is then the same computation as one process with the same
-  global batch (equal to float tolerance: tested on the CPU with gloo and 2 processes). ``sync_bn=False`` normalises
-  each replica's shard with its own statistics (cheaper, a different and noisier estimator) and hands rank 0's moving
-  averages to all after every step, as DDP's ``broadcast_buffers`` does.
+  backwards), in the forward pass and where RR's reverse pass re-applies it, and updates its moving averages with
+  them. Training is then the same computation as one process with the same global batch (equal to float tolerance:
+  tested on the CPU with gloo and 2 processes). This part is hand-written (``synced_batch_norms``), not torch's
+  ``nn.SyncBatchNorm``, for two reasons: RR re-applies each batch norm to the *reverse* signal, whose statistics must
+  be the global batch's too, through the same module objects that the reverse pass's plan refers to
+  (``convert_sync_batchnorm`` makes new ones), and ``nn.SyncBatchNorm`` refuses CPU tensors, so a gloo group (the
+  tests, a CPU cluster) could not use it (tests/test_distributed.py shows both). ``sync_bn=False`` normalises each
+  replica's shard with its own statistics (cheaper, a different and noisier estimator) and hands rank 0's moving
+  averages to all after every step, as DDP's ``broadcast_buffers`` does before each forward.
 - **RR's reverse pass** runs per replica on its own shard (it is per sample apart from the batch norms above).
 - **Dropout** masks are drawn per replica (rank 0 with one process's seeds, rank r with seeds of its own): with
   dropout, a run on several processes is a different random draw of the same training, not the same numbers.
@@ -94,26 +99,22 @@ def shard(x: Tensor, y: Tensor, replicas: int, index: int) -> tuple[Tensor, Tens
     return x[index * n:(index + 1) * n], y[index * n:(index + 1) * n]
 
 
-def average_gradients(params: Sequence[nn.Parameter], values: Sequence[Tensor | float]) -> list[float]:
-    """Average the gradients of ``params`` and the scalars ``values`` over the replicas in one ``all_reduce``;
-    returns the averaged scalars. A parameter without a gradient counts as a zero gradient and keeps none."""
+def data_parallel(step: nn.Module) -> nn.Module:
+    """``step`` (a module whose forward computes a training step's loss) under ``DistributedDataParallel``: its
+    backward pass averages the gradients over the replicas. The replicas' buffers are not broadcast (synchronised
+    batch norms keep them equal; ``sync_bn=False`` hands rank 0's on after each step: ``broadcast_buffers``)."""
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(step, broadcast_buffers=False, find_unused_parameters=True)
+
+
+def average(values: Sequence[Tensor | float]) -> list[float]:
+    """The scalars ``values`` averaged over the replicas, in one ``all_reduce``."""
     import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-    grads = [p.grad for p in params if p.grad is not None]
-    device = grads[0].device if grads else torch.device("cpu")
-    scalars = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(()) for v in values]) \
-        if values else torch.zeros(0, device=device)
-    dtypes = {g.dtype for g in grads}
-    if dtypes - {torch.float32}:        # one buffer per dtype would be needed: keep it simple and exact
-        raise TypeError(f"racecar: gradients of dtype {sorted(map(str, dtypes))}; data-parallel training expects "
-                        "float32 parameters (bf16 autocast is fine)")
-    flat = _flatten_dense_tensors([*grads, scalars])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    *synced, scalars = _unflatten_dense_tensors(flat, [*grads, scalars])
-    for g, s in zip(grads, synced):
-        g.copy_(s)
-    return [float(v) for v in scalars.tolist()]
+    t = torch.stack([torch.as_tensor(v).detach().float().cpu().reshape(()) for v in values])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

@@ -194,18 +194,30 @@ def _save_logs(run_dir: Path, state: dict) -> None:
     write_json(run_dir / "metrics.json", {"steps": state["log"], "evals": state["evals"]})
 
 
+class StepLoss(nn.Module):
+    """``model`` with a training step's loss as its forward: what ``DistributedDataParallel`` wraps, so that its
+    gradient hooks see the forward pass, RR's reverse pass and the penalties alike (``racecar_core.distributed``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, loss: LossFn, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Any, dict]:
+        return loss(self.model, x, y, info)
+
+
 def backward_step(model: nn.Module, phase: Phase, loss: LossFn, x: Tensor, y: Tensor, info: StepInfo,
-                  amp: bool = False) -> tuple[Tensor, dict]:
+                  amp: bool = False, ddp: nn.Module | None = None) -> tuple[Tensor, dict]:
     """The gradient half of one training step, as ``fit`` takes it: the model in training mode (the phase's frozen
     modules in eval mode), the phase's loss (``loss``: ``phase.loss`` or its compiled form, ``compiled_loss``; under
-    bf16 autocast with ``amp``), gradients cleared and computed. Returns the loss and the values to log; the caller
-    steps its optimiser (``fit`` first averages over replicas and checks the loss is finite; the benchmarks time
-    this and the step)."""
+    bf16 autocast with ``amp``; through ``ddp``, the model's ``StepLoss`` under ``DistributedDataParallel``, when
+    there are replicas), gradients cleared and computed. Returns the loss and the values to log; the caller steps its
+    optimiser (``fit`` first checks the loss is finite; the benchmarks time this and the step)."""
     model.train()
     for m in phase.frozen:
         m.eval()
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        value, _, logs = loss(model, x, y, info)
+        value, _, logs = ddp(loss, x, y, info) if ddp is not None else loss(model, x, y, info)
     model.zero_grad(set_to_none=True)
     value.backward()
     return value, logs
@@ -324,6 +336,7 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
             distributed.broadcast_object({k: state.get(k) for k in ("stopped_early", "lr_scale", "plateau", "failed")})
 
     check_input_shape(model, data.batch(0)[0][:2].to(cfg.device))
+    ddp = distributed.data_parallel(StepLoss(model)) if replicas > 1 else None
     with distributed.synced_batch_norms(model, replicas > 1 and cfg.sync_bn):
         if state["step"] == 0 and not state["evals"]:
             observe(0)
@@ -347,9 +360,9 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
             if x.dim() == 4:
                 x = x.contiguous(memory_format=fmt)
             info = StepInfo(step, pstep, pstep // data.steps_per_epoch, gen, replicas)
-            loss, logs = backward_step(model, phase, losses[k], x, y, info, use_amp)
-            if replicas > 1:   # gradients, loss and logged values averaged over the replicas in one all_reduce
-                loss_value, *values = distributed.average_gradients(phase.params, [loss, *logs.values()])
+            loss, logs = backward_step(model, phase, losses[k], x, y, info, use_amp, ddp)
+            if replicas > 1:   # gradients averaged by DDP; the loss and logged values over the replicas
+                loss_value, *values = distributed.average([loss, *logs.values()])
                 logs = dict(zip(logs, values))
             else:
                 loss_value = float(loss.detach())

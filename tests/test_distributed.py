@@ -1,5 +1,7 @@
 """One run on several processes: 2 gloo processes on the CPU train the same numbers as one process with the same
-global batch (synchronised batch norms), write the run folder from rank 0 only, and resume from its checkpoint."""
+global batch (DDP's gradients, synchronised batch norms), write the run folder from rank 0 only, and resume from its
+checkpoint."""
+import contextlib
 import multiprocessing as mp
 import traceback
 from pathlib import Path
@@ -7,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from racecar_core import distributed
+from racecar_core import distributed, reverse
 from racecar_core.methods import make_method
 from racecar_core.models import resnet_cifar
 from racecar_core.train import TensorBatches, TrainConfig, fit
@@ -48,7 +50,23 @@ def _data():
     return x, (x[:, 0, :6].mean((1, 2)) > x[:, 0, 6:].mean((1, 2))).long()
 
 
-def _train(name, replicas, run_dir=None, crash_at=None, sync_bn=True, steps=STEPS, **schedule):
+@contextlib.contextmanager
+def _local_reverse_pass():
+    """RR's reverse pass re-applying the batch norms with each replica's own statistics, the forward pass's synced:
+    what torch's SyncBatchNorm in the forward pass alone would give."""
+    original = reverse.reverse_pass
+
+    def local(*a, **kw):
+        with distributed.local_statistics():
+            return original(*a, **kw)
+    reverse.reverse_pass = local
+    try:
+        yield
+    finally:
+        reverse.reverse_pass = original
+
+
+def _train(name, replicas, run_dir=None, crash_at=None, sync_bn=True, steps=STEPS, reverse_local=False, **schedule):
     spec = dict(METHODS[name])
     method = make_method(name.split("-")[0], **spec)
     x, y = _data()
@@ -60,7 +78,8 @@ def _train(name, replicas, run_dir=None, crash_at=None, sync_bn=True, steps=STEP
     def evaluate(m, step):
         return {"acc": (m(x).argmax(1) == y).float().mean(), "ce": torch.nn.functional.cross_entropy(m(x), y)}
 
-    hist = fit(model, method, CrashingBatches(x, y, BATCH, seed=1, crash_at=crash_at), cfg, run_dir, evaluate)
+    with _local_reverse_pass() if reverse_local else contextlib.nullcontext():
+        hist = fit(model, method, CrashingBatches(x, y, BATCH, seed=1, crash_at=crash_at), cfg, run_dir, evaluate)
     return {"state": {k: v.clone() for k, v in model.state_dict().items()}, "lr": [r["lr"] for r in hist["log"]],
             "loss": [r["loss"] for r in hist["log"]], "evals": [e["acc"] for e in hist["evals"]],
             "best_step": hist["best_step"], "stopped_early": hist["stopped_early"]}
@@ -124,6 +143,7 @@ def group(tmp_path_factory):
     jobs["resumed"] = ("RR-sum", {"run_dir": str(tmp / "run"), "crash_at": 3})
     jobs["local-bn"] = ("RR-sum", {"sync_bn": False})
     jobs["early"] = ("RR-sum", EARLY)
+    jobs["reverse-local"] = ("RR-sum", {"reverse_local": True})
     return tmp, _in_group(tmp, jobs)
 
 
@@ -158,10 +178,31 @@ def test_early_stopping_and_the_plateau_schedule_follow_rank_0s_evaluation(group
 def test_unsynchronised_batch_norms_are_a_different_training(group):
     tmp, (r0, r1) = group
     _close(r1["local-bn"]["state"], r0["local-bn"]["state"], 0)   # rank 0's moving averages handed to all
+    assert _largest_difference(r0["local-bn"]["state"], _train("RR-sum", 1)["state"]) > 1e-4
+
+
+def _largest_difference(a, b):
+    return max(float((a[k] - b[k]).abs().max()) for k in b if b[k].is_floating_point())
+
+
+def test_rr_needs_its_reverse_pass_batch_norms_synchronised_too(group):
+    """Why the synchronised batch norm is hand-written rather than torch's SyncBatchNorm (racecar_core.distributed):
+    with the forward pass's batch norms synced but the reverse pass re-applying them with each replica's own
+    statistics, RR trains something else than one process does."""
+    tmp, (r0, r1) = group
     one = _train("RR-sum", 1)
-    diff = max(float((r0["local-bn"]["state"][k] - one["state"][k]).abs().max())
-               for k in one["state"] if one["state"][k].is_floating_point())
-    assert diff > 1e-4
+    assert _largest_difference(r0["reverse-local"]["state"], one["state"]) > 1e-4
+    _close(r0["RR-sum"]["state"], one["state"])
+
+
+def test_torch_sync_batch_norm_refuses_cpu_tensors(tmp_path):
+    """The other reason: under a gloo group (the CPU), torch's SyncBatchNorm does not run at all."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="expected input tensor to be on GPU"):
+            torch.nn.SyncBatchNorm(3).train()(torch.randn(4, 3))
+    finally:
+        distributed.shutdown()
 
 
 def test_a_run_set_up_for_several_replicas_refuses_one_process():
