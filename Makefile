@@ -32,10 +32,7 @@ LOCK    ?= 1
 
 $(VENV)/.installed: pyproject.toml requirements-lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# (this machine's pip config lists local indexes that print one warning per package: filtered out)
-	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check \
-	  $(if $(filter 1,$(LOCK)),-c requirements-lock.txt) -e ".[dev]" 2>&1 \
-	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	scripts/install-env $(PY) $(LOCK)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (racecar)" >/dev/null
 	@touch $@
 
