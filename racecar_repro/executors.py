@@ -1,21 +1,25 @@
-"""Where the runs of a grid are trained: ``inline`` (in this process, one after another: the default), ``local``
-(``workers`` processes on this machine, e.g. one per GPU, each pinned to its device and to its share of the CPU
-cores), ``torchrun`` (each run on ``workers`` processes at once, data-parallel: ``racecar_core.distributed``; for the
-experiments with a ``replicas`` parameter, CIFAR and weather) or ``slurm`` (one array job per grid through submitit;
-``RACECAR_CLUSTER=local`` runs the same code path with submitit's local executor, as the tests do). Either way the
-results come back through the run cache: a worker or job trains a run into its run folder, the grid then loads it
-like any cached run, so what a figure shows does not depend on where a run was trained.
+"""Where the runs of a grid are trained (docs/cluster.md): ``inline`` (in this process, one after another: the
+default), ``local`` (``workers`` processes, each pinned to a GPU and to its share of the CPU cores), ``torchrun``
+(each run on ``workers`` processes at once, data-parallel: ``racecar_core.distributed``; for the experiments with a
+``replicas`` parameter) or ``slurm`` (one submitit array job per grid; ``RACECAR_CLUSTER=local`` runs the same code
+path with submitit's local executor, as the tests do). A worker or job trains a run into its run folder and the grid
+then loads it like any cached run, so what a figure shows does not depend on where a run was trained.
 
-Choose with ``run(..., executor="local", workers=4)`` or, without touching a notebook, the environment
-(``RACECAR_EXECUTOR=local RACECAR_WORKERS=4``; ``make figures EXECUTOR=local WORKERS=4`` sets them).
+Choose with ``run(..., executor="local", workers=4)`` or the environment (``RACECAR_EXECUTOR=local
+RACECAR_WORKERS=4``; ``make figures EXECUTOR=local WORKERS=4`` sets them).
 """
 from __future__ import annotations
 
-import hashlib
+import functools
+import json
 import multiprocessing as mp
 import os
 import pickle
+import subprocess
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 EXECUTORS = ("inline", "local", "torchrun", "slurm")
@@ -40,9 +44,6 @@ def resolve(executor: str | None, workers: int | None) -> tuple[str, int]:
     return executor, workers
 
 
-_WORKER: dict[str, Any] = {}
-
-
 def _init_worker(devices: "mp.Queue", threads: int) -> None:
     """Pin this worker to the next free GPU (when there are GPUs) and to ``threads`` CPU threads."""
     device = devices.get()
@@ -51,37 +52,51 @@ def _init_worker(devices: "mp.Queue", threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
     torch.set_num_threads(threads)
-    _WORKER["device"] = device
+
+
+def _payload(exp: Any, params: dict[str, Any], specs: Sequence[Any]) -> bytes:
+    """What a worker, torchrun replica or job needs: the experiment, its resolved parameters, the runs by key (so
+    that this module needs nothing of the grid's)."""
+    import cloudpickle
+    return cloudpickle.dumps((exp, dict(params), {s.key: s for s in specs}))
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded(blob: bytes) -> tuple[Any, dict[str, Any], Any]:
+    """The experiment, its runs by key and its data from a ``_payload``: the data are loaded once per process."""
+    exp, params, specs = pickle.loads(blob)
+    return exp, specs, exp.load(params).value
 
 
 def _train_one(blob: bytes, key: str) -> str:
-    """In a worker: the experiment, its resolved parameters and the grid's runs come pickled from the caller (so
-    this module needs nothing of the grid's); load the data once per worker and train run ``key`` into the run
-    cache."""
+    """Train run ``key`` of the ``_payload`` ``blob`` into the run cache."""
     from racecar_core.train import progress_label
     from racecar_repro import runs
-    exp, params, specs = pickle.loads(blob)
-    data_key = hashlib.sha256(blob).hexdigest()
-    if _WORKER.get("data_key") != data_key:
-        _WORKER["data"], _WORKER["data_key"] = exp.load(params).value, data_key
+    exp, specs, data = _loaded(blob)
     spec = specs[key]
-    config, fit = exp.train(spec, _WORKER["data"])
+    config, fit = exp.train(spec, data)
     with progress_label(f"{spec.key} (worker {os.getpid()})"):
         runs.cached_run(spec.experiment, config, fit, exp.code)
     return key
 
 
-def _payload(exp: Any, params: dict[str, Any], specs: Sequence[Any]) -> bytes:
-    """What a worker, torchrun replica or job needs: the experiment, its resolved parameters, the runs by key."""
-    import cloudpickle
-    return cloudpickle.dumps((exp, dict(params), {s.key: s for s in specs}))
+def _train_in_group(blob: bytes, keys: Sequence[str]) -> None:
+    """As one replica of a process group set up in the environment (torchrun, a Slurm job's tasks): join the group,
+    train the runs ``keys`` together with the other replicas, leave."""
+    from racecar_core import distributed
+    distributed.init_from_env()
+    try:
+        for key in keys:
+            _train_one(blob, key)
+    finally:
+        distributed.shutdown()
 
 
 def train_in_workers(exp: Any, params: dict[str, Any], specs: Sequence[Any], workers: int,
                      report: Callable[[str], None] | None = print) -> list[str]:
-    """Train the runs ``specs`` (of the grid with the resolved ``params``) in ``workers`` processes (spawned; each pinned to a GPU when there are
-    GPUs, and to its share of this process's CPU cores); returns the keys in the order they finished. A run that
-    fails raises here with its key."""
+    """Train the runs ``specs`` (of the grid with the resolved ``params``) in ``workers`` spawned processes, each
+    pinned to a GPU when there are GPUs, and to its share of this process's CPU cores; returns the keys in the
+    order they finished. A run that fails raises here with its key."""
     import torch
 
     from racecar_repro.notebook_runner import cpu_threads
@@ -114,18 +129,12 @@ def train_in_workers(exp: Any, params: dict[str, Any], specs: Sequence[Any], wor
     return done
 
 
-# ------------------------------------------------------------------------------------ one run on several processes
 def train_with_torchrun(exp: Any, params: dict[str, Any], specs: Sequence[Any], replicas: int,
                         report: Callable[[str], None] | None = print) -> list[str]:
-    """Train the runs ``specs`` one after another, each on ``replicas`` processes of this machine at once (one per GPU;
-    gloo on a CPU-only machine), launched by ``torchrun --standalone``; ``params`` must carry
+    """Train the runs ``specs`` one after another, each on ``replicas`` processes of this machine at once (one per
+    GPU; gloo on a CPU-only machine), launched by ``torchrun --standalone``; ``params`` must carry
     ``replicas=replicas``. Output goes to ``<runs dir>/_torchrun/<experiment>/<time>.log``; a failure raises with
     its tail."""
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     from racecar_core.files import atomic_write
     from racecar_repro import paths
     from racecar_repro.notebook_runner import cpu_threads
@@ -154,21 +163,6 @@ def train_with_torchrun(exp: Any, params: dict[str, Any], specs: Sequence[Any], 
     return list(keys)
 
 
-def _torchrun_main(argv: Sequence[str]) -> None:
-    """A replica started by ``train_with_torchrun``: join the group, train the runs, leave."""
-    from pathlib import Path
-
-    from racecar_core import distributed
-    blob_path, *keys = argv
-    distributed.init_from_env()
-    try:
-        blob = Path(blob_path).read_bytes()
-        for key in keys:
-            _train_one(blob, key)
-    finally:
-        distributed.shutdown()
-
-
 # ------------------------------------------------------------------------------------------------ Slurm (submitit)
 SLURM_KEYS = {"partition": str, "account": str, "qos": str, "timeout_min": int, "gpus_per_node": int,
               "cpus_per_task": int, "mem_gb": int, "additional": dict}
@@ -176,10 +170,8 @@ SLURM_KEYS = {"partition": str, "account": str, "qos": str, "timeout_min": int, 
 
 def slurm_settings() -> dict[str, Any]:
     """The user's Slurm settings: the JSON file ``RACECAR_SLURM_SETTINGS`` (default ``~/.config/racecar/slurm.json``),
-    then ``RACECAR_SLURM_<KEY>`` environment variables; keys ``SLURM_KEYS`` (partition, account, qos, timeout_min,
-    gpus_per_node, cpus_per_task, mem_gb; ``additional``: extra sbatch options as a dict)."""
-    import json
-    from pathlib import Path
+    then ``RACECAR_SLURM_<KEY>`` environment variables; keys ``SLURM_KEYS`` (``additional``: extra sbatch options as
+    a dict)."""
     path = Path(os.environ.get("RACECAR_SLURM_SETTINGS", Path.home() / ".config" / "racecar" / "slurm.json"))
     out: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     unknown = sorted(set(out) - set(SLURM_KEYS))
@@ -207,8 +199,8 @@ def job_resources(exp: Any, profile: str, settings: dict[str, Any] | None = None
 
 class _Job:
     """One run as a submitit job: trains it into the run cache; requeued after pre-emption or a time limit
-    (``checkpoint``), it resumes from the run's own checkpoint. With ``replicas`` > 1 the job has that many tasks
-    (one per GPU), which form the run's process group (``racecar_core.distributed``)."""
+    (``checkpoint``), it resumes from the run's own checkpoint. With ``replicas`` > 1 the job's tasks (one per GPU)
+    form the run's process group."""
 
     def __init__(self, threads: int, replicas: int = 1) -> None:
         self.threads, self.replicas = threads, replicas
@@ -219,16 +211,11 @@ class _Job:
         if self.replicas == 1:
             return _train_one(blob, key)
         import submitit
-
-        from racecar_core import distributed
         # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from the job's tasks; every task sees the node's GPUs and
         # takes cuda:LOCAL_RANK
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        distributed.init_from_env()
-        try:
-            return _train_one(blob, key)
-        finally:
-            distributed.shutdown()
+        _train_in_group(blob, [key])
+        return key
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
@@ -252,10 +239,9 @@ def _job_state(job: Any) -> str:
     return state
 
 
-def _progress(run_folder: Any) -> tuple[int, int, float] | None:
+def _progress(run_folder: Path) -> tuple[int, int, float] | None:
     """Steps done, steps in all and seconds spent, summed over the ``progress.json`` files the run's loops wrote (at
     each checkpoint); None before the first."""
-    import json
     done = total = spent = 0.0
     found = False
     for f in run_folder.rglob("progress.json") if run_folder.exists() else []:
@@ -295,19 +281,15 @@ def status_table(rows: list[dict[str, Any]]) -> str:
 def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
                         report: Callable[[str], None] | None = print, poll_s: float | None = None,
                         folders: dict[str, Any] | None = None, resubmit: bool | None = None) -> list[str]:
-    """Train the runs ``specs`` (run folders ``folders[key]``) through submitit (Slurm, or ``RACECAR_CLUSTER=local``):
-    wait with a live status table (queued / running / done / failed per run, with an ETA from the run's own
-    ``progress.json``), and return the keys.
+    """Train the runs ``specs`` (run folders ``folders[key]``) through submitit (Slurm, or ``RACECAR_CLUSTER=local``),
+    wait with a live ``status_table`` (reported when a state changes, else every ``RACECAR_SUBMITIT_TABLE_S``), and
+    return the keys.
 
     Resumable: the jobs are recorded in ``<runs dir>/_submitit/<experiment>/jobs.json``, so that calling again after
     a disconnect re-attaches to jobs still queued or running instead of submitting them twice; finished runs come
     from the run cache. A run whose earlier job ended without a result is listed with the job's log and submitted
     again only on request (``resubmit=True``, ``RACECAR_RESUBMIT=1``, ``make figures ... RESUBMIT=1``). Runs that
     fail raise at the end, with their logs."""
-    import json
-    import time
-    from pathlib import Path
-
     import submitit
 
     from racecar_core.files import write_json
@@ -320,46 +302,42 @@ def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
     resubmit = resubmit if resubmit is not None else os.environ.get("RACECAR_RESUBMIT", "") not in ("", "0")
     root = paths.runs_dir()
     folders = {k: Path(folders[k]) if folders and k in folders else root / exp.name / k for k in keys}
+    rel = {k: str(f.relative_to(root)) if f.is_relative_to(root) else str(f) for k, f in folders.items()}
     settings = slurm_settings()
     folder = root / "_submitit" / exp.name
     executor = submitit.AutoExecutor(folder=folder, cluster=os.environ.get("RACECAR_CLUSTER") or None)
+    job_class = submitit.SlurmJob if executor.cluster == "slurm" else submitit.LocalJob
     manifest_path = folder / "jobs.json"
     manifest: dict[str, dict] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-
-    def rel(key: str) -> str:
-        return str(folders[key].relative_to(root)) if folders[key].is_relative_to(root) else str(folders[key])
-
-    def job_of(entry: dict) -> Any:
-        job_class = submitit.SlurmJob if executor.cluster == "slurm" else submitit.LocalJob
-        return job_class(folder=Path(entry["folder"]), job_id=entry["job_id"])
-
-    def state_of(key: str, job: Any) -> str:
-        """queued, running, done or failed (a job that ended without the run's result)."""
-        if finished(key):
-            return "done"
-        s = _job_state(job)
-        if s == "UNKNOWN" and time.time() - submitted.get(key, 0.0) < 600:   # not yet in the scheduler's accounting
-            return "queued"
-        return ("queued" if s in QUEUED else "running" if s in ACTIVE else "failed")
+    tracked: dict[str, Any] = {}                      # key -> submitit job being waited on
+    submitted: dict[str, float] = {}                  # key -> when its job was submitted (epoch seconds)
 
     def finished(key: str) -> bool:
         return (folders[key] / "result.pt").exists()
 
-    tracked: dict[str, Any] = {}                      # key -> submitit job being waited on
-    submitted: dict[str, float] = {}                  # key -> when its job was submitted (epoch seconds)
-    earlier_failures: list[str] = []
+    def state_of(key: str) -> str:
+        """queued, running, done or failed (a job that ended without the run's result, or no job)."""
+        if finished(key):
+            return "done"
+        if key not in tracked:                        # an earlier failure, not resubmitted
+            return "failed"
+        s = _job_state(tracked[key])
+        if s == "UNKNOWN" and time.time() - submitted.get(key, 0.0) < 600:   # not yet in the scheduler's accounting
+            return "queued"
+        return "queued" if s in QUEUED else "running" if s in ACTIVE else "failed"
+
+    failed: list[str] = []
     for key in keys:
-        entry = manifest.get(rel(key))
+        entry = manifest.get(rel[key])
         if entry is None or finished(key):
             continue
-        job = job_of(entry)
+        tracked[key] = job_class(folder=Path(entry["folder"]), job_id=entry["job_id"])
         submitted[key] = float(entry.get("epoch", 0.0))
-        if state_of(key, job) in ("queued", "running"):
-            tracked[key] = job
-        elif not resubmit:
-            earlier_failures.append(f"{key} (job {entry['job_id']}: {_job_state(job)}; log {job.paths.stderr})")
-    to_submit = [k for k in keys if k not in tracked and not finished(k)
-                 and (resubmit or rel(k) not in manifest)]
+        if state_of(key) not in ("queued", "running"):
+            job = tracked.pop(key)
+            if not resubmit:
+                failed.append(f"{key} (job {entry['job_id']}: {_job_state(job)}; log {job.paths.stderr})")
+    to_submit = [k for k in keys if k not in tracked and not finished(k) and (resubmit or rel[k] not in manifest)]
     if report is not None and tracked:
         report(f"[{exp.name}] re-attached to {len(tracked)} job(s) still queued or running: "
                + ", ".join(f"{k} ({j.job_id})" for k, j in tracked.items()))
@@ -370,43 +348,31 @@ def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
             resources["tasks_per_node"] = replicas
             if resources.get("gpus_per_node"):
                 resources["gpus_per_node"] = max(resources["gpus_per_node"], replicas)
-        threads = int(resources["cpus_per_task"])
-        job_params: dict[str, Any] = {"name": f"racecar-{exp.name}", **resources}
-        for key in ("partition", "account", "qos"):
-            if key in settings:
-                job_params[f"slurm_{key}"] = settings[key]
+        slurm = {f"slurm_{k}": settings[k] for k in ("partition", "account", "qos") if k in settings}
         if settings.get("additional"):
-            job_params["slurm_additional_parameters"] = settings["additional"]
-        executor.update_parameters(**job_params)
+            slurm["slurm_additional_parameters"] = settings["additional"]
+        executor.update_parameters(name=f"racecar-{exp.name}", **resources, **slurm)
         blob = _payload(exp, params, [s for s in specs if s.key in to_submit])
-        jobs = executor.map_array(_Job(threads, replicas), [blob] * len(to_submit), list(to_submit))
-        for key, job in zip(to_submit, jobs):
-            tracked[key], submitted[key] = job, time.time()
-            manifest[rel(key)] = {"key": key, "job_id": str(job.job_id), "folder": str(job.paths.folder),
+        job = _Job(resources["cpus_per_task"], replicas)
+        for key, j in zip(to_submit, executor.map_array(job, [blob] * len(to_submit), list(to_submit))):
+            tracked[key], submitted[key] = j, time.time()
+            manifest[rel[key]] = {"key": key, "job_id": str(j.job_id), "folder": str(j.paths.folder),
                                   "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "epoch": submitted[key]}
         write_json(manifest_path, manifest)
         if report is not None:
             report(f"[{exp.name}] submitted {len(to_submit)} run(s) to {executor.cluster}, each with "
                    + ", ".join(f"{k}={v}" for k, v in resources.items()) + f" (jobs in {manifest_path})")
-    last, shown = "", 0.0
+    last, shown = None, 0.0
     while True:
-        rows = []
-        for key in keys:
-            job = tracked.get(key)
-            # a run without a job is done (in the cache) or an earlier failure not resubmitted
-            state = ("done" if finished(key) else "failed") if job is None else state_of(key, job)
-            rows.append({"key": key, "state": state, "job": job.job_id if job is not None else None,
-                         "progress": _progress(folders[key]) if state == "running" else None})
-        states = [r["state"] for r in rows]
-        table = status_table(rows)
-        now = time.monotonic()
-        if report is not None and (states != last or now - shown >= table_s):
-            report(f"[{exp.name}] submitit ({executor.cluster}):\n{table}")
-            last, shown = states, now
+        states = [state_of(key) for key in keys]
+        if report is not None and (states != last or time.monotonic() - shown >= table_s):
+            rows = [{"key": k, "state": s, "job": tracked[k].job_id if k in tracked else None,
+                     "progress": _progress(folders[k]) if s == "running" else None} for k, s in zip(keys, states)]
+            report(f"[{exp.name}] submitit ({executor.cluster}):\n{status_table(rows)}")
+            last, shown = states, time.monotonic()
         if all(s in ("done", "failed") for s in states):
             break
         time.sleep(poll_s)
-    failed = list(earlier_failures)
     for key, job in tracked.items():
         if finished(key):
             continue
@@ -423,6 +389,5 @@ def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
     return list(keys)
 
 
-if __name__ == "__main__":
-    import sys
-    _torchrun_main(sys.argv[1:])
+if __name__ == "__main__":     # a replica started by train_with_torchrun: python -m racecar_repro.executors BLOB KEY...
+    _train_in_group(Path(sys.argv[1]).read_bytes(), sys.argv[2:])

@@ -33,11 +33,6 @@ class Outcome:
         return self.status.startswith("FAILED")
 
 
-def discover(notebooks_dir: Path) -> list[Path]:
-    """Return the numbered notebooks ``NN_*.ipynb`` in ``notebooks_dir``, sorted."""
-    return sorted(p for p in Path(notebooks_dir).glob(NOTEBOOK_GLOB) if p.is_file())
-
-
 def select(notebooks: list[Path], only: str | None) -> list[Path]:
     """Keep the notebooks whose name or stem matches the glob ``only``; error if none match."""
     if not only:
@@ -76,17 +71,7 @@ def check_data(names: list[str]) -> list[tuple[str, bool, str]]:
     except ImportError as exc:
         return [(n, False, f"cannot check data set {n!r}: racecar_repro.data.availability "
                            f"not importable ({exc})") for n in names]
-    out = []
-    for n in names:
-        ok, msg = availability(n)
-        out.append((n, bool(ok), str(msg)))
-    return out
-
-
-def code_files(root: Path) -> list[Path]:
-    """Every source file of both packages under ``root``, sorted."""
-    return sorted(p for pkg in ("racecar_core", "racecar_repro") for p in (Path(root) / pkg).rglob("*.py")
-                  if p.is_file())
+    return [(n, bool(ok), str(msg)) for n, (ok, msg) in zip(names, map(availability, names))]
 
 
 def stamp_hash(notebook: Path, profile: str, data: list[tuple[str, bool, str]],
@@ -95,24 +80,16 @@ def stamp_hash(notebook: Path, profile: str, data: list[tuple[str, bool, str]],
     notebook's output depends on its plots too; its runs come from the run cache), with the profile and the data
     availability messages."""
     root = Path(root) if root is not None else paths.ROOT
+    code = [p for pkg in ("racecar_core", "racecar_repro") for p in (root / pkg).rglob("*.py") if p.is_file()]
     extra = f"profile\0{profile}" + "".join(f"\0data\0{name}\0{ok}\0{msg}" for name, ok, msg in data)
-    return paths.source_digest([Path(notebook).resolve(), *code_files(root)], extra, base=root)
+    return paths.source_digest([Path(notebook).resolve(), *code], extra, base=root)
 
 
-def _figure_snapshot(figdir: Path) -> dict[Path, tuple[int, int, int]]:
-    if not figdir.is_dir():
-        return {}
-    snap = {}
-    for p in figdir.rglob("*"):
-        if p.suffix.lower() in (".png", ".pdf") and p.is_file():
-            st = p.stat()
-            snap[p] = (st.st_ino, st.st_mtime_ns, st.st_size)
-    return snap
-
-
-def _count_new(before: dict[Path, tuple[int, int, int]], figdir: Path) -> int:
-    after = _figure_snapshot(figdir)
-    return sum(1 for p, sig in after.items() if before.get(p) != sig)
+def _figures(figdir: Path) -> dict[Path, tuple[int, int, int]]:
+    """The PNG and PDF files under ``figdir``, each with (inode, mtime, size): a file whose triple changed is new."""
+    stats = {p: p.stat() for p in (figdir.rglob("*") if figdir.is_dir() else [])
+             if p.suffix.lower() in (".png", ".pdf") and p.is_file()}
+    return {p: (st.st_ino, st.st_mtime_ns, st.st_size) for p, st in stats.items()}
 
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -227,9 +204,11 @@ def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False, 
     """Run (or skip, or find up to date) one notebook; never raises for notebook errors. What the kernel prints goes
     to ``<build_dir>/<profile>/<stem>.log`` and, condensed (``Progress``), to ``out`` (default: stdout)."""
     stem, t0 = notebook.stem, time.perf_counter()
+    figdir, before = paths.figures_dir() / stem, None
 
-    def outcome(status: str, figures: int = 0) -> Outcome:
-        return Outcome(notebook.name, profile, time.perf_counter() - t0, figures, status)
+    def outcome(status: str) -> Outcome:
+        new = 0 if before is None else sum(before.get(p) != sig for p, sig in _figures(figdir).items())
+        return Outcome(notebook.name, profile, time.perf_counter() - t0, new, status)
 
     try:
         data = check_data(requirements(notebook, profile))
@@ -242,7 +221,6 @@ def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False, 
 
     out_dir = Path(build_dir) / profile
     stamp_path = out_dir / f"{stem}.stamp"
-    figdir = paths.figures_dir() / stem
     digest = stamp_hash(notebook, profile, data + optional)  # fetching optional data (official images) re-runs it
     if (not force and stamp_path.is_file() and stamp_path.read_text().strip() == digest
             and (figdir / "results.json").is_file()):
@@ -250,35 +228,27 @@ def run_one(notebook: Path, profile: str, build_dir: Path, force: bool = False, 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp_path.unlink(missing_ok=True)
-    before = _figure_snapshot(figdir)
+    before = _figures(figdir)
     try:
         import papermill
-
         with temporary_env(kernel_env(profile)), open(out_dir / f"{stem}.log", "w") as log:
             progress = Progress(log, out)
-            papermill.execute_notebook(
-                str(notebook), str(out_dir / f"{stem}.ipynb"), parameters={"profile": profile},
-                kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
-                stdout_file=progress, stderr_file=progress,
-            )
+            papermill.execute_notebook(str(notebook), str(out_dir / f"{stem}.ipynb"), parameters={"profile": profile},
+                                       kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
+                                       stdout_file=progress, stderr_file=progress)
     except Exception as exc:
-        return outcome(f"FAILED: {_short_error(exc)}", _count_new(before, figdir))
+        return outcome(f"FAILED: {_short_error(exc)}")
     stamp_path.write_text(digest + "\n")
-    status = "ran" if (figdir / "results.json").is_file() else "ran (warning: no results.json)"
-    return outcome(status, _count_new(before, figdir))
+    return outcome("ran" if (figdir / "results.json").is_file() else "ran (warning: no results.json)")
 
 
 def format_table(outcomes: list[Outcome]) -> str:
     """Render the end-of-run summary as a plain-text table."""
-    header = ("notebook", "profile", "time (s)", "figures", "status")
-    rows = [(o.notebook, o.profile, f"{o.seconds:.1f}", str(o.figures), o.status) for o in outcomes]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    lines = []
-    for r in [header, *rows]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
-        if r is header:
-            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
-    return "\n".join(lines)
+    rows = [("notebook", "profile", "time (s)", "figures", "status")]
+    rows += [(o.notebook, o.profile, f"{o.seconds:.1f}", str(o.figures), o.status) for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)] + [6]
+    rows.insert(1, tuple("-" * w for w in widths))
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.notebooks_dir.is_dir():
         ap.error(f"notebooks directory not found: {args.notebooks_dir}")
     try:
-        notebooks = select(discover(args.notebooks_dir), args.only)
+        notebooks = select(sorted(p for p in args.notebooks_dir.glob(NOTEBOOK_GLOB) if p.is_file()), args.only)
     except ValueError as exc:
         ap.error(str(exc))
     if not notebooks:
@@ -313,8 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if o.failed and executed.is_file():
             print(f"    executed copy with the traceback: {executed}", flush=True)
         outcomes.append(o)
-    print()
-    print(format_table(outcomes), flush=True)
+    print("\n" + format_table(outcomes), flush=True)
     return 1 if any(o.failed for o in outcomes) else 0
 
 

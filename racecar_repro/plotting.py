@@ -16,12 +16,8 @@ from racecar_core import __version__
 from racecar_core.files import _jsonable, atomic_write, write_json
 from racecar_repro.provenance import portable
 
-METHOD_COLORS: dict[str, str] = {
-    "Std": "#ED7D31",  # orange
-    "Ort": "#4472C4",  # blue
-    "RR": "#70AD47",  # green
-    "Pre": "#A5A5A5",  # grey
-}
+# orange, blue, green, grey
+METHOD_COLORS: dict[str, str] = {"Std": "#ED7D31", "Ort": "#4472C4", "RR": "#70AD47", "Pre": "#A5A5A5"}
 METHOD_ORDER: list[str] = ["Std", "Ort", "Pre", "RR"]
 
 PROVENANCE_KEY = "racecar-provenance"
@@ -29,33 +25,21 @@ LABEL_GID = "racecar-label"
 _SOFTWARE = f"racecar_core {__version__} (matplotlib {matplotlib.__version__})"
 
 _STYLE: dict[str, Any] = {
-    "figure.dpi": 100,
-    "savefig.dpi": 150,
-    "savefig.bbox": "tight",
-    "savefig.pad_inches": 0.03,
+    "figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight", "savefig.pad_inches": 0.03,
     "figure.autolayout": True,
-    "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "legend.fontsize": 7,
-    "legend.frameon": False,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.linewidth": 0.6,
-    "lines.linewidth": 1.2,
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+    "legend.fontsize": 7, "legend.frameon": False,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.linewidth": 0.6, "lines.linewidth": 1.2,
     "axes.prop_cycle": matplotlib.cycler(color=[METHOD_COLORS[m] for m in METHOD_ORDER]),
-    "pdf.fonttype": 42,
+    "pdf.fonttype": 42,     # TrueType fonts in PDFs (editable text)
 }
 
 
 def use_style() -> None:
     """Apply the house style: seaborn's "ticks" theme in the paper context under the house rcParams (small fonts,
-    no top/right spines, tight layout, 150 dpi PNG, the method colours)."""
+    no top/right spines, tight layout, 150 dpi PNG, the method colours); seaborn applies ``rc`` last."""
     import seaborn as sns
     sns.set_theme(context="paper", style="ticks", rc=_STYLE)
-    matplotlib.rcParams.update(_STYLE)
 
 
 # Across seeds: 95 % bootstrap confidence intervals of the mean, bootstrap seeded (the same figure every time).
@@ -77,8 +61,7 @@ def seed_bars(ax: Axes, data: Any, y: str = "value", x: str = "method", order: S
     sns.barplot(data=data, x=x, y=y, hue=x, order=order, hue_order=order, palette=_palette(order), ax=ax,
                 errorbar=ERRORBAR if several else None, seed=BOOT_SEED, capsize=0.25, err_kws={"linewidth": 1},
                 width=0.6, saturation=1.0, legend=False)
-    sns.stripplot(data=data, x=x, y=y, order=order, color="k", size=2.5, jitter=0.12, ax=ax, legend=False,
-                  zorder=3)
+    sns.stripplot(data=data, x=x, y=y, order=order, color="k", size=2.5, jitter=0.12, ax=ax, legend=False, zorder=3)
     if annotate:
         means = data.groupby(x)[y].mean()
         for i, m in enumerate(order):
@@ -112,48 +95,34 @@ def heatmap(ax: Axes, table: Any, fmt: str = ".1f", center: float | None = 0.0, 
     return ax
 
 
-def _prov_text(prov: dict) -> str:
-    return json.dumps(portable(_jsonable(prov)), sort_keys=True, ensure_ascii=True)
-
-
 def stamp_label(fig: Figure, label: str) -> None:
     """Put ``label`` small and grey in the bottom-right corner of ``fig`` (replacing an earlier one)."""
     for t in list(fig.texts):
         if t.get_gid() == LABEL_GID:
             t.remove()
-    fig.text(0.995, 0.005, label, ha="right", va="bottom", fontsize=6, color="0.35",
-             gid=LABEL_GID, zorder=10)
+    fig.text(0.995, 0.005, label, ha="right", va="bottom", fontsize=6, color="0.35", gid=LABEL_GID, zorder=10)
 
 
-def save_figure(
-    fig: Figure, name: str, outdir: str | Path, prov: dict, label: str | None = None
-) -> list[Path]:
+def save_figure(fig: Figure, name: str, outdir: str | Path, prov: dict, label: str | None = None) -> list[Path]:
     """Write ``<outdir>/<name>.png`` and ``.pdf`` atomically, with ``prov`` embedded as metadata (every path in it
     relative to the repository, ``provenance.portable``)."""
     if not name or Path(name).name != name or name.endswith((".png", ".pdf")):
         raise ValueError(f"save_figure(): name must be a bare file stem, got {name!r}")
     if not isinstance(prov, dict):
         raise TypeError("save_figure(): prov must be a dict (see racecar_repro.provenance)")
-    outdir = Path(outdir)
     if label:
         stamp_label(fig, label)
-    text = _prov_text(prov)
-    meta = {
-        "png": {PROVENANCE_KEY: text, "Software": _SOFTWARE},
-        "pdf": {"Subject": text, "Keywords": PROVENANCE_KEY, "Creator": _SOFTWARE},
-    }
-    written = []
-    for fmt, md in meta.items():
-        path = outdir / f"{name}.{fmt}"
-        atomic_write(path, lambda tmp, fmt=fmt, md=md: fig.savefig(tmp, format=fmt, metadata=md))
-        written.append(path)
-    return written
+    text = json.dumps(portable(_jsonable(prov)), sort_keys=True, ensure_ascii=True)
+    meta = {"png": {PROVENANCE_KEY: text, "Software": _SOFTWARE},
+            "pdf": {"Subject": text, "Keywords": PROVENANCE_KEY, "Creator": _SOFTWARE}}
+    return [atomic_write(Path(outdir) / f"{name}.{fmt}",
+                         lambda tmp, fmt=fmt, md=md: fig.savefig(tmp, format=fmt, metadata=md))
+            for fmt, md in meta.items()]
 
 
 def read_png_provenance(path: str | Path) -> dict:
     """Return the provenance dict embedded in a PNG written by :func:`save_figure`."""
     from PIL import Image
-
     with Image.open(path) as im:
         im.load()
         text = getattr(im, "text", {}).get(PROVENANCE_KEY)
@@ -199,14 +168,8 @@ def _as_2d(img: Any, i: int) -> np.ndarray:
     return a
 
 
-def image_grid(
-    ax: Axes,
-    images: Sequence[Any] | np.ndarray,
-    ncols: int,
-    titles: Sequence[str] | None = None,
-    cmap: str = "gray",
-    symmetric: bool = False,
-) -> AxesImage:
+def image_grid(ax: Axes, images: Sequence[Any] | np.ndarray, ncols: int, titles: Sequence[str] | None = None,
+               cmap: str = "gray", symmetric: bool = False) -> AxesImage:
     """Draw HxW images tiled into one image on ``ax``, each rescaled individually, thin separators."""
     tiles = [_as_2d(im, i) for i, im in enumerate(images)]
     if not tiles:
@@ -237,8 +200,7 @@ def image_grid(
     if titles is not None:
         for k, title in enumerate(titles):
             r, c = divmod(k, ncols)
-            ax.text(c * (w + sep) + (w - 1) / 2, r * (h + sep) - 0.5, str(title),
-                    ha="center", va="bottom", fontsize=6)
+            ax.text(c * (w + sep) + (w - 1) / 2, r * (h + sep) - 0.5, str(title), ha="center", va="bottom", fontsize=6)
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -256,27 +218,19 @@ def _gif_frame(frame: Any, i: int) -> np.ndarray:
 
 
 def save_gif(frames: Sequence[Any], path: str | Path, duration_ms: int = 100) -> Path:
-    """Write frames (HxW or HxWx3, uint8 or float in [0,1]) as a looping animated GIF, atomically.
-
-    Note: PIL merges consecutive identical frames (adding their durations).
-    """
+    """Write frames (HxW or HxWx3, uint8 or float in [0,1]) as a looping animated GIF, atomically (PIL merges
+    consecutive identical frames, adding their durations)."""
     from PIL import Image
-
     arrays = [_gif_frame(f, i) for i, f in enumerate(frames)]
     if not arrays:
         raise ValueError("save_gif(): no frames")
     if len({a.shape[:2] for a in arrays}) > 1:
         raise ValueError(f"save_gif(): frames differ in size: {sorted({a.shape[:2] for a in arrays})}")
-    rgb = any(a.ndim == 3 for a in arrays)
-    if rgb:
+    if any(a.ndim == 3 for a in arrays):
         arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     images = [Image.fromarray(np.ascontiguousarray(a)) for a in arrays]  # L or RGB
-
-    def _w(tmp: str) -> None:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=int(duration_ms), loop=0)
-
-    return atomic_write(path, _w)
+    return atomic_write(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                                                         duration=int(duration_ms), loop=0))
 
 
 SMOKE_LABEL = "smoke profile: a pipeline check, not a paper result"

@@ -17,9 +17,7 @@ from racecar_repro import paths
 
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -40,17 +38,12 @@ def git_state(root: Path | None = None) -> tuple[str, bool | str]:
 def _environment() -> dict[str, str]:
     try:
         import torch
-
         torch_version = str(torch.__version__)
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     except Exception:  # torch missing or CUDA query failing: still record something
         torch_version, device = "unavailable", "cpu"
-    return {
-        "racecar_core_version": __version__,
-        "torch_version": torch_version,
-        "device": device,
-        "python_version": platform.python_version(),
-    }
+    return {"racecar_core_version": __version__, "torch_version": torch_version, "device": device,
+            "python_version": platform.python_version()}
 
 
 def _prefixes() -> list[tuple[str, str]]:
@@ -92,16 +85,13 @@ def _portable(obj: Any, prefixes: list[tuple[str, str]]) -> Any:
     if isinstance(obj, dict):
         return {(_relativise(k, prefixes) if isinstance(k, str) else k): _portable(v, prefixes)
                 for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_portable(v, prefixes) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_portable(v, prefixes) for v in obj)
+    if isinstance(obj, (list, tuple)):
+        items = [_portable(v, prefixes) for v in obj]
+        return items if isinstance(obj, list) else tuple(items)
     return obj
 
 
-def provenance(
-    profile: str, params: dict, data_source: str | None = None, **extra: Any
-) -> dict[str, Any]:
+def provenance(profile: str, params: dict, data_source: str | None = None, **extra: Any) -> dict[str, Any]:
     """Describe the code state, environment, profile, parameters and data behind a result."""
     commit, dirty = git_state()
     record: dict[str, Any] = {

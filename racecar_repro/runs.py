@@ -4,9 +4,8 @@ trained twice, and never reused by code that could have computed it differently.
 ``runs/<experiment>/<hash>/`` holds ``config.json``, the loop's ``checkpoint.pt`` and logs while it trains, and
 ``result.pt`` (+ ``result.pt.sha256``, and ``result.json`` with its scalars) once it is done; the result records which
 commit and code trained it (``trained_by``). All writes are atomic, results and checkpoints are checked against their
-checksum and loaded without running pickled code, and a lock (``RunLock``: a file created exclusively, with a heartbeat,
-that holds across machines on a shared filesystem and is broken when its owner is gone) makes a second process that
-asks for the same run wait for the first one's result instead of training it again.
+checksum and loaded without running pickled code, and a lock (``RunLock``, across machines) makes a second process
+that asks for the same run wait for the first one's result instead of training it again.
 """
 from __future__ import annotations
 
@@ -33,9 +32,9 @@ CACHE_VERSION = 3  # bump when a change makes old results wrong beyond what the 
 
 # The harness's machinery: how runs are stored, locked, scheduled, plotted and judged. A change to these modules
 # cannot change a trained number, so the fingerprint neither covers them nor follows imports through them.
-MACHINERY = ("racecar_core.files", "racecar_repro", "racecar_repro.runs", "racecar_repro.executors", "racecar_repro.paths",
-             "racecar_repro.provenance", "racecar_repro.plotting", "racecar_repro.notebook_runner",
-             "racecar_repro.verdicts", "racecar_repro.experiments.grid")
+MACHINERY = ("racecar_core.files", "racecar_repro", "racecar_repro.runs", "racecar_repro.executors",
+             "racecar_repro.paths", "racecar_repro.provenance", "racecar_repro.plotting",
+             "racecar_repro.notebook_runner", "racecar_repro.verdicts", "racecar_repro.experiments.grid")
 _PACKAGES = ("racecar_core", "racecar_repro")
 
 
@@ -123,11 +122,6 @@ def run_dir(experiment: str, config: dict, code: str | None = None) -> Path:
     return d
 
 
-def is_done(experiment: str, config: dict, code: str | None = None) -> bool:
-    """Whether a finished result exists for this config and code."""
-    return (run_path(experiment, config, code) / "result.pt").exists()
-
-
 def _scalars(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: s for k, v in obj.items() if (s := _scalars(v)) is not None}
@@ -166,11 +160,10 @@ class RunLock:
     # ---------------------------------------------------------------- owner
     def _try_create(self) -> bool:
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with open(self.path, "x") as f:     # O_CREAT | O_EXCL
+                f.write(self.token + "\n")
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            f.write(self.token + "\n")
         return True
 
     def _beat(self) -> None:
@@ -267,13 +260,12 @@ class DamagedRunWarning(RuntimeWarning):
 
 
 def cached_run(experiment: str, config: dict, train: Callable[[Path], dict], code: str | None = None) -> dict:
-    """Return the stored result of this config and code (``code``: the module that trains it, an experiment's; its
-    fingerprint, ``code_fingerprint``, covers the core and what that module imports), or call ``train(run_dir)``, store its result (with
-    ``trained_by``) and return it. Two processes asking for the same run: one trains, the other waits and loads.
-    The result is stored with its checksum and loaded as plain data (``files.load_checked``: no pickled code runs);
-    a damaged one (truncated, corrupted, unreadable) is set aside with a ``DamagedRunWarning`` and the run trained
-    again, resuming from its checkpoint. Inside a process group (one run on several processes, ``torchrun``) rank 0
-    takes the lock, looks for the result and tells the other replicas whether to train; only rank 0 writes."""
+    """Return the stored result of this config and code (``code``: the experiment's module, ``code_fingerprint``), or
+    call ``train(run_dir)``, store its result (with ``trained_by``) and return it. Two processes asking for the same
+    run: one trains, the other waits and loads. A damaged result (truncated, corrupted, unreadable) is set aside with
+    a ``DamagedRunWarning`` and the run trained again, resuming from its checkpoint. Inside a process group (one run
+    on several processes, ``torchrun``) rank 0 takes the lock, looks for the result and tells the other replicas
+    whether to train; only rank 0 writes."""
     from racecar_core import distributed
     if distributed.active() and distributed.rank() > 0:  # a replica of a run on several processes: rank 0 decides
         d = run_path(experiment, config, code)

@@ -12,7 +12,7 @@ Every function takes DataArrays or Datasets with a ``lat`` coordinate in degrees
 """
 from __future__ import annotations
 
-from typing import Hashable, Iterable, TypeVar, Union
+from typing import Callable, Hashable, Iterable, TypeVar, Union
 
 import numpy as np
 import xarray as xr
@@ -28,10 +28,10 @@ def lat_weights(lat: xr.DataArray) -> xr.DataArray:
     return w / w.mean()
 
 
-def _weights(obj: XrObj) -> xr.DataArray:
+def _weights(obj: XrObj, weights: Callable[[xr.DataArray], xr.DataArray] = lat_weights) -> xr.DataArray:
     if "lat" not in obj.coords:
         raise ValueError(f"scores need a 'lat' coordinate in degrees; got coordinates {list(obj.coords)}")
-    return lat_weights(obj["lat"])
+    return weights(obj["lat"])
 
 
 def compute_weighted_mse(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIMS) -> XrObj:
@@ -84,12 +84,6 @@ def wb2_lat_weights(lat: xr.DataArray) -> xr.DataArray:
     return xr.DataArray(area / area.mean(), dims=lat.dims, coords=lat.coords)
 
 
-def _wb2_weights(obj: XrObj) -> xr.DataArray:
-    if "lat" not in obj.coords:
-        raise ValueError(f"scores need a 'lat' coordinate in degrees; got coordinates {list(obj.coords)}")
-    return wb2_lat_weights(obj["lat"])
-
-
 def _spatial_mean(x: XrObj, w: xr.DataArray) -> XrObj:
     return (x * w).sum(("lat", "lon")) / (w.sum() * x.sizes["lon"])
 
@@ -97,7 +91,7 @@ def _spatial_mean(x: XrObj, w: xr.DataArray) -> XrObj:
 def wb2_mse(da_fc: XrObj, da_true: XrObj) -> XrObj:
     """WeatherBench 2's MSE: each time step's area-weighted spatial mean of the squared error, then the time mean."""
     error = da_fc - da_true
-    per_time = _spatial_mean(error ** 2, _wb2_weights(error))
+    per_time = _spatial_mean(error ** 2, _weights(error, wb2_lat_weights))
     return per_time.mean("time") if "time" in per_time.dims else per_time
 
 
@@ -161,7 +155,7 @@ def wb2_acc(da_fc: XrObj, da_true: XrObj, clim: XrObj) -> XrObj:
     over time."""
     c = climatology_at(clim, da_true["time"])
     fa, a = da_fc - c, da_true - c
-    w = _wb2_weights(a)
+    w = _weights(a, wb2_lat_weights)
     per_time = _spatial_mean(fa * a, w) / np.sqrt(_spatial_mean(fa ** 2, w) * _spatial_mean(a ** 2, w))
     return per_time.mean("time")
 

@@ -71,23 +71,18 @@ def paired(method_values: Mapping[int, float], baseline_values: Mapping[int, flo
     values are left out of the pairs."""
     if direction not in DIRECTIONS:
         raise ValueError(f"racecar: direction must be one of {DIRECTIONS}, not {direction!r}")
-    failed = {name: sorted(int(s) for s in seeds) for name, seeds in (failed_runs or {}).items() if seeds}
-    out = set().union(*[set(s) for s in failed.values()]) if failed else set()
-    nonfinite: dict[str, list[int]] = {}
-    for name, values in ((method, method_values), (baseline, baseline_values)):
-        bad = [s for s, v in values.items() if not math.isfinite(float(v))]
-        if bad:
-            nonfinite[name] = sorted(bad)
-            out |= set(bad)
-    seeds = tuple(sorted((set(method_values) & set(baseline_values)) - out))
-    excluded = {name: sorted(set(failed.get(name, [])) | set(nonfinite.get(name, [])))
-                for name in (method, baseline) if failed.get(name) or nonfinite.get(name)}
+    failed = set().union(*[{int(s) for s in seeds} for seeds in (failed_runs or {}).values()])
+    bad = {name: {int(s) for s in (failed_runs or {}).get(name, [])}
+           | {s for s, v in values.items() if not math.isfinite(float(v))}
+           for name, values in ((method, method_values), (baseline, baseline_values))}
+    both = set(method_values) & set(baseline_values)
+    seeds = tuple(sorted(both - failed - bad[method] - bad[baseline]))
+    excluded = {name: sorted(s) for name, s in bad.items() if s}
     diffs = [float(method_values[s]) - float(baseline_values[s]) for s in seeds]
     diff = float(np.mean(diffs)) if diffs else None
     if len(seeds) < MIN_SEEDS:
-        lost = any(s in set(method_values) & set(baseline_values) for names in failed.values() for s in names)
-        return Verdict("task failed" if lost else "too few seeds", diff, None, len(seeds), measure, direction, method,
-                       baseline, seeds, excluded)
+        return Verdict("task failed" if both & failed else "too few seeds", diff, None, len(seeds), measure, direction,
+                       method, baseline, seeds, excluded)
     lo, hi = t_interval(diffs)
     sign = 1.0 if direction == "higher" else -1.0
     lo_d, hi_d = sorted((sign * lo, sign * hi))
@@ -103,12 +98,7 @@ def all_of(verdicts: Sequence[Verdict]) -> dict:
     if not verdicts:
         raise ValueError("racecar: a claim needs at least one comparison")
     names = [v.verdict for v in verdicts]
-    for word in ("contradicted", "task failed", "too few seeds", "not shown"):
-        if word in names:
-            overall = word
-            break
-    else:
-        overall = "shown"
+    overall = next((w for w in ("contradicted", "task failed", "too few seeds", "not shown") if w in names), "shown")
 
     def strength(v: Verdict) -> float:
         if v.ci is None:
