@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,22 +21,20 @@ import torch
 from racecar_core import reverse
 
 from racecar_repro import verdicts
-from racecar_repro.data.cifar import channel_stats, load_classification, subset
-from racecar_repro.data.augment import make_transform
-from racecar_repro.data.cifar import NAMES
+from racecar_repro.data.cifar import NAMES, load_classification, subset
 from racecar_repro.torchvision_nets import from_torchvision
 from racecar_core.train import TensorBatches, TrainConfig, fit
-from racecar_repro.experiments.cifar import accuracy
-from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec
-from racecar_repro.experiments.params import Params, build_method, run_config, setting
-
+from racecar_repro.experiments.cifar import accuracy, on_device
+from racecar_repro.experiments.grid import (Experiment, ExperimentResult, LoadedData, RunSpec, mean_sd, per_run,
+                                            per_seed)
+from racecar_repro.experiments.params import MethodParams, build_method, run_config, setting
 
 
 @dataclass
-class AnyNetworkParams(Params):
+class AnyNetworkParams(MethodParams):
     """RR on a torchvision classifier (no paper figure: the defaults are the whole data set, longer, on a GPU)."""
 
-    dataset: str = setting("fashion_mnist")
+    dataset: str = setting("fashion_mnist", choices=NAMES)
     model: str = setting("resnet18")
     methods: list = setting(["Std", "RR"], run=False)
     seeds: list = setting([0, 1, 2], run=False)
@@ -44,7 +42,6 @@ class AnyNetworkParams(Params):
     batch_size: int = setting(128)
     lr: float = setting(1e-3)
     rr_lambda: float = setting(1e-2)
-    rr_mode: str = setting("full")
     rr_reduction: str = setting("mean")
     rr_bn_update: bool = setting(False)
     rr_norms: str = setting("batch")
@@ -53,9 +50,7 @@ class AnyNetworkParams(Params):
     n_rec: int = setting(256)            # test images every evaluation reconstructs
     shown: int = setting(8)              # of them, the ones a run keeps for the figure
     eval_every: int = setting(250)
-    device: str = setting("auto")
     torch_compile: bool = setting(False)
-    progress: bool = setting(True, run=False)
     acc_tolerance: float = setting(0.05, run=False)   # runs within it of Std's accuracy count for the claim
 
 
@@ -71,8 +66,6 @@ PROFILES: dict[str, AnyNetworkParams] = {
 
 
 def _check(params: AnyNetworkParams) -> AnyNetworkParams:
-    if params["dataset"] not in NAMES:
-        raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use one of {', '.join(NAMES)}")
     from_torchvision(params["model"])  # a clear error for a name torchvision does not have
     if not set(params["methods"]) <= {"Std", "RR", "Ort"}:
         raise ValueError(f"racecar: methods here are Std, RR and Ort (Pre needs an nn.Sequential), got "
@@ -85,14 +78,8 @@ def _load(p: dict) -> LoadedData:
     data = load_classification(p["dataset"])
     if p["n_train"] or p["n_test"]:
         data = subset(data, p["n_train"] or len(data.x_train), p["n_test"] or len(data.x_test), seed=0)
-    dev = p["device"]
-    mean, std = channel_stats(data.x_train)
-    test_tf = make_transform(mean, std, False, dev)
-    prep = {"data": data, "fingerprint": data.fingerprint(), "train_tf": make_transform(mean, std, False, dev),
-            "test_tf": test_tf, "xtr": data.x_train.to(dev), "ytr": data.y_train.to(dev),
-            "xte": data.x_test.to(dev), "yte": data.y_test.to(dev),
-            "xrec": test_tf(data.x_test[:p["n_rec"]], None)}
-    return LoadedData(prep, data.source)
+    prep = on_device(data, p["device"], augment=False)
+    return LoadedData({**prep, "xrec": prep["test_tf"](data.x_test[:p["n_rec"]], None)}, data.source)
 
 
 @torch.no_grad()
@@ -162,8 +149,7 @@ def summary(result: ExperimentResult) -> pd.DataFrame:
         rs = result.select(m)
         row = {"method": m}
         for key, name in (("final_acc", "acc"), ("rec_error", "rec_error"), ("rec_cosine", "rec_cosine")):
-            v = np.array([r.metrics[key] for r in rs])
-            row.update({f"{name}_mean": v.mean(), f"{name}_std": v.std(ddof=1) if len(v) > 1 else 0.0})
+            row[f"{name}_mean"], row[f"{name}_std"] = mean_sd([r.metrics[key] for r in rs])
         rows.append({**row, "seeds": len(rs), "wall_time_s": float(np.mean([r.wall_time for r in rs]))})
     return pd.DataFrame(rows).set_index("method")
 
@@ -175,28 +161,24 @@ def claim(result: ExperimentResult) -> dict[str, dict]:
     giving up the task confirms nothing). Each record carries the methods' accuracies and the accuracy RR paid."""
     if not {"Std", "RR"} <= set(result.methods):
         return {}
-    acc = {m: {r.spec.seed: float(r.metrics["final_acc"]) for r in result.select(m)} for m in ("Std", "RR")}
+    acc = {m: per_seed(result, m, "final_acc") for m in ("Std", "RR")}
     floor = float(np.mean(list(acc["Std"].values()))) - result.params["acc_tolerance"]
     failed = {m: verdicts.failed_seeds(a, floor) for m, a in acc.items()}
     task = {m: {"acc_mean": float(np.mean(list(a.values()))), "failed_seeds": failed[m]} for m, a in acc.items()}
     extra = {"task": task, "acc_floor": floor,
              "accuracy_rr_minus_std": verdicts.paired(acc["RR"], acc["Std"], "final_acc", "higher").as_dict()}
     out = {}
-    for key, direction, words in (("rec_error", "lower", "lower"), ("rec_cosine", "higher", "higher")):
-        values = {m: {r.spec.seed: float(r.metrics[key]) for r in result.select(m)} for m in ("Std", "RR")}
+    for key, direction in (("rec_error", "lower"), ("rec_cosine", "higher")):
         out[key] = verdicts.record(
-            f"RR's reverse pass reconstructs held-out test images better than Std's ({key}, {words})",
-            verdicts.paired(values["RR"], values["Std"], key, direction, failed_runs=failed), **extra)
+            f"RR's reverse pass reconstructs held-out test images better than Std's ({key}, {direction})",
+            verdicts.paired(per_seed(result, "RR", key), per_seed(result, "Std", key), key, direction,
+                            failed_runs=failed), **extra)
     return out
 
 
 def results(result: ExperimentResult) -> dict:
     """What the notebook writes to ``results.json``: the summary, every run's curves and numbers, the claim."""
-    return {
-        "table": summary(result).reset_index().to_dict(orient="records"),
-        "per_run": {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time,
-                                 "curve": [{k: e[k] for k in ("step", "test_acc", "rec_error", "rec_cosine")}
-                                           for e in r.evals]}
-                    for r in result.runs},
-        "claim": claim(result),
-    }
+    curve = ("step", "test_acc", "rec_error", "rec_cosine")
+    return {"table": summary(result).reset_index().to_dict(orient="records"),
+            "per_run": per_run(result, lambda r: {"curve": [{k: e[k] for k in curve} for e in r.evals]}),
+            "claim": claim(result)}

@@ -30,13 +30,10 @@ def curves(result: ExperimentResult) -> Figure:
     """Test accuracy, input reconstruction error and cosine over training steps per method: mean over seeds with
     its 95 % confidence band."""
     frame = result.eval_frame(["test_acc", "rec_error", "rec_cosine"])
-    fig, (acc, rec, cos) = plt.subplots(1, 3, figsize=(9.5, 2.6))
-    for ax, key in ((acc, "test_acc"), (rec, "rec_error"), (cos, "rec_cosine")):
-        seed_lines(ax, frame[frame["metric"] == key], x="step", order=result.methods, legend=ax is acc)
-    acc.set_ylabel("test accuracy")
-    rec.set_ylabel("||x' - x||^2 / ||x||^2")
-    rec.set_yscale("log")
-    cos.set_ylabel("cosine(x', x)")
-    for ax in (acc, rec, cos):
-        ax.set_xlabel("step")
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 2.6))
+    labels = {"test_acc": "test accuracy", "rec_error": "||x' - x||^2 / ||x||^2", "rec_cosine": "cosine(x', x)"}
+    for ax, (key, label) in zip(axes, labels.items()):
+        seed_lines(ax, frame[frame["metric"] == key], x="step", order=result.methods, legend=ax is axes[0])
+        ax.set(xlabel="step", ylabel=label)
+    axes[1].set_yscale("log")
     return fig

@@ -18,23 +18,24 @@ import pandas as pd
 import torch
 
 from racecar_repro import verdicts
-from racecar_repro.data.cifar import channel_stats, load_classification, split_validation, subset
+from racecar_repro.data import ImageSet
 from racecar_repro.data.augment import make_transform
-from racecar_repro.data.cifar import NAMES
+from racecar_repro.data.cifar import NAMES, channel_stats, load_classification, split_validation, subset
 from racecar_core.models import resnet_cifar
 from racecar_core.models.resnet_cifar import check_depth
 from racecar_core.train import TensorBatches, TrainConfig, fit
-from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec
-from racecar_repro.experiments.params import Params, build_method, run_config, setting
+from racecar_repro.experiments.grid import (Experiment, ExperimentResult, LoadedData, RunSpec, mean_sd, per_run,
+                                            per_seed)
+from racecar_repro.experiments.params import MethodParams, build_method, run_config, setting
 
 PAPER_ACCURACY = {"Std": 0.921, "Ort": 0.925, "RR": 0.928}   # Fig. 1c, CIFAR-10, ResNet-110
 
 
 @dataclass
-class CifarParams(Params):
+class CifarParams(MethodParams):
     """The parameters of the Fig. 1c experiment; the defaults are the paper's setting."""
 
-    dataset: str = setting("cifar10")
+    dataset: str = setting("cifar10", choices=NAMES)
     depth: int = setting(110)
     methods: list = setting(["Std", "Ort", "RR"], run=False)
     seeds: list = setting([0, 1, 2, 3, 4], run=False)
@@ -54,17 +55,14 @@ class CifarParams(Params):
     ort_weight: float = setting(1e-2)
     ort_form: str = setting("srip")
     ort_schedule: bool = setting(True)
-    pre_epochs: int = setting(1)
     pre_reduction: str = setting("mean")
     pre_lr_scale: float = setting(0.01)
     n_train: int | None = setting(None)
     n_test: int | None = setting(None)
     validation: int = setting(0)
-    device: str = setting("auto")
     amp: bool = setting(True)
     channels_last: bool = setting(True)
     torch_compile: bool = setting(False)
-    progress: bool = setting(True, run=False)
     replicas: int = setting(1)
     sync_bn: bool = setting(True)
 
@@ -83,8 +81,6 @@ PROFILES: dict[str, CifarParams] = {
 
 def _check(params: CifarParams) -> CifarParams:
     check_depth(params["depth"])
-    if params["dataset"] not in NAMES:
-        raise ValueError(f"racecar: unknown dataset {params['dataset']!r}; use one of {', '.join(NAMES)}")
     return params
 
 
@@ -108,15 +104,18 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, transform
     return correct / len(x)
 
 
-def _load(p: dict) -> LoadedData:
-    """The data, and what every run on them shares, done once: fingerprint, tensors on the device, transforms."""
-    data = load(p)
-    dev = p["device"]
+def on_device(data: ImageSet, device: str, augment: bool) -> dict:
+    """What every run on ``data`` shares, done once: the data, their fingerprint, the tensors on the device and the
+    transforms (normalisation with the training set's channel statistics; pad-4 crop + flip when ``augment``)."""
     mean, std = channel_stats(data.x_train)
-    prep = {"data": data, "fingerprint": data.fingerprint(), "train_tf": make_transform(mean, std, p["augment"], dev),
-            "test_tf": make_transform(mean, std, False, dev), "xtr": data.x_train.to(dev),
-            "ytr": data.y_train.to(dev), "xte": data.x_test.to(dev), "yte": data.y_test.to(dev)}
-    return LoadedData(prep, data.source)
+    return {"data": data, "fingerprint": data.fingerprint(), "train_tf": make_transform(mean, std, augment, device),
+            "test_tf": make_transform(mean, std, False, device), "xtr": data.x_train.to(device),
+            "ytr": data.y_train.to(device), "xte": data.x_test.to(device), "yte": data.y_test.to(device)}
+
+
+def _load(p: dict) -> LoadedData:
+    data = load(p)
+    return LoadedData(on_device(data, p["device"], p["augment"]), data.source)
 
 
 def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
@@ -223,10 +222,10 @@ def summary(result: ExperimentResult) -> pd.DataFrame:
     rows = []
     for m in result.methods:
         rs = result.select(m)
-        acc = np.array([r.metrics["final_acc"] for r in rs])
-        rows.append({"method": m, "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0,
-                     "best": acc.max(), "seeds": len(rs), "epochs": rs[0].metrics["epochs"],
-                     "wall_time_s": float(np.mean([r.wall_time for r in rs])),
+        acc = [r.metrics["final_acc"] for r in rs]
+        mean, std = mean_sd(acc)
+        rows.append({"method": m, "mean": mean, "std": std, "best": max(acc), "seeds": len(rs),
+                     "epochs": rs[0].metrics["epochs"], "wall_time_s": float(np.mean([r.wall_time for r in rs])),
                      "epoch_time_s": float(np.mean([r.wall_time / r.evals[-1]["epoch"] for r in rs])),
                      "paper": PAPER_ACCURACY.get(m, float("nan"))})
     return pd.DataFrame(rows).set_index("method")
@@ -242,11 +241,11 @@ def claim(result: ExperimentResult) -> dict[str, dict]:
     out = {}
     for name, method, baseline in CLAIMS:
         if method in result.methods and baseline in result.methods:
-            acc = {m: {r.spec.seed: float(r.metrics["final_acc"]) for r in result.select(m)} for m in (method, baseline)}
             out[name] = verdicts.record(
                 f"{method}'s test accuracy above {baseline}'s (paper: {PAPER_ACCURACY[method]:.3f} vs "
                 f"{PAPER_ACCURACY[baseline]:.3f})",
-                verdicts.paired(acc[method], acc[baseline], "final_acc", "higher", method, baseline))
+                verdicts.paired(per_seed(result, method, "final_acc"), per_seed(result, baseline, "final_acc"),
+                                "final_acc", "higher", method, baseline))
     return out
 
 
@@ -255,9 +254,8 @@ def results(result: ExperimentResult, sweep_out: Sweep | None = None) -> dict:
     the claim, and the sweep when it ran."""
     return {
         "table": summary(result).reset_index().to_dict(orient="records"),
-        "per_run": {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time,
-                                 "epoch_time_s": r.wall_time / r.evals[-1]["epoch"],
-                                 "curve": [e["test_acc"] for e in r.evals]} for r in result.runs},
+        "per_run": per_run(result, lambda r: {"epoch_time_s": r.wall_time / r.evals[-1]["epoch"],
+                                             "curve": [e["test_acc"] for e in r.evals]}),
         "paper": PAPER_ACCURACY,
         "claim": claim(result),
         "sweep": None if sweep_out is None else {"table": sweep_out.table.to_dict(orient="records"),

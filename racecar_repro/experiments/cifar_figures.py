@@ -26,8 +26,7 @@ def accuracy_bars(result: ExperimentResult, table) -> Figure:
     lo = min(acc["value"].min(), np.nanmin(table["paper"].to_numpy(dtype=float)))
     hi = max(acc["value"].max(), np.nanmax(table["paper"].to_numpy(dtype=float)))
     pad = max(0.02, 0.15 * (hi - lo))
-    ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
-    ax.set_ylabel("test accuracy")
+    ax.set(ylim=(max(0.0, lo - pad), min(1.0, hi + pad)), ylabel="test accuracy")
     ax.set_title(f"{p['dataset']}, ResNet-{p['depth']}, {p['epochs']} epochs, {len(p['seeds'])} seed(s); "
                  "95 % CI, seeds as points", fontsize=7)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
@@ -38,8 +37,7 @@ def accuracy_curves(result: ExperimentResult) -> Figure:
     """Test accuracy per epoch per method: mean over seeds with its 95 % confidence band."""
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
     seed_lines(ax, result.eval_frame(["test_acc"]), x="epoch", order=result.methods)
-    ax.set_xlabel("epoch (Pre: including its pretraining epochs)")
-    ax.set_ylabel("test accuracy")
+    ax.set(xlabel="epoch (Pre: including its pretraining epochs)", ylabel="test accuracy")
     ax.legend(title=None)
     return fig
 
@@ -71,9 +69,7 @@ def sweep_plot(sweep_out: Sweep, params: dict) -> Figure:
             ax.scatter(bad["lambda"], [bottom] * len(bad), marker=marker, color="k", zorder=3,
                        label=f"RR, {mode}: diverged")
     best = sweep_out.best
-    ax.set_xscale("log")
-    ax.set_xlabel("lambda")
-    ax.set_ylabel("validation accuracy")
+    ax.set(xscale="log", xlabel="lambda", ylabel="validation accuracy")
     held = (f"{sweep_out.validation}" if sweep_out.scored in (0, sweep_out.validation)
             else f"{sweep_out.scored} of {sweep_out.validation}")
     ax.set_title(f"RR sweep: {params['dataset']}, ResNet-{params['depth']}, {held} held-out "

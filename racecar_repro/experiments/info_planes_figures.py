@@ -37,8 +37,7 @@ def planes(result: ExperimentResult, task: str = "A", seed: int | None = None) -
             ax.plot(last[:, 0], last[:, 1], "k.-", lw=1.0, ms=4)
             for i, (x, y) in enumerate(last):
                 ax.annotate(str(i + 1), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
-            ax.set_xlim(-0.2, h_x + 0.2)
-            ax.set_ylim(-0.1, h_y + 0.1)
+            ax.set(xlim=(-0.2, h_x + 0.2), ylim=(-0.1, h_y + 0.1))
             if row == 0:
                 ax.set_title(m, fontsize=9)
             if row == len(ESTIMATORS) - 1:
@@ -134,9 +133,7 @@ def lambda_study_plot(study) -> Figure:
             ax.axhline(-tol, color="0.5", ls=":", lw=0.8, label=f"tolerance: {tol:g} below Std")
         if chosen is not None:
             ax.axvline(chosen, color=METHOD_COLORS["RR"], lw=0.8, ls=":")
-        ax.set_xscale("log")
-        ax.set_xlabel("RR's lambda")
-        ax.set_ylabel(f"RR - Std, {label}")
+        ax.set(xscale="log", xlabel="RR's lambda", ylabel=f"RR - Std, {label}")
     axes[0].legend(fontsize=6)
     fig.suptitle("lambda study, validation images: RR - Std paired by seed" +
                  (f"; chosen lambda {chosen:g} (dotted)" if chosen is not None else "; no lambda within tolerance"),

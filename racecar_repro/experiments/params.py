@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import torch
 
-from racecar_core.methods import Method, make_method
+from racecar_core.methods import METHODS, Method, make_method
 from racecar_core.train import TrainConfig
 
 # An experiment's parameter names for the methods' settings (the fields of racecar_core.methods' classes, whose
@@ -28,11 +28,12 @@ METHOD_PARAMS: dict[str, dict[str, str]] = {
 METHOD_PARAM_NAMES = {name for names in METHOD_PARAMS.values() for name in names} | {"pre_epochs"}
 
 
-def setting(default: Any, *, run: bool = True) -> Any:
+def setting(default: Any, *, run: bool = True, choices: Any = None) -> Any:
     """A field of an experiment's ``Params`` with its paper value as ``default`` (a list is copied per instance);
     ``run=False`` marks a setting that changes no run's numbers (the grid: methods, seeds, variants; analysis
-    thresholds applied after training; progress bars): it stays out of the run key."""
-    meta = {"run": run}
+    thresholds applied after training; progress bars): it stays out of the run key. ``choices``: the values it may
+    take (for a list, each element), checked by ``resolve_params``."""
+    meta = {"run": run, "choices": choices}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -67,6 +68,43 @@ class Params(Mapping):
         settings (``METHOD_PARAM_NAMES``: each run's method describes its own, ``run_config``)."""
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
                 if f.metadata.get("run", True) and f.name not in METHOD_PARAM_NAMES}
+
+    def check_choices(self, exp: str) -> None:
+        """A ``ValueError`` naming the parameter, the bad value(s) and the choices when a value (or a list's element)
+        is not among its field's ``choices``."""
+        for f in fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices is None:
+                continue
+            bad = [v for v in (value if isinstance(value, list) else [value]) if v not in choices]
+            if bad:
+                shown = bad if isinstance(value, list) else value
+                raise ValueError(f"racecar: unknown {f.name} {shown!r} for {exp}; choose from {list(choices)}")
+
+
+@dataclass
+class MethodParams(Params):
+    """``Params`` with the methods' settings under their shared names (``METHOD_PARAMS``). None, the default, keeps
+    the method dataclass's own default (``racecar_core.methods``, the official code's values; ``pre_steps``: see
+    ``build_method``); an experiment redeclares only the settings its protocol changes, and every experiment takes
+    every method setting as an override, checked against the form of the method's default (``coerce_param``). Also
+    what every experiment has: ``device`` (resolved by ``resolve_params``) and ``progress``."""
+
+    rr_lambda: float | None = setting(None)
+    rr_mode: str | None = setting(None)
+    rr_reduction: str | None = setting(None)
+    rr_bn_update: bool | None = setting(None)
+    rr_pair_weights: list | None = setting(None)
+    rr_norms: str | None = setting(None)
+    ort_weight: float | None = setting(None)
+    ort_form: str | None = setting(None)
+    ort_schedule: bool | None = setting(None)
+    pre_steps: int | None = setting(None)
+    pre_epochs: int | None = setting(None)
+    pre_reduction: str | None = setting(None)
+    pre_lr_scale: float | None = setting(None)
+    device: str = setting("auto")
+    progress: bool = setting(True, run=False)
 
 
 def run_config(params: Params, method: Method | dict[str, Method], train: TrainConfig | dict[str, TrainConfig],
@@ -146,7 +184,8 @@ def coerce_param(exp: str, key: str, value: Any, default: Any) -> Any:
 def resolve_params(exp: Any, profile: str, overrides: dict[str, Any]) -> Params:
     """The profile (a ``Params`` instance) with the non-None ``overrides`` applied: unknown names are errors, values
     take the form of the profile's (``coerce_param``: ``seeds=3`` -> ``[3]``, a string where a number belongs is a
-    ``TypeError``), the device is resolved, and the experiment checks the values (``exp.resolve``)."""
+    ``TypeError``), the device is resolved, and the values are checked against their fields' ``choices`` and by the
+    experiment (``exp.resolve``)."""
     if profile not in exp.profiles:
         raise ValueError(f"racecar: unknown profile {profile!r} for {exp.name}; choose one of {list(exp.profiles)}")
     base = exp.profiles[profile]
@@ -155,10 +194,23 @@ def resolve_params(exp: Any, profile: str, overrides: dict[str, Any]) -> Params:
     if unknown:
         raise ValueError(f"racecar: unknown parameter(s) {unknown} for {exp.name}; known: "
                          f"{sorted(k for k in base if k != 'profile')}")
-    changes = {k: coerce_param(exp.name, k, v, base[k]) for k, v in given.items()}
+    changes = {k: coerce_param(exp.name, k, v, _form(base, k)) for k, v in given.items()}
     if "device" in base:
         changes["device"] = resolve_device(changes.get("device", base["device"]))
-    return exp.resolve(replace(copy.deepcopy(base), profile=profile, **changes))
+    params = replace(copy.deepcopy(base), profile=profile, **changes)
+    params.check_choices(exp.name)
+    return exp.resolve(params)
+
+
+def _form(base: Params, key: str) -> Any:
+    """The value an override of ``key`` takes the form of: the profile's; for a method setting the profile leaves None,
+    the method dataclass's default (``pre_epochs``: ``build_method``'s 1)."""
+    if base[key] is not None or key not in METHOD_PARAM_NAMES:
+        return base[key]
+    if key == "pre_epochs":
+        return 1
+    method = next(name for name, names in METHOD_PARAMS.items() if key in names)
+    return next(f.default for f in fields(METHODS[method]) if f.name == METHOD_PARAMS[method][key])
 
 
 def build_method(name: str, params: dict, task: Any, steps_per_epoch: int = 1, **fixed: Any) -> Method:
@@ -169,5 +221,6 @@ def build_method(name: str, params: dict, task: Any, steps_per_epoch: int = 1, *
     p = {**params, **fixed}
     settings = {field: p[key] for key, field in METHOD_PARAMS.get(name, {}).items() if p.get(key) is not None}
     if name == "Pre" and p.get("pre_steps") is None:
-        settings["pre_steps"] = int(p.get("pre_epochs", 1)) * steps_per_epoch
+        epochs = p.get("pre_epochs")
+        settings["pre_steps"] = int(1 if epochs is None else epochs) * steps_per_epoch
     return make_method(name, task=task, **settings)

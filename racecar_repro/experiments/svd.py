@@ -40,18 +40,21 @@ from racecar_core.models import mnist_linear, peak_mlp
 from racecar_core.train import TensorBatches, TrainConfig, fit, pretraining_steps
 from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunResult, RunSpec, run_grid
 from racecar_repro.experiments import params as parameters
-from racecar_repro.experiments.params import Params, build_method, run_config, setting
+from racecar_repro.experiments.params import MethodParams, build_method, run_config, setting
 
 DATASETS = ("mnist", "peak")
+DATA_CHOICES = ("auto", "official", "replica")
+VARIANTS = ("official", "corrected")
 
 
 @dataclass
-class SVDParams(Params):
+class SVDParams(MethodParams):
     """The SVD test (Fig. 3): the settings both data sets share are the defaults; each data set's paper profile sets
-    its own (``PROFILES``)."""
+    its own (``PROFILES``). The methods' other settings are the official code's (their defaults); what a variant
+    fixes (RR's batch-norm update and pair weights) is not a parameter."""
 
     dataset: str = setting("peak")
-    variants: list = setting(["official", "corrected"], run=False)
+    variants: list = setting(["official", "corrected"], run=False, choices=VARIANTS)
     methods: list = setting(["Std", "Ort", "RR", "Pre"], run=False)
     seeds: list = setting([0, 1, 2, 3, 4], run=False)
     steps: int = setting(5000)
@@ -61,12 +64,9 @@ class SVDParams(Params):
     lr: float = setting(1e-4)
     batch_size: int | None = setting(None)
     rr_lambda: float = setting(1e-6)
-    rr_mode: str = setting("full")
-    rr_reduction: str = setting("sum")
     ort_weight: float = setting(0.1)
-    ort_form: str = setting("official")
     pre_steps: int = setting(1000)
-    data: str = setting("auto")            # "official" images, the "replica", or "auto": official when present
+    data: str = setting("auto", choices=DATA_CHOICES)   # "official" images, the "replica", or "auto" (official if any)
     data_seed: int = setting(0)
     n_train_per_class: int | None = setting(None)   # peak only
     n_test_per_class: int | None = setting(None)    # peak only
@@ -87,19 +87,15 @@ PROFILES: dict[str, dict[str, SVDParams]] = {
                               n_train_per_class=10, variants=["official"])},
 }
 PIXEL_SCALE = 255.0
-DATA_CHOICES = ("auto", "official", "replica")
-VARIANTS = ("official", "corrected")
 
 
 def _check(params: SVDParams) -> SVDParams:
     if params["analysis_step"] % params["eval_every"] or params["analysis_step"] > params["steps"]:
         raise ValueError(f"racecar: analysis_step ({params['analysis_step']}) must be a multiple of eval_every "
                          f"({params['eval_every']}) and at most steps ({params['steps']})")
-    if params["data"] not in DATA_CHOICES:
-        raise ValueError(f"racecar: unknown data {params['data']!r} for the SVD test; use one of {DATA_CHOICES}")
-    bad = [v for v in params["variants"] if v not in VARIANTS]
-    if bad:
-        raise ValueError(f"racecar: unknown variant(s) {bad}; use 'official' and/or 'corrected'")
+    fixed = [k for k in ("rr_bn_update", "rr_pair_weights") if params[k] is not None]
+    if fixed:
+        raise ValueError(f"racecar: {fixed} are fixed by the SVD test's variants ('official', 'corrected')")
     if params["dataset"] == "mnist" and (params["n_train_per_class"] or params["n_test_per_class"]):
         raise ValueError("racecar: n_train_per_class and n_test_per_class are the peak test's; the MNIST test uses "
                          "one image per class")

@@ -125,9 +125,8 @@ def training_curves(result: ExperimentResult) -> Figure:
             ax = axes[row, col]
             data = curves[(curves["metric"] == key) & (curves["variant"] == v)]
             seed_lines(ax, data, x="task_step", order=_methods(result), legend=row == 0 and col == 0)
-            ax.set_xlabel("task step (Pre's pretraining at negative steps)")
-            ax.set_ylabel(key.replace("_", " "))
-            ax.set_title(VARIANT_TITLES[v])
+            ax.set(xlabel="task step (Pre's pretraining at negative steps)", ylabel=key.replace("_", " "),
+                   title=VARIANT_TITLES[v])
     return fig
 
 
@@ -152,10 +151,7 @@ def spectra(result: ExperimentResult) -> Figure:
         data = frame[frame["variant"] == v]
         seed_lines(ax, data, x="index", order=_methods(result), marker="o", markersize=2, markeredgewidth=0,
                    legend=col == 0)
-        ax.set_yscale("log")
-        ax.set_xlabel("index")
-        ax.set_ylabel("singular value / largest")
-        ax.set_title(VARIANT_TITLES[v])
+        ax.set(yscale="log", xlabel="index", ylabel="singular value / largest", title=VARIANT_TITLES[v])
     return fig
 
 
@@ -172,9 +168,7 @@ def lambda_sweep_plot(sweep, result: ExperimentResult) -> Figure:
                    zorder=3)
         mean = frame.groupby("rr_lambda")[key].mean()
         ax.plot(mean.index, mean.to_numpy(), color=METHOD_COLORS.get("RR", "k"), lw=1)
-        ax.set_xscale("log")
-        ax.set_xlabel("RR lambda")
-        ax.set_ylabel(key.replace("_", " "))
+        ax.set(xscale="log", xlabel="RR lambda", ylabel=key.replace("_", " "))
     axes[0].axhline(p["min_test_acc"], color="k", ls=":", lw=1, label=f"task threshold {p['min_test_acc']}")
     for m in ("Std", "Ort"):
         runs = result.select(m, sweep.variant)

@@ -25,21 +25,21 @@ from racecar_repro.data.weatherbench import default_root, is_synthetic
 from racecar_core.models import weather_resnet
 from racecar_core.models.weather_resnet import KERAS
 from racecar_core.train import TensorBatches, TrainConfig, fit
-from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec
-from racecar_repro.experiments.params import Params, build_method, run_config, setting
+from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec, mean_sd, per_run
+from racecar_repro.experiments.params import MethodParams, build_method, run_config, setting
 
 PAPER = {"Std": 0.0123, "RR": 0.0106}   # Fig. 1d: latitude-weighted error, normalised units
 PAPER_GAIN_PERCENT = 13.7               # as the paper states it (its rounded errors above give 13.8)
 PAPER_EXAMPLE_TIME = "2019-08-09T22:00"
-# The paper profile is the authors' setup (Rasp & Thuerey's network and inputs, Keras's defaults; see notebook 04)
+SOURCES = ("weatherbench", "synthetic")
 
 
 @dataclass
-class WeatherParams(Params):
+class WeatherParams(MethodParams):
     """The Fig. 1d experiment; the defaults are the authors' setup (Rasp & Thuerey's network and inputs, Keras's
     defaults; see notebook 04)."""
 
-    source: str = setting("weatherbench")          # or "synthetic": a labelled look-alike store (NOT ERA5)
+    source: str = setting("weatherbench", choices=SOURCES)   # or "synthetic": a labelled look-alike (NOT ERA5)
     train_years: list = setting(list(range(1979, 2016)))
     valid_years: list = setting([2016])
     test_years: list = setting([2017, 2018])
@@ -61,12 +61,10 @@ class WeatherParams(Params):
     batch_size: int = setting(32)
     lr: float = setting(5e-5)
     rr_lambda: float = setting(1e-3)
-    rr_mode: str = setting("full")
     rr_reduction: str = setting("mean")
     rr_bn_update: bool = setting(False)
     ort_weight: float = setting(1e-2)
     ort_form: str = setting("srip")
-    pre_epochs: int = setting(1)
     patience: int = setting(5)
     min_delta: float = setting(1e-4)
     plateau_patience: int = setting(2)
@@ -74,10 +72,8 @@ class WeatherParams(Params):
     plateau_min_lr: float = setting(1e-5)
     example_time: str = setting(PAPER_EXAMPLE_TIME)
     synthetic_days: int | None = setting(None)
-    device: str = setting("auto")
     amp: bool = setting(False)
     torch_compile: bool = setting(False)
-    progress: bool = setting(True, run=False)
     replicas: int = setting(1)
     sync_bn: bool = setting(True)
 
@@ -93,12 +89,6 @@ PROFILES: dict[str, WeatherParams] = {
                      valid_years=[2016], test_years=[2017], synthetic_days=30, sample_every_h=24, channels=8,
                      blocks=1, epochs=2, seeds=[0], batch_size=8, lr=1e-3, patience=2, progress=False),
 }
-
-
-def _check(p: WeatherParams) -> WeatherParams:
-    if p["source"] not in ("weatherbench", "synthetic"):
-        raise ValueError(f"racecar: source must be 'weatherbench' or 'synthetic', got {p['source']!r}")
-    return p
 
 
 def data_root(p: dict) -> Path:
@@ -272,7 +262,7 @@ def _load(p: dict) -> LoadedData:
 
 
 EXPERIMENT = Experiment(name="weather", profiles=PROFILES, load=_load, train=_train,
-                        folder=lambda p: f"weather_{p['source']}", resolve=_check,
+                        folder=lambda p: f"weather_{p['source']}",
                         extras=lambda p, sets: {"baselines": baselines(sets, lat_weights_tensor(sets["train"]))},
                         resources={"paper": {"gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 64,
                                              "timeout_min": 24 * 60},
@@ -297,11 +287,9 @@ def summary(result: ExperimentResult) -> dict:
     baseline: every score of every variable."""
     res: dict[str, dict] = {}
     for m in result.methods:
-        per_seed = [r.metrics["scores"] for r in result.select(m)]
-        res[m] = {var: {k: {"mean": float(np.mean([s[var][k] for s in per_seed])),
-                            "std": float(np.std([s[var][k] for s in per_seed], ddof=1)) if len(per_seed) > 1
-                            else 0.0} for k in per_seed[0][var]}
-                  for var in per_seed[0]}
+        by_seed = [r.metrics["scores"] for r in result.select(m)]
+        res[m] = {var: {k: dict(zip(("mean", "std"), mean_sd([s[var][k] for s in by_seed]))) for k in by_seed[0][var]}
+                  for var in by_seed[0]}
     for name, sc in result.extras["baselines"].items():
         res[name] = {var: {k: {"mean": v, "std": 0.0} for k, v in d.items()} for var, d in sc.items()}
     return res
@@ -376,9 +364,7 @@ def results(result: ExperimentResult) -> dict:
     return {"summary": summary(result), "scores": SCORES, "climatology": result.data.climatology_source,
             "sizes": sizes(result), "synthetic": synthetic(result),
             "paper": PAPER, "rmse_note": RMSE_NOTE, "rmse_wb1_wb2_max_rel_diff": rmse_agreement(result),
-            "per_run": {r.spec.key: {**r.metrics, "wall_time_s": r.wall_time,
-                                     "example_time": r.arrays["example"]["time"],
-                                     "example_mae": float((r.arrays["example"]["forecast"]
-                                                           - r.arrays["example"]["truth"]).abs().mean())}
-                        for r in result.runs},
+            "per_run": per_run(result, lambda r: {"example_time": r.arrays["example"]["time"],
+                                                 "example_mae": float((r.arrays["example"]["forecast"]
+                                                                       - r.arrays["example"]["truth"]).abs().mean())}),
             "claim": claim(result)}

@@ -35,8 +35,7 @@ def paper_panel(result: ExperimentResult, summary: dict, seed: int | None = None
         fig.colorbar(im, ax=ax, fraction=0.03)
         ax.set_title(f"|error| {m}: MAE {errs[m].mean():.4f}", fontsize=7, loc="left", color=METHOD_COLORS[m])
     for ax in fig.axes[:: 2]:
-        ax.set_xlabel("lon")
-        ax.set_ylabel("lat")
+        ax.set(xlabel="lon", ylabel="lat")
     ax = fig.add_subplot(grid[:, 1])
     mse = result.frame().query("metric == 'scores.all.mse_norm'")[["method", "seed", "value"]]
     base = [{"method": n, "seed": 0, "value": summary[n]["all"]["mse_norm"]["mean"]}
@@ -62,9 +61,7 @@ def validation_curves(result: ExperimentResult) -> Figure:
     if "epoch" not in frame:
         frame["epoch"] = frame.groupby(["method", "seed"]).cumcount()
     seed_lines(ax, frame, x="epoch", order=result.methods)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation latitude-weighted MSE")
-    ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="validation latitude-weighted MSE", yscale="log")
     ax.legend(title=None)
     return fig
 
@@ -82,8 +79,7 @@ def gain_heatmap(claim: dict) -> Figure:
     lim = float(np.nanmax(np.abs(table.to_numpy()))) if table.size else 1.0
     heatmap(ax, table, fmt=".1f", center=0.0, cbar_label="RR gain over Std (%)")
     ax.collections[0].set_clim(-lim, lim)
-    ax.set_xlabel("score")
-    ax.set_ylabel("variable")
+    ax.set(xlabel="score", ylabel="variable")
     ax.set_title(f"RR vs Std: relative gain in %, means over seeds; verdict on mse_norm (all): {record['verdict']} "
                  f"(n = {record['n']})", fontsize=7)
     return fig
