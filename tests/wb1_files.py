@@ -11,11 +11,17 @@ import pandas as pd
 import xarray as xr
 
 from racecar_core.files import atomic_write
-from racecar_repro.data.weather_synth import (GENERATOR_VERSION, LAT, LON, START_YEAR, VAR_NAMES, _latent, geography,
-                                              physical_fields)
+from racecar_repro.data.weather_synth import GENERATOR_VERSION, LAT, LON, _latent, geography, physical_fields
 from racecar_repro.data.weatherbench import constants_path, var_path, var_spec
 
 SYNTHETIC_TAG = "racecar_repro.data.weather_synth (NOT ERA5)"
+START_YEAR = 1979  # first year of the WeatherBench archive
+# what the loader's variable table (short name, level, units) does not hold: the names CF attributes give them
+VAR_NAMES = {
+    "geopotential_500": {"long_name": "Geopotential", "standard_name": "geopotential"},
+    "temperature_850": {"long_name": "Temperature", "standard_name": "air_temperature"},
+    "2m_temperature": {"long_name": "2 metre temperature"},
+}
 
 
 def _coords() -> dict[str, xr.DataArray]:

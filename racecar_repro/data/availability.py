@@ -1,19 +1,14 @@
 """Which data sets can be had now (on disk, or generated or fetched offline), each with the command that gets it."""
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 
-def _check_mnist() -> tuple[bool, str]:
-    from racecar_repro.data import mnist
-
-    return mnist.check_available()
-
-
-def _check_peak() -> tuple[bool, str]:
-    from racecar_repro.data import peak
-
-    return peak.check_available()
+def _check(module: str, *args) -> Callable[[], tuple[bool, str]]:
+    """``racecar_repro.data.<module>.check_available(*args)``, the module imported only when the check runs (cheap:
+    the checks look for files, never download)."""
+    return lambda: importlib.import_module(f"racecar_repro.data.{module}").check_available(*args)
 
 
 def _check_weather_subset(name: str) -> tuple[bool, str]:
@@ -26,20 +21,19 @@ def _check_weather_subset(name: str) -> tuple[bool, str]:
 # name -> check function returning (available now or generatable offline?, one-line message).
 # Other modules add their data sets here, e.g. ``AVAILABILITY_CHECKS["cifar10"] = my_check``.
 AVAILABILITY_CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
-    "mnist": _check_mnist,
-    "peak": _check_peak,
-    # cifar.py is imported only when a check runs (cheap: looks for files, never downloads)
-    "cifar10": lambda: __import__("racecar_repro.data.cifar", fromlist=["_"]).check_available("cifar10"),
-    "cifar100": lambda: __import__("racecar_repro.data.cifar", fromlist=["_"]).check_available("cifar100"),
-    "fashion_mnist": lambda: __import__("racecar_repro.data.cifar", fromlist=["_"]).check_available("fashion_mnist"),
+    "mnist": _check("mnist"),
+    "peak": _check("peak"),
+    "cifar10": _check("cifar", "cifar10"),
+    "cifar100": _check("cifar", "cifar100"),
+    "fashion_mnist": _check("cifar", "fashion_mnist"),
     # real ERA5 (WeatherBench 2 copies or WeatherBench 1 files; synthetic ones do not count): Z500/T850/T2M 1979-2018,
     # and the subsets of notebook 04's quick and paper profiles (what `make data-weather PROFILE=...` fetches)
-    "weatherbench": lambda: __import__("racecar_repro.data.weatherbench", fromlist=["_"]).check_available(),
+    "weatherbench": _check("weatherbench"),
     "weatherbench_quick": lambda: _check_weather_subset("quick"),
     "weatherbench_paper": lambda: _check_weather_subset("paper"),
     # the official SVD-test images (tum-pbs/racecar SVD-example), all present with the right sha256
-    "mnist_official": lambda: __import__("racecar_repro.data.official", fromlist=["_"]).check_available("mnist"),
-    "peak_official": lambda: __import__("racecar_repro.data.official", fromlist=["_"]).check_available("peak"),
+    "mnist_official": _check("official", "mnist"),
+    "peak_official": _check("official", "peak"),
 }
 
 

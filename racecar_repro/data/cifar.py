@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from racecar_repro.data import ImageSet, MissingDataError
 from racecar_repro.data.augment import channel_stats  # re-exported: stats of a training set
-from racecar_repro.data.download import first_line, with_download_timeout
+from racecar_repro.data.download import first_line, has_files, torchvision_splits
 from racecar_repro.data.mnist import RAW_FILES
 from racecar_core.files import atomic_write
 from racecar_repro.paths import data_dir
@@ -43,27 +43,19 @@ def _root(root: str | Path | None) -> Path:
     return Path(root) if root is not None else data_dir()
 
 
-# ---------------------------------------------------------------- CIFAR-10 / CIFAR-100
-
-
 def cifar_folder(name: str, root: str | Path | None = None) -> Path:
     """Folder torchvision reads for ``cifar10``/``cifar100``, e.g. ``<root>/cifar-10-batches-py``."""
     return _root(root) / CIFAR_FILES[name][0]
-
-
-def _has_cifar_files(name: str, root: str | Path | None = None) -> bool:
-    folder = cifar_folder(name, root)
-    return all((folder / f).is_file() for f in CIFAR_FILES[name][1])
 
 
 def _load_cifar(name: str, root: Path, download: bool) -> tuple[object, object, str]:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls = CIFAR10 if name == "cifar10" else CIFAR100
-    folder, files = cifar_folder(name, root), ", ".join(CIFAR_FILES[name][1])
-    if _has_cifar_files(name, root):
+    folder, files = cifar_folder(name, root), CIFAR_FILES[name][1]
+    if has_files(folder, files):
         try:
-            tr, te = cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
+            tr, te = torchvision_splits(cls, root)
             return tr, te, f"torchvision {cls.__name__} from {folder} (md5-checked)"
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
             if not download:
@@ -71,20 +63,16 @@ def _load_cifar(name: str, root: Path, download: bool) -> tuple[object, object, 
                                        f"folder and run `{FETCH_HINT[name]}`") from err
     if download:
         try:
-            tr, te = with_download_timeout(lambda: (cls(str(root), train=True, download=True),
-                                            cls(str(root), train=False, download=False)))
+            tr, te = torchvision_splits(cls, root, download=True)
             return tr, te, f"torchvision {cls.__name__} downloaded to {folder} (md5-checked)"
         except Exception as err:  # network refused, DNS, HTTP, checksum, ...
             why = f"the download failed ({first_line(err)})"
     else:
         why = "download=False"
     raise MissingDataError(
-        f"{name} not found: expected {files} in {folder}, and {why}. Fetch it with `{FETCH_HINT[name]}` on a machine "
-        f"with network access (or unpack the python-version tarball from https://www.cs.toronto.edu/~kriz/cifar.html "
-        f"into {folder.parent}).")
-
-
-# ---------------------------------------------------------------- Fashion-MNIST
+        f"{name} not found: expected {', '.join(files)} in {folder}, and {why}. Fetch it with `{FETCH_HINT[name]}` on "
+        f"a machine with network access (or unpack the python-version tarball from "
+        f"https://www.cs.toronto.edu/~kriz/cifar.html into {folder.parent}).")
 
 
 def fashion_source_dir() -> Path:
@@ -97,12 +85,8 @@ def fashion_raw_folder(root: str | Path | None = None) -> Path:
     return _root(root) / "FashionMNIST" / "raw"
 
 
-def _has_fashion_raw(root: str | Path | None = None) -> bool:
-    return all((fashion_raw_folder(root) / f).is_file() for f in FASHION_FILES)
-
-
 def _has_fashion_source() -> bool:
-    return all((fashion_source_dir() / f"{f}.gz").is_file() for f in FASHION_FILES)
+    return has_files(fashion_source_dir(), [f"{f}.gz" for f in FASHION_FILES])
 
 
 def prepare_fashion_mnist(root: str | Path | None = None) -> Path:
@@ -127,27 +111,23 @@ def _load_fashion(root: Path, download: bool) -> tuple[object, object, str]:
     from torchvision.datasets import FashionMNIST
 
     raw = fashion_raw_folder(root)
-    if not _has_fashion_raw(root) and _has_fashion_source():
+    if not has_files(raw, FASHION_FILES) and _has_fashion_source():
         prepare_fashion_mnist(root)
-    if _has_fashion_raw(root):
+    if has_files(raw, FASHION_FILES):
         note = raw / SOURCE_NOTE
         origin = note.read_text().strip() if note.is_file() else "files already there"
-        tr, te = FashionMNIST(str(root), train=True), FashionMNIST(str(root), train=False)
+        tr, te = torchvision_splits(FashionMNIST, root)
         return tr, te, f"torchvision FashionMNIST from {raw} ({origin})"
     why = f"no {FASHION_FILES[0]}.gz etc. in {fashion_source_dir()}"
     if download:
         try:
-            tr, te = with_download_timeout(lambda: (FashionMNIST(str(root), train=True, download=True),
-                                            FashionMNIST(str(root), train=False, download=False)))
+            tr, te = torchvision_splits(FashionMNIST, root, download=True)
             return tr, te, f"torchvision FashionMNIST downloaded to {raw}"
         except Exception as err:
             why += f", and the download failed ({first_line(err)})"
     raise MissingDataError(f"fashion_mnist not found: expected {', '.join(FASHION_FILES)} in {raw}; {why}. "
                            f"Run `{FETCH_HINT['fashion_mnist']}`, then "
                            f"`python -m racecar_repro.data.cifar fashion_mnist`.")
-
-
-# ---------------------------------------------------------------- public API
 
 
 def _pad_to(x: torch.Tensor, size: int = SIZE) -> torch.Tensor:
@@ -163,22 +143,14 @@ def load_classification(name: str, root: str | Path | None = None, download: boo
     key = name.lower().replace("-", "_")
     if key not in NAMES:
         raise ValueError(f"unknown classification data set {name!r}; choose one of {', '.join(NAMES)}")
-    root_p = _root(root)
     if key == "fashion_mnist":
-        tr, te, source = _load_fashion(root_p, download)
-
-        def _x(ds) -> torch.Tensor:
-            return _pad_to(ds.data.unsqueeze(1)).contiguous()  # [N,1,28,28] -> [N,1,32,32], 2 zero px each side
+        tr, te, source = _load_fashion(_root(root), download)
+        x = [_pad_to(ds.data.unsqueeze(1)).contiguous() for ds in (tr, te)]  # [N,1,28,28] -> [N,1,32,32], 2 px of 0
     else:
-        tr, te, source = _load_cifar(key, root_p, download)
-
-        def _x(ds) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
-
-    def _y(ds) -> torch.Tensor:
-        return torch.as_tensor(ds.targets, dtype=torch.int64)
-
-    return ImageSet(_x(tr), _y(tr), _x(te), _y(te), source=source, synthetic=False)
+        tr, te, source = _load_cifar(key, _root(root), download)
+        x = [torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous() for ds in (tr, te)]
+    y = [torch.as_tensor(ds.targets, dtype=torch.int64) for ds in (tr, te)]
+    return ImageSet(x[0], y[0], x[1], y[1], source=source, synthetic=False)
 
 
 def _take(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,13 +172,9 @@ def _balanced(y: torch.Tensor, n: int, seed: int, stream: int, classes: list[int
     return np.sort(np.concatenate(picks))
 
 
-def _classes(data: ImageSet) -> list[int]:
-    return [int(c) for c in torch.unique(data.y_train)]
-
-
 def subset(data: ImageSet, n_train: int, n_test: int, seed: int = 0) -> ImageSet:
     """Class-balanced, seeded subset with ``n_train``/``n_test`` samples (original order kept) for quick runs."""
-    classes = _classes(data)
+    classes = [int(c) for c in torch.unique(data.y_train)]
     xtr, ytr = _take(data.x_train, data.y_train, _balanced(data.y_train, n_train, seed, 0, classes))
     xte, yte = _take(data.x_test, data.y_test, _balanced(data.y_test, n_test, seed, 1, classes))
     src = f"{data.source}; class-balanced subset {n_train} train / {n_test} test (seed {seed})"
@@ -217,7 +185,7 @@ def split_validation(data: ImageSet, n_val: int, seed: int = 0) -> tuple[ImageSe
     """Hold out ``n_val`` balanced train images: (rest of train + real test, rest of train + the val images as test)."""
     if not 0 < n_val < len(data.y_train):
         raise ValueError(f"n_val={n_val} must be between 1 and {len(data.y_train) - 1}")
-    val_idx = _balanced(data.y_train, n_val, seed, 2, _classes(data))
+    val_idx = _balanced(data.y_train, n_val, seed, 2, [int(c) for c in torch.unique(data.y_train)])
     keep = np.setdiff1d(np.arange(len(data.y_train)), val_idx)
     xtr, ytr = _take(data.x_train, data.y_train, keep)
     xva, yva = _take(data.x_train, data.y_train, val_idx)
@@ -232,12 +200,12 @@ def check_available(name: str, root: str | Path | None = None) -> tuple[bool, st
     """Availability check for the registry: looks for files only, never downloads."""
     if name == "fashion_mnist":
         raw, src = fashion_raw_folder(root), fashion_source_dir()
-        if _has_fashion_raw(root):
+        if has_files(raw, FASHION_FILES):
             return True, f"fashion_mnist: prepared files in {raw}"
         if _has_fashion_source():
             return True, f"fashion_mnist: gz files in {src}; prepared into {raw} on first use"
         return False, f"fashion_mnist: not in {raw} nor {src}; run `{FETCH_HINT[name]}`"
-    if _has_cifar_files(name, root):
+    if has_files(cifar_folder(name, root), CIFAR_FILES[name][1]):
         return True, f"{name}: files in {cifar_folder(name, root)} (md5s checked on load)"
     return False, f"{name}: not in {cifar_folder(name, root)}; run `{FETCH_HINT[name]}` with network access"
 

@@ -1,14 +1,14 @@
 """What every data download shares: a timeout so that a closed network fails fast, one-line error summaries, reading a
 file from a URL or a local folder, and fetching one against its SHA-256 (``fetch_verified``). torchvision's data sets
-(MNIST, Fashion-MNIST, CIFAR-10) download and check themselves (MD5, torchvision's own tables); WeatherBench 2's
-store is copied by xarray and checked against a manifest of SHA-256s (``weatherbench2``)."""
+(MNIST, Fashion-MNIST, CIFAR) download and check themselves (MD5, ``torchvision_splits``); WeatherBench 2's store is
+copied by xarray and checked against a manifest of SHA-256s (``weatherbench2``)."""
 from __future__ import annotations
 
 import hashlib
 import socket
 import urllib.request
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 T = TypeVar("T")
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -22,6 +22,20 @@ def with_download_timeout(fn: Callable[[], T], timeout: float = DOWNLOAD_TIMEOUT
         return fn()
     finally:
         socket.setdefaulttimeout(old)
+
+
+def torchvision_splits(cls, root: str | Path, download: bool = False) -> tuple:
+    """(train, test) of the torchvision data set ``cls`` under ``root``; ``download`` fetches its files first (under
+    the timeout; torchvision checks their MD5s)."""
+    def both() -> tuple:
+        return cls(str(root), train=True, download=download), cls(str(root), train=False)
+
+    return with_download_timeout(both) if download else both()
+
+
+def has_files(folder: str | Path, names: Iterable[str]) -> bool:
+    """Whether every one of ``names`` is a file in ``folder``."""
+    return all((Path(folder) / n).is_file() for n in names)
 
 
 def first_line(err: BaseException) -> str:

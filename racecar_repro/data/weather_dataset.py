@@ -1,13 +1,10 @@
 """WeatherBench (input, target) tensors: ``WeatherDataset`` serves normalised pairs, ``to_xarray`` denormalises back.
-
-The archive layout, opening/checking and ``Normalizer`` live in ``racecar_repro.data.weatherbench``.
-"""
+Opening the data and ``Normalizer``: ``racecar_repro.data.weatherbench``."""
 from __future__ import annotations
 
 import math
-from functools import reduce
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,10 +12,6 @@ import xarray as xr
 
 from racecar_repro.data.weatherbench import (CONSTANTS, DEFAULT_VARIABLES, Normalizer, check_finite,
                                             open_constants, open_weatherbench, var_spec)
-
-
-def _gcd(values: Iterable[int]) -> int:
-    return reduce(math.gcd, [abs(int(v)) for v in values if v], 0) or 1
 
 
 def _normalised(ds: xr.Dataset, channels: Sequence[str], norm: Normalizer, time_idx: np.ndarray) -> np.ndarray:
@@ -88,7 +81,7 @@ class WeatherDataset(torch.utils.data.Dataset):
                   constants: bool = True, **kw) -> WeatherDataset:
         """Open ``years`` under ``root`` (only the time steps needed), normalise with ``train_years``' statistics."""
         chans = list(dict.fromkeys(var_spec(v).channel for v in (*input_vars, *target_vars)))
-        step = _gcd([*input_offsets_h, lead_h, sample_every_h])
+        step = math.gcd(*[int(h) for h in (*input_offsets_h, lead_h, sample_every_h)]) or 1  # read only those hours
         ds = open_weatherbench(root, chans, years, step_hours=step)
         norm = Normalizer.for_training(root, train_years or years, chans, step_hours=step)
         const = open_constants(root, like=ds) if constants else None

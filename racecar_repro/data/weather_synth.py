@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 GENERATOR_VERSION = 1
-START_YEAR = 1979  # first year of the WeatherBench archive
 SPIN_UP_DAYS = 120
 LAT = np.linspace(-87.1875, 87.1875, 32)
 LON = np.arange(64) * 5.625
@@ -28,13 +27,6 @@ JET_SPEED = np.array([15.0, 10.0, 6.0])  # m/s, peak zonal wind that advects eac
 TAU_DAYS = 10.0  # damping time of the gravest modes
 NU_PER_DAY = 0.004  # extra damping rate nu * k^2 (1/day)
 LATENT_STD = 1.46  # std of the raw latent fields (measured: 1.00 after rescaling, 2016, seed 0): rescaled to about unit std
-
-# what the loader's variable table (short name, level, units) does not hold: the names CF attributes give them
-VAR_NAMES = {
-    "geopotential_500": {"long_name": "Geopotential", "standard_name": "geopotential"},
-    "temperature_850": {"long_name": "Temperature", "standard_name": "air_temperature"},
-    "2m_temperature": {"long_name": "2 metre temperature"},
-}
 
 
 def _basis() -> np.ndarray:

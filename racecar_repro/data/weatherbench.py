@@ -1,20 +1,19 @@
 """WeatherBench ERA5 at 5.625 deg: open and check the data in either layout, normalise, report availability.
 
-Two layouts load to the same ``(time, lat, lon)`` channels (``z500``, ``t850``, ``t2m``, ...), latitude ascending:
+Both layouts load to the same ``(time, lat, lon)`` channels (``z500``, ``t850``, ``t2m``, ...), latitude ascending:
 
-- WeatherBench 2 (``make data-weather``): ``<root>/era5_64x32.zarr``, a local subset of the public zarr store with
-  ``manifest.json`` beside it (``racecar_repro.data.weatherbench2``), 6-hourly, dims ``time, [level,] longitude,
-  latitude``. ``weatherbench2.write_synthetic_store`` writes a look-alike (NOT ERA5) in this format.
+- WeatherBench 2 (``make data-weather``): ``<root>/era5_64x32.zarr`` and its ``manifest.json``
+  (``racecar_repro.data.weatherbench2``, which also writes a look-alike, NOT ERA5), 6-hourly.
 - WeatherBench 1 (the retired mediaTUM archive, for those who still have it): ``<root>/5.625deg/<var_dir>/
   <var_dir>_<year>_5.625deg.nc`` and ``<root>/5.625deg/constants/constants_5.625deg.nc``, hourly, dims ``lat``/``lon``
-  (``latitude``/``longitude`` and descending latitudes are accepted too); ``racecar_repro.data.weather_synth`` writes a
-  look-alike (NOT ERA5).
-Without dask the files are read per file and concatenated in memory (only the time steps asked for); with dask, lazily.
-The (input, target) tensors are served by ``racecar_repro.data.weather_dataset`` (``WeatherDataset``, ``to_xarray``).
+  (``latitude``/``longitude`` and descending latitudes are accepted too); read lazily when dask is installed, else
+  per file and concatenated in memory (only the time steps asked for).
+``racecar_repro.data.weather_dataset`` serves the (input, target) tensors.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
@@ -30,12 +29,12 @@ from racecar_core.files import read_json, write_json
 from racecar_repro.paths import data_dir
 
 RESOLUTION = "5.625deg"
-FETCH_HINT = "make data-weather"
 CONSTANTS = ("orography", "lsm", "lat2d")
 SPLITS = {"train": tuple(range(1979, 2016)), "valid": (2016,), "test": (2017, 2018)}
 DEFAULT_VARIABLES = ("z500", "t850", "t2m")
 DEFAULT_YEARS = tuple(range(1979, 2019))
 TP_EPS = 1e-3  # m: precipitation enters as log(tp + 1 mm) - log(1 mm), as in Rasp & Thuerey's data generator
+_DASK = importlib.util.find_spec("dask") is not None  # then WeatherBench 1 files are opened lazily
 
 
 @dataclass(frozen=True)
@@ -99,16 +98,15 @@ def constants_path(root: str | Path) -> Path:
     return Path(root) / RESOLUTION / "constants" / f"constants_{RESOLUTION}.nc"
 
 
-def fetch_command(root: str | Path, variables: Iterable[str], years: Sequence[int] = DEFAULT_YEARS) -> str:
+def fetch_command(variables: Iterable[str], years: Sequence[int] = DEFAULT_YEARS) -> str:
     """The command that downloads ``variables`` (from WeatherBench 2, the only source still online)."""
     return wb2.fetch_command([var_spec(v).channel for v in variables] or list(DEFAULT_VARIABLES), years)
 
 
-def _raise_missing(root: Path, variables: Sequence[str], missing: list[Path],
-                   years: Sequence[int] = DEFAULT_YEARS) -> None:
-    listed = ", ".join(str(p) for p in missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    raise MissingDataError(f"WeatherBench file(s) missing: {listed}. WeatherBench 1's server is retired; fetch the "
-                           f"same fields from WeatherBench 2 with {fetch_command(root, variables, years)}.")
+def _missing_files(paths: list[Path], variables: Sequence[str], years: Sequence[int] = DEFAULT_YEARS):
+    listed = ", ".join(str(p) for p in paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+    return MissingDataError(f"WeatherBench file(s) missing: {listed}. WeatherBench 1's server is retired; fetch the "
+                            f"same fields from WeatherBench 2 with {fetch_command(variables, years)}.")
 
 
 def split_years(split: str, available: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -124,14 +122,6 @@ def split_years(split: str, available: Sequence[int] | None = None) -> tuple[int
 def is_synthetic(ds: xr.Dataset) -> bool:
     """True when ``ds`` came from ``weather_synth`` (global attribute ``synthetic``)."""
     return bool(ds.attrs.get("synthetic"))
-
-
-def _dask() -> bool:
-    try:
-        import dask  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _wb1_dims(ds: xr.Dataset) -> xr.Dataset:
@@ -159,7 +149,7 @@ def _open_var(root: Path, spec: VarSpec, years: Sequence[int], step_hours: int |
     parts, tags = [], set()
     for y in years:
         path = var_path(root, spec.channel, y)
-        ds = _wb1_dims(xr.open_dataset(path, chunks={} if _dask() else None))
+        ds = _wb1_dims(xr.open_dataset(path, chunks={} if _DASK else None))
         if spec.short not in ds:
             raise ValueError(f"{path}: variable {spec.short!r} not found (has {list(ds.data_vars)})")
         _check_grid(ds, ref[0] if ref else None, path, ref[1] if ref else None)
@@ -191,16 +181,16 @@ def open_weatherbench(root: str | Path | None = None, variables: Sequence[str] =
     only_wb2 = [s.channel for s in specs if not s.short]
     if only_wb2:
         raise ValueError(f"channel(s) {only_wb2} are read from the WeatherBench 2 layout only; {root} holds "
-                         f"WeatherBench 1 files. Fetch them with {fetch_command(root, variables, years)}")
+                         f"WeatherBench 1 files. Fetch them with {fetch_command(variables, years)}")
     missing = [var_path(root, s.channel, y) for s in specs for y in years if not var_path(root, s.channel, y).is_file()]
     if missing:
-        _raise_missing(root, [s.channel for s in specs], missing, years)
+        raise _missing_files(missing, [s.channel for s in specs], years)
     arrays, ref, tags = [], None, set()
     for s in specs:
         da, ref, t = _open_var(root, s, sorted(years), step_hours, ref)
         if not (np.diff(da.time.values) > np.timedelta64(0)).all():
             raise ValueError(f"{s.var_dir}: times are not strictly increasing across years {sorted(years)}")
-        arrays.append(da.assign_attrs(units=s.units))
+        arrays.append(da)
         tags |= t
     if len(tags) > 1:
         raise ValueError(f"{root}: real and synthetic files mixed ({sorted(tags)}); regenerate or re-download")
@@ -210,7 +200,7 @@ def open_weatherbench(root: str | Path | None = None, variables: Sequence[str] =
         raise ValueError(f"variables {list(variables)} under {root} do not share the same times and grid: {err}") from err
     tag = tags.pop() if tags else ""
     ds.attrs = {**({"synthetic": tag} if tag else {}), "source": str(root / RESOLUTION)}
-    if not _is_lazy(ds):
+    if all(v.chunks is None for v in ds.data_vars.values()):  # lazy (dask) data are checked as they are loaded
         check_finite(ds)
     return ds
 
@@ -224,30 +214,27 @@ def open_wb2(root: str | Path, variables: Sequence[str] = DEFAULT_VARIABLES, yea
     mpath = wb2.manifest_path(root)
     if not mpath.is_file() or not read_json(mpath).get("complete"):
         raise MissingDataError(f"the WeatherBench 2 copy in {root} is incomplete (no finished {mpath.name}): run "
-                               f"{fetch_command(root, channels, years)} again to resume it")
+                               f"{fetch_command(channels, years)} again to resume it")
     if step_hours and step_hours % wb2.STEP_HOURS:
         raise ValueError(f"WeatherBench 2 is {wb2.STEP_HOURS}-hourly; time steps of {step_hours} h (the offsets, lead "
                          f"and sampling interval) must be multiples of {wb2.STEP_HOURS} h")
     ds = xr.open_zarr(store, consolidated=True)
     wb2.check_grid(ds, str(store))
-    arrays = []
     for c in channels:
         name, level = wb2.parse_channel(c)
         if name not in ds.data_vars or (level is not None and level not in ds["level"].values):
             raise MissingDataError(f"{store} has no {name}{f' at {level} hPa' if level else ''} (channel {c}); fetch "
-                                   f"it with {fetch_command(root, channels, years)} into another --root")
-        da = ds[name].sel(level=level, drop=True) if level is not None else ds[name]
-        arrays.append(da.rename(c).assign_attrs(units=var_spec(c).units))
-    out = xr.merge(arrays, combine_attrs="drop").rename({"latitude": "lat", "longitude": "lon"})
+                                   f"it with {fetch_command(channels, years)} into another --root")
+    out = xr.merge([wb2.as_channels(ds, channels)], combine_attrs="drop")  # no attrs, as from WeatherBench 1
+    out = out.transpose("time", "lat", "lon")
     if "tp" in out:  # as Rasp & Thuerey's data generator: precipitation on a log scale, log(1 + tp / 1 mm)
         out["tp"] = (np.log(out["tp"] + TP_EPS) - np.log(TP_EPS)).assign_attrs(units="log(1 + tp / 1 mm)")
-    out = out.transpose("time", "lat", "lon").sortby("lat")
     years = sorted(int(y) for y in years)
     have = set(np.unique(out["time"].dt.year.values).tolist())
     if [y for y in years if y not in have]:
         raise MissingDataError(f"{store} holds the years {min(have)}-{max(have)}, not "
                                f"{[y for y in years if y not in have]}"
-                               f": fetch them with {fetch_command(root, channels, years)} into another --root")
+                               f": fetch them with {fetch_command(channels, years)} into another --root")
     keep = np.isin(out["time"].dt.year.values, years)
     if step_hours:
         hours = (out["time"].values - np.datetime64("1970-01-01")) // np.timedelta64(1, "h")
@@ -256,10 +243,6 @@ def open_wb2(root: str | Path, variables: Sequence[str] = DEFAULT_VARIABLES, yea
     tag = ds.attrs.get("synthetic", "")
     out.attrs = {**({"synthetic": tag} if tag else {}), "source": str(store)}
     return out
-
-
-def _is_lazy(ds: xr.Dataset) -> bool:
-    return any(v.chunks is not None for v in ds.data_vars.values())
 
 
 def check_finite(ds: xr.Dataset) -> None:
@@ -284,7 +267,7 @@ def open_constants(root: str | Path | None = None, like: xr.Dataset | None = Non
     else:
         path = constants_path(root)
         if not path.is_file():
-            _raise_missing(root, [], [path])
+            raise _missing_files([path], [])
         with xr.open_dataset(path) as c:
             ds = _wb1_dims(c[list(CONSTANTS)].load())
     _check_grid(ds, like, path, Path(like.attrs.get("source", "the data")) if like is not None else None)
@@ -306,12 +289,17 @@ def _wb2_constants(root: Path) -> xr.Dataset:
                        "lat2d": lat2d}).drop_vars("level", errors="ignore")
 
 
-def _fingerprint(root: Path, channel: str, years: Sequence[int]) -> str:
-    if is_wb2(root):  # the manifest records every chunk's checksum: it changes when the data do
-        text = wb2.manifest_path(root).read_bytes() + json.dumps([channel, list(years)]).encode()
-        return hashlib.sha256(text).hexdigest()[:16]
-    st = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in (var_path(root, channel, y) for y in years)]
-    return hashlib.sha256(json.dumps(st).encode()).hexdigest()[:16]
+def _fingerprint(root: Path, channel: str, years: Sequence[int]) -> str | None:
+    """What the cached statistics of ``channel`` were computed from; None when its files are not (all) there."""
+    try:
+        if is_wb2(root):  # the manifest records every chunk's checksum: it changes when the data do
+            text = wb2.manifest_path(root).read_bytes() + json.dumps([channel, list(years)]).encode()
+        else:
+            text = json.dumps([(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                               for p in (var_path(root, channel, y) for y in years)]).encode()
+    except FileNotFoundError:
+        return None  # open_weatherbench then raises MissingDataError with the fetch command
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 @dataclass
@@ -345,7 +333,7 @@ class Normalizer:
         path = (root if is_wb2(root) else root / RESOLUTION) / f"normalization_{key}.json"
         cache = read_json(path) if path.is_file() else {"years": years, "step_hours": step_hours, "channels": {}}
         chans = [var_spec(v).channel for v in variables]
-        todo = [c for c in chans if cache["channels"].get(c, {}).get("files") != _fingerprint_or_none(root, c, years)]
+        todo = [c for c in chans if cache["channels"].get(c, {}).get("files") != _fingerprint(root, c, years)]
         if todo:
             stats = cls.compute(open_weatherbench(root, todo, years, step_hours))
             for c in todo:
@@ -355,13 +343,6 @@ class Normalizer:
         ch = cache["channels"]
         return cls({c: ch[c]["mean"] for c in chans}, {c: ch[c]["std"] for c in chans},
                    source=f"{'computed' if todo else 'cache'}: {path}")
-
-
-def _fingerprint_or_none(root: Path, channel: str, years: Sequence[int]) -> str | None:
-    try:
-        return _fingerprint(root, channel, years)
-    except FileNotFoundError:
-        return None  # open_weatherbench then raises MissingDataError with the fetch command
 
 
 def check_available(root: str | Path | None = None, variables: Sequence[str] = DEFAULT_VARIABLES,
@@ -374,27 +355,27 @@ def check_available(root: str | Path | None = None, variables: Sequence[str] = D
     missing = [p for p in paths if not p.is_file()]
     if missing:
         return False, (f"WeatherBench: {len(missing)} of {len(paths)} files missing under {root / RESOLUTION} "
-                       f"(e.g. {missing[0].name}); run {fetch_command(root, variables)}")
+                       f"(e.g. {missing[0].name}); run {fetch_command(variables)}")
     import netCDF4
 
     for v in variables:
         with netCDF4.Dataset(var_path(root, v, years[0])) as nc:
             if "synthetic" in nc.ncattrs():
                 return False, (f"WeatherBench: {root / RESOLUTION} holds synthetic files (NOT ERA5); "
-                               f"for the real data run {fetch_command(root, variables)}")
+                               f"for the real data run {fetch_command(variables)}")
     return True, f"WeatherBench: real files for {len(variables)} variables, {years[0]}-{years[-1]} in {root / RESOLUTION}"
 
 
 def _wb2_available(root: Path, variables: Sequence[str], years: Sequence[int]) -> tuple[bool, str]:
     if not wb2.has_store(root):
         what = "is incomplete" if wb2.manifest_path(root).is_file() else "is not there"
-        return False, f"WeatherBench 2: the copy in {root} {what}; run {fetch_command(root, variables, years)}"
+        return False, f"WeatherBench 2: the copy in {root} {what}; run {fetch_command(variables, years)}"
     try:
         ds = open_wb2(root, variables, years)
     except MissingDataError as err:
         return False, f"WeatherBench 2: {err}"
     if is_synthetic(ds):
         return False, (f"WeatherBench 2: {wb2.store_path(root)} is synthetic (NOT ERA5); for the real data run "
-                       f"{fetch_command(root, variables, years)}")
+                       f"{fetch_command(variables, years)}")
     return True, (f"WeatherBench 2: ERA5 for {len(variables)} variables, {min(years)}-{max(years)} in "
                   f"{wb2.store_path(root)}")

@@ -2,19 +2,18 @@
 public zarr store, and a synthetic look-alike (NOT ERA5) in the same format.
 
 ``make data-weather`` (``python -m racecar_repro.data.weatherbench2``) opens the public store lazily (anonymous
-``gs://``), selects the variables, pressure levels and years asked for, and copies them into
-``<data_dir>/weatherbench2/<subset>/era5_64x32.zarr`` one block of time steps at a time (``--subset quick|paper``:
-the fields and years of notebook 04's profiles). ``manifest.json`` beside the store
-records what was asked for and every written chunk file's size and sha256: an interrupted copy resumes at the first
-missing block, and a chunk whose checksum no longer matches is fetched again. ``write_synthetic_store`` writes the
-look-alike with the real store's variable names, dimensions (``time, [level,] longitude, latitude``), coordinates and
-chunking (100 time steps); every file of it says it is synthetic.
+``gs://``) and copies the variables, levels and years asked for (``--subset quick|paper``: notebook 04's profiles)
+into ``<data_dir>/weatherbench2/<subset>/era5_64x32.zarr``, one block of time steps at a time. ``manifest.json``
+beside it records the request and every chunk file's size and sha256: an interrupted copy resumes at the first missing
+block, and a chunk whose checksum no longer matches is fetched again. ``write_synthetic_store`` writes the look-alike
+with the real store's names, dimensions (``time, [level,] longitude, latitude``), coordinates and 100-step chunks.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import re
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ import xarray as xr
 
 from racecar_repro.data import MissingDataError
 from racecar_repro.data.download import first_line
+from racecar_repro.data.weather_synth import GENERATOR_VERSION, LAT, LON, _latent, geography, physical_fields
 from racecar_core.files import read_json, sha256_file, write_json
 from racecar_repro.paths import data_dir
 
@@ -37,8 +37,6 @@ HOST = "storage.googleapis.com"
 DIRNAME, STORE_NAME, MANIFEST_NAME = "weatherbench2", "era5_64x32.zarr", "manifest.json"
 FETCH_HINT = "make data-weather"
 LEVELS = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
-LAT = np.linspace(-87.1875, 87.1875, 32)
-LON = np.arange(64) * 5.625
 STEP_HOURS = 6
 TIME_CHUNK = 100  # time steps per chunk, as in the real store
 G = 9.80665  # m/s^2: geopotential_at_surface / G = orography in m
@@ -115,10 +113,7 @@ def variables_for(channels: Sequence[str]) -> dict[str, list[int] | None]:
     out: dict[str, list[int] | None] = {}
     for ch in channels:
         name, level = parse_channel(ch)
-        if level is None:
-            out[name] = None
-        else:
-            out[name] = sorted(set(out.get(name) or []) | {level})
+        out[name] = None if level is None else sorted(set(out.get(name) or []) | {level})
     return out
 
 
@@ -156,22 +151,18 @@ def fetch_command(channels: Sequence[str], years: Sequence[int]) -> str:
             f"--years {span}`)")
 
 
-def check_reachable(host: str = HOST, timeout: float = 5.0) -> None:
-    """Fail at once, naming what is needed, when ``host`` cannot be reached (no network, firewall)."""
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as err:
-        raise MissingDataError(
-            f"cannot reach {host} ({first_line(err)}): `{FETCH_HINT}` reads WeatherBench 2's public ERA5 store "
-            f"{ERA5_STORE} over the internet. Run it on a machine with network access and copy "
-            f"{default_root()} here, or use source='synthetic' (a labelled look-alike, NOT ERA5)") from err
-
-
 def open_source(source: str | Path) -> xr.Dataset:
-    """Open a WeatherBench 2 store lazily: ``gs://...`` anonymously, or a local path (tests, copies)."""
+    """Open a WeatherBench 2 store lazily: ``gs://...`` anonymously (failing at once, naming what is needed, when the
+    host cannot be reached), or a local path (tests, copies)."""
     src = str(source)
     if src.startswith("gs://"):
-        check_reachable()
+        try:
+            socket.create_connection((HOST, 443), timeout=5.0).close()
+        except OSError as err:
+            raise MissingDataError(
+                f"cannot reach {HOST} ({first_line(err)}): `{FETCH_HINT}` reads WeatherBench 2's public ERA5 store "
+                f"{ERA5_STORE} over the internet. Run it on a machine with network access and copy "
+                f"{default_root()} here, or use source='synthetic' (a labelled look-alike, NOT ERA5)") from err
         return xr.open_zarr(src, storage_options={"token": "anon"}, consolidated=True)
     path = Path(src.removeprefix("file://"))
     if not path.exists():
@@ -227,6 +218,16 @@ def pick(ds: xr.Dataset, variables: dict[str, list[int] | None], static: Sequenc
     return sub.drop_dims("level", errors="ignore").drop_vars("level", errors="ignore")
 
 
+def as_channels(ds: xr.Dataset, channels: Sequence[str]) -> xr.Dataset:
+    """``channels`` of a store (``z500`` is geopotential at 500 hPa) as variables of those names, dims ``latitude`` /
+    ``longitude`` renamed ``lat`` / ``lon``, latitude ascending; lazy as ``ds`` is."""
+    out = {}
+    for c in channels:
+        name, level = parse_channel(c)
+        out[c] = ds[name].sel(level=level, drop=True) if level is not None else ds[name]
+    return xr.Dataset(out).rename({"latitude": "lat", "longitude": "lon"}).sortby("lat")
+
+
 def _size(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
@@ -243,12 +244,8 @@ def _record(store: Path, files: list[Path]) -> dict[str, list]:
 
 def _bad(store: Path, recorded: dict[str, list]) -> list[str]:
     """The recorded files that are missing or whose size or sha256 differ."""
-    bad = []
-    for rel, (size, digest) in recorded.items():
-        f = store / rel
-        if not f.is_file() or f.stat().st_size != size or sha256_file(f) != digest:
-            bad.append(rel)
-    return bad
+    return [rel for rel, (size, digest) in recorded.items() if not (store / rel).is_file()
+            or (store / rel).stat().st_size != size or sha256_file(store / rel) != digest]
 
 
 def _time_vars(sub: xr.Dataset) -> list[str]:
@@ -394,7 +391,6 @@ def download_climatology(source: str | Path = CLIMATOLOGY_STORE, root: str | Pat
     tmp = path.with_name(path.name + ".partial")
     sub.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
     if path.exists():
-        import shutil
         shutil.rmtree(path)
     tmp.rename(path)
     files = [f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")]
@@ -413,13 +409,7 @@ def open_climatology(root: str | Path, channels: Sequence[str]) -> xr.Dataset | 
     if _bad(path, m["files"]) or not covers({**m["request"], "years": [], "static": []}, channels, [], static=False):
         return None
     with xr.open_zarr(path, consolidated=True) as ds:
-        out = {}
-        for c in channels:
-            name, level = parse_channel(c)
-            da = ds[name].sel(level=level, drop=True) if level is not None else ds[name]
-            out[c] = da.load()
-    clim = xr.Dataset(out).rename({"latitude": "lat", "longitude": "lon"}).sortby("lat")
-    return clim.transpose("dayofyear", "hour", "lat", "lon")
+        return as_channels(ds, channels).transpose("dayofyear", "hour", "lat", "lon").load()
 
 
 def write_synthetic_climatology(path: str | Path, store: str | Path, channels: Sequence[str] = TARGETS,
@@ -458,7 +448,6 @@ def synthetic_fields(latent: np.ndarray, times: pd.DatetimeIndex, geo: dict[str,
     levels and variables are crude but plausible functions of them (a log-pressure height profile, a power-law
     temperature profile, geostrophic-like winds from the Z500 gradient, humidity from temperature, accumulated
     top-of-atmosphere sunshine, rain from the third latent field). Synthetic: a pipeline check, not weather."""
-    from racecar_repro.data.weather_synth import physical_fields
     base = physical_fields(latent, times, geo)
     z500, t850, t2m = base["geopotential_500"], base["temperature_850"], base["2m_temperature"]
     p = np.asarray(LEVELS, float)[None, :, None, None]
@@ -488,8 +477,6 @@ def write_synthetic_store(path: str | Path, years: Sequence[int] = (2015, 2016, 
     times). ``days_per_year`` keeps the first days of each year; ``channels`` keeps only the variables (and the
     levels) that hold them, in the same format. A store written before with the same settings is kept unless
     ``overwrite``."""
-    from racecar_repro.data.weather_synth import GENERATOR_VERSION, _latent, geography
-
     path = Path(path)
     attrs = {"synthetic": SYNTHETIC_TAG, "synthetic_seed": seed,
              "synthetic_version": f"{GENERATOR_VERSION}.{SYNTHETIC_VERSION}",
