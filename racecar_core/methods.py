@@ -193,7 +193,7 @@ class RR(Method):
         self.pair_weights = list(self.pair_weights) if self.pair_weights else None
 
     def phases(self, model: nn.Module, steps: int) -> list[Phase]:
-        plan = reverse.plan_of(model)  # traced once per training run, not per step
+        plan = reverse.training_plan(model)  # traced once per training run (in training mode), not per step
 
         def loss(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> tuple[Tensor, Tensor, dict]:
             out, rec = self.reconstruction(model, x, plan)
@@ -265,7 +265,7 @@ class Pre(Method):
     def _ae_loss(self, upto: nn.Sequential, frozen: list[nn.Module], unit: nn.Module) -> LossFn:
         """Unit k's autoencoder: the network up to the next weight layer or block (the layers below frozen, run
         without gradients), reversed through unit k down to its input."""
-        plan = reverse.plan_of(upto)
+        plan = reverse.training_plan(upto, frozen)
         inside = {id(m) for m in unit.modules()}
         floor = min(s.index for s in plan.steps if s.call == "module" and id(s.target) in inside)
 

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributed import batch_moments
-from .rules import (DROPOUT, MAXPOOL, FunctionRule, apply_dropout, conv_transpose, dropout_mask,  # noqa: F401
+from .rules import (DROPOUT, FMAXPOOL, MAXPOOL, FunctionRule, apply_dropout, conv_transpose, dropout_mask,  # noqa: F401
                     function_name, function_rule, is_weight_leaf, known_role, linear_vjp, maxpool_adjoint,
                     maxpool_forward, register_affine, register_function, register_pointwise, register_shape,
                     register_weight, role, subtract_bias, transpose, vjp_transpose, weight_modules)
@@ -147,7 +147,9 @@ class _Tracer(fx.Tracer):
 
 
 def _signature(model: nn.Module) -> tuple:
-    return tuple((name, id(m)) for name, m in model.named_modules())
+    """The modules and their modes: fx bakes ``self.training`` into functional calls (``F.dropout(...,
+    training=self.training)``) and Python branches, so a plan holds for the modes it was traced in."""
+    return tuple((name, id(m), m.training) for name, m in model.named_modules())
 
 
 def _refs(obj: Any, index: dict[fx.Node, int]) -> Any:
@@ -294,11 +296,29 @@ _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def plan_of(model: nn.Module) -> Plan:
-    """The model's plan: traced once, reused, and made again when the model's modules change."""
-    plan = _PLANS.get(model)
-    if plan is None or plan.signature != _signature(model):
-        plan = _PLANS[model] = make_plan(model)
-    return plan
+    """The model's plan for its modules and their modes now: traced once per set of modes (train, eval, Pre's frozen
+    layers), reused, and made again when the model's modules change."""
+    plans = _PLANS.setdefault(model, {})
+    sig = _signature(model)
+    if sig not in plans:
+        if len(plans) >= 8:          # modules replaced: the old plans are stale
+            plans.clear()
+        plans[sig] = make_plan(model)
+    return plans[sig]
+
+
+def training_plan(model: nn.Module, frozen: Sequence[nn.Module] = ()) -> Plan:
+    """The plan of ``model`` in the modes a training step runs it in (training mode, the ``frozen`` modules in eval
+    mode), whatever mode it is in now; its modes are left as they were."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.train()
+    for m in frozen:
+        m.eval()
+    try:
+        return plan_of(model)
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 # ---------------------------------------------------------------- the forward pass, recorded
@@ -343,6 +363,9 @@ def _run_step(s: Step, a: Any, kw: dict, saved: dict[int, Any]) -> Any:
             return out
         return m(*a, **kw)
     if s.call == "function":
+        if s.target in FMAXPOOL and not kw.get("return_indices", a[6] if len(a) > 6 else False):
+            out, saved[s.index] = s.target(*a[:6], **{**kw, "return_indices": True})
+            return out
         if s.target is F.dropout and kw.get("training", a[2] if len(a) > 2 else True):
             p = kw.get("p", a[1] if len(a) > 1 else 0.5)
             if p > 0:
@@ -397,6 +420,8 @@ def _reapply(s: Step, y: Tensor, trace: Trace, norms: Norms = "batch") -> Tensor
     a, kw = _fill(s.args, trace.values), _fill(s.kwargs, trace.values)
     if "inplace" in kw:
         kw["inplace"] = False
+    if s.target is F.batch_norm and _FROZEN_NORMS["on"]:       # as the modules inside frozen_norm_statistics
+        kw["momentum"], a = 0.0, a[:6]
     a = (y, *a[1:])
     return s.target(*a, **kw) if s.call == "function" else getattr(y, s.target)(*a[1:], **kw)
 
@@ -432,7 +457,12 @@ def _shape_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
             raise TypeError(f"racecar: no reverse rule for {function_name(s.target)} at {s.name!r}: not linear in "
                             "its signal")
         return [c.sum_to_size(inputs[0].shape) if c.shape != inputs[0].shape else c]
+    if s.target in FMAXPOOL and s.index in trace.saved:
+        return [maxpool_adjoint(y, trace.saved[s.index], inputs[0].shape)]
     if s.target is operator.getitem and not isinstance(a[0], Tensor):
+        if isinstance(a[0], (tuple, list)) and isinstance(a[1], int) and all(isinstance(t, Tensor) for t in a[0]):
+            k = a[1] % len(a[0])      # one piece of chunk/split/unbind: a tuple signal, zeros for the other pieces
+            return [tuple(y if i == k else torch.zeros_like(t) for i, t in enumerate(a[0]))]
         raise TypeError(f"racecar: no reverse rule for indexing a {type(a[0]).__name__} ({s.name})")
     rule: FunctionRule = function_rule(s.target)
     if rule.adjoint is not None:
@@ -511,7 +541,7 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
                 else:
                     armed = armed or a
                 ys.append(c)
-            y, pos = sum(ys[1:], ys[0]), s.index
+            y, pos = _sum(ys), s.index
 
         def send(j: int, c: Tensor, a: bool, p: int) -> None:
             pending.setdefault(j, []).append((c, a, p))
@@ -543,6 +573,13 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
                 if c is not None and steps[j].op != "const":
                     send(j, c, armed, j)
     return pairs[::-1], at_input
+
+
+def _sum(ys: list) -> Any:
+    """The sum of the signals met at a fan-out; a tuple-valued step's (chunk, split, unbind) piece by piece."""
+    if isinstance(ys[0], tuple):
+        return tuple(_sum(list(parts)) for parts in zip(*ys))
+    return sum(ys[1:], ys[0])
 
 
 class _SquaredDistance(torch.autograd.Function):
@@ -623,6 +660,9 @@ def layers_of(model: nn.Module) -> list[nn.Module]:
     return out
 
 
+_FROZEN_NORMS = {"on": False}   # a plain dict, not a ContextVar: torch.compile traces through it without a break
+
+
 @contextmanager
 def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
     """Inside, batch norms still normalise with the batch's statistics but leave their moving averages alone.
@@ -636,9 +676,11 @@ def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
              for m in norms]
     for m in norms:
         m.momentum = 0.0
+    before, _FROZEN_NORMS["on"] = _FROZEN_NORMS["on"], True   # and functional F.batch_norm calls (_reapply)
     try:
         yield
     finally:
+        _FROZEN_NORMS["on"] = before
         for m, (momentum, count) in zip(norms, saved):
             m.momentum = momentum
             if count is not None:

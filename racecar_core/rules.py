@@ -108,6 +108,7 @@ def transposed_conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Ten
 
 
 MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+FMAXPOOL = (F.max_pool1d, F.max_pool2d, F.max_pool3d)   # functional: forward_trace records their picks too
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
@@ -182,11 +183,19 @@ for _cls in (nn.AvgPool1d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPoo
     register_shape(_cls, linear_vjp)
 for _cls in MAXPOOL:  # the adjoint at the forward pass's picks (forward_trace records them)
     register_shape(_cls, _maxpool_without_indices)
+
+
+def _fmaxpool_without_indices(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    raise ValueError("racecar: the adjoint of functional max pooling needs the positions the forward pass picked; "
+                     "walk the model with reverse.forward_trace / reverse_pass, which record them (a call with "
+                     "return_indices=True is not supported)")
 # Dropout counts as pointwise: the reverse pass re-applies it with the forward pass's own mask (recorded by
 # forward_trace; identity in eval), as it re-applies the lower layer's norm and activation.
-for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Identity,
-             nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Softplus, nn.GroupNorm, nn.LayerNorm,
-             nn.InstanceNorm1d, nn.InstanceNorm2d, *DROPOUT):
+for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm,
+             nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LocalResponseNorm, nn.Identity, nn.ReLU,
+             nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
+             nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Hardshrink, nn.Softshrink, nn.Tanhshrink, nn.Threshold,
+             nn.Tanh, nn.Sigmoid, nn.LogSigmoid, nn.Softplus, nn.Softsign, nn.Softmax, nn.LogSoftmax, *DROPOUT):
     register_pointwise(_cls)
 
 
@@ -321,6 +330,8 @@ def _transpose_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -
 
 def _cat_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
     dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    if len(inputs) == 1 and isinstance(inputs[0], tuple):   # torch.cat(x.chunk(2)): a tuple signal back
+        return [tuple(torch.split(y, [t.shape[dim] for t in inputs[0]], dim=dim))]
     return list(torch.split(y, [t.shape[dim] for t in inputs], dim=dim))
 
 
@@ -351,10 +362,30 @@ def _pad_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list
     return [y[tuple(index)]]
 
 
-def _getitem_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+def _getitem_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor | None]:
+    index = args[1] if isinstance(args[1], tuple) else (args[1],)
+    if any(isinstance(i, (Tensor, list)) for i in index):
+        return [None]   # advanced indexing may repeat positions, whose terms add up: the generic adjoint accumulates
     x = y.new_zeros(inputs[0].shape)
     x[args[1]] = y
     return [x]
+
+
+def _pieces_back(y: tuple, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    """chunk, split, tensor_split: the pieces' signals (a tuple, zeros where a piece sends none) joined again."""
+    dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
+    return [torch.cat(list(y), dim)]
+
+
+def _unbind_back(y: tuple, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    return [torch.stack(list(y), kwargs.get("dim", args[1] if len(args) > 1 else 0))]
+
+
+def _stack_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    if len(inputs) == 1 and isinstance(inputs[0], tuple):   # torch.stack(x.unbind(1)): a tuple signal back
+        return [tuple(torch.unbind(y, dim))]
+    return list(torch.unbind(y, dim))
 
 
 def _cast_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
@@ -372,6 +403,13 @@ for _fn in (torch.transpose, "transpose"):
     register_function(_fn, "shape", _transpose_back)
 register_function(torch.cat, "shape", _cat_back)
 register_function(torch.concat, "shape", _cat_back)
+for _fn in (torch.chunk, "chunk", torch.split, torch.functional.split, "split", torch.tensor_split, "tensor_split"):
+    register_function(_fn, "shape", _pieces_back)
+for _fn in (torch.unbind, "unbind"):
+    register_function(_fn, "shape", _unbind_back)
+register_function(torch.stack, "shape", _stack_back)
+for _fn in FMAXPOOL:
+    register_function(_fn, "shape", _fmaxpool_without_indices)
 for _fn in (torch.mean, "mean"):
     register_function(_fn, "shape", _mean_back)
 register_function(F.pad, "shape", _pad_back)
@@ -384,7 +422,10 @@ for _fn in (operator.add, operator.iadd, torch.add, "add", "add_", operator.sub,
 for _fn in (operator.mul, operator.imul, torch.mul, "mul", operator.truediv, torch.div, "div", operator.neg,
             torch.neg, "neg"):
     register_function(_fn, "scale")
-for _fn in (F.relu, torch.relu, "relu", "relu_", F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish,
-            F.softplus, torch.tanh, "tanh", torch.sigmoid, "sigmoid", F.layer_norm, F.group_norm, F.batch_norm,
-            F.dropout, F.normalize):
+for _fn in (F.relu, torch.relu, "relu", "relu_", F.relu6, F.leaky_relu, F.prelu, F.rrelu, F.elu, F.celu, F.selu,
+            F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.hardshrink, F.softshrink, F.tanhshrink,
+            F.threshold, F.softplus, F.softsign, F.logsigmoid, torch.tanh, "tanh", torch.sigmoid, "sigmoid",
+            torch.clamp, "clamp", "clamp_min", "clamp_max", F.softmax, F.log_softmax, torch.softmax, "softmax",
+            "log_softmax", F.layer_norm, F.group_norm, F.rms_norm, F.instance_norm,
+            F.local_response_norm, F.batch_norm, F.dropout, F.normalize):
     register_function(_fn, "pointwise")

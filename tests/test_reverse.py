@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from racecar_core import reverse, rules
+from racecar_core.methods import StepInfo, make_method
 from racecar_core.layers import OptionAShortcut, PeriodicConv2d, Residual
 from racecar_core.models import mnist_linear, peak_mlp, resnet_cifar, weather_resnet
 from racecar_core.models.weather_resnet import KERAS
@@ -438,11 +439,12 @@ def test_one_output_tensor():
 
 # ----------------------------------------------------------------- RR on networks researchers use
 def assert_rr_trains(net: nn.Module, x: torch.Tensor, steps: int = 30, lr: float = 1e-2, drop: float = 0.7,
-                     norms: str = "batch") -> None:
+                     norms: str = "batch", adjoint: bool = True) -> None:
     """RR with Adam on a fixed random regression target: the loss stays finite, every parameter gets a gradient,
-    the reverse pass returns the input's shape, the linear part's reverse is its adjoint, and the reconstruction
-    error falls to ``drop`` of its start or below."""
-    assert_linear_part_is_adjoint(net, x)
+    the reverse pass returns the input's shape, the linear part's reverse is its adjoint (``adjoint``: for a network
+    whose activations are modules), and the reconstruction error falls to ``drop`` of its start or below."""
+    if adjoint:
+        assert_linear_part_is_adjoint(net, x)
     net.train()
     target = torch.randn(reverse.forward_trace(net, x).output.shape)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -547,3 +549,123 @@ def test_rr_trains_torchvision_networks(name, norms, lr):
                                                                    torch.nn.Linear(64, 64), torch.nn.Linear(64, 10))
     assert_rr_trains(net, torch.randn(8 if name == "resnet50" else 4, 3, 32, 32), steps=8, lr=lr, drop=0.9,
                      norms=norms)
+
+
+class PyTorchMNISTExample(nn.Module):
+    """The network of PyTorch's own MNIST example (examples/mnist), narrower: functional activations, functional max
+    pooling, dropout modules and a log-softmax output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, 1), nn.Conv2d(4, 8, 3, 1)
+        self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
+        self.fc1, self.fc2 = nn.Linear(8 * 5 * 5, 16), nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = self.dropout1(F.max_pool2d(x, 2))
+        x = self.dropout2(F.relu(self.fc1(torch.flatten(x, 1))))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def test_rr_trains_pytorchs_mnist_example_network():
+    torch.manual_seed(0)
+    assert_rr_trains(PyTorchMNISTExample(), torch.randn(4, 1, 14, 14), drop=0.9, adjoint=False)
+
+
+class Pieces(nn.Module):
+    """chunk, split and unbind inside a network: a gate-free GLU-like split, pieces of a tensor used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(8, 8), nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        u, v = self.a(x).chunk(2, dim=1)
+        w = F.hardsigmoid(u) + v
+        p, q, r = torch.unbind(self.b(w).view(-1, 3, 2), dim=1)
+        return self.c(torch.cat(torch.split(torch.stack([p, q + r, r], 1).flatten(1), 3, 1), 1))
+
+
+def test_rr_trains_through_chunk_split_unbind_and_stack():
+    torch.manual_seed(0)
+    assert_rr_trains(Pieces(), torch.randn(6, 8), adjoint=False)
+
+
+NEW_POINTWISE = [lambda: nn.PReLU(), lambda: nn.RReLU(), lambda: nn.CELU(), lambda: nn.SELU(), lambda: nn.Hardsigmoid(),
+                 lambda: nn.Hardtanh(), lambda: nn.Hardshrink(0.1), lambda: nn.Softshrink(0.1),
+                 lambda: nn.Tanhshrink(), lambda: nn.Threshold(0.1, 0.0), lambda: nn.LogSigmoid(),
+                 lambda: nn.Softsign(), lambda: nn.SyncBatchNorm(6), lambda: nn.InstanceNorm2d(6, affine=True),
+                 lambda: nn.RMSNorm([6, 6]), lambda: nn.LocalResponseNorm(2), lambda: nn.Softmax(dim=1),
+                 lambda: nn.LogSoftmax(dim=1)]
+
+
+@pytest.mark.parametrize("make", NEW_POINTWISE, ids=lambda f: type(f()).__name__)
+def test_every_activation_and_norm_of_torch_nn_is_re_applied(make):
+    torch.manual_seed(0)
+    act = make()
+    net = nn.Sequential(nn.Conv2d(1, 6, 3), act, nn.Conv2d(6, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    assert reverse.role(act) == "pointwise"
+    out, rec = reverse.rr_loss(net, torch.randn(4, 1, 8, 8), "full", "mean")
+    rec.backward()
+    assert torch.isfinite(rec) and net[0].weight.grad.abs().sum() > 0
+
+
+class DropoutByMode(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.b(F.dropout(self.a(x), 0.5, training=self.training))
+
+
+def _dropout_step(plan):
+    (step,) = [s for s in plan.steps if s.target is F.dropout]
+    return step.kwargs["training"]
+
+
+def test_a_plan_holds_for_the_modes_it_was_traced_in():
+    """fx bakes ``self.training`` into the call: a model traced in eval mode and then trained gets a new plan, and
+    a method's training plan is the training mode's whatever mode the model is in."""
+    net = DropoutByMode().eval()
+    eval_plan = reverse.plan_of(net)
+    assert _dropout_step(eval_plan) is False
+    train_plan = reverse.training_plan(net)
+    assert _dropout_step(train_plan) is True and not net.training      # the model's mode is left as it was
+    net.train()
+    assert reverse.plan_of(net) is train_plan
+    net.eval()
+    assert reverse.plan_of(net) is eval_plan                            # each mode's plan traced once
+    phase = make_method("RR", lam=1.0).phases(net, 1)[0]
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    net.train()
+    _, _, logs = phase.loss(net, x, torch.randn(64, 2), StepInfo(0, 0, 0))
+    assert logs["rr"] > 0
+
+
+class FunctionalNorm(nn.Module):
+    """A batch norm written as a function call on buffers of the model's own."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.register_buffer("mean", torch.zeros(6))
+        self.register_buffer("var", torch.ones(6))
+
+    def forward(self, x):
+        return self.b(F.relu(F.batch_norm(self.a(x), self.mean, self.var, training=self.training, momentum=0.1)))
+
+
+def test_functional_batch_norm_follows_the_frozen_statistics_of_the_reverse_pass():
+    torch.manual_seed(0)
+    net = FunctionalNorm().train()
+    trace = reverse.forward_trace(net, torch.randn(8, 4), reverse.training_plan(net))
+    after_forward = net.mean.clone()
+    with reverse.frozen_norm_statistics(net):
+        reverse.reverse_pass(trace)
+    assert torch.equal(net.mean, after_forward)
+    reverse.reverse_pass(trace)                # not frozen: the reverse pass updates them (the official code)
+    assert not torch.equal(net.mean, after_forward)

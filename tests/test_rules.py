@@ -127,8 +127,28 @@ class Scale(nn.Module):
         return x * self.s
 
 
+def _swap(pieces, dim):
+    """The two pieces of a chunk or split joined in the other order (a linear map that uses both)."""
+    return torch.cat([pieces[1], pieces[0]], dim)
+
+
 # (rule key, the traced function, input shape)
 FUNCTION_CASES = [
+    (operator.getitem, lambda x: x[:, [0, 0, 2]], (2, 3, 4)),        # repeated indices: their terms add up
+    (operator.getitem, lambda x: x[torch.tensor([1, 1, 0])] * 1, (2, 3, 4)),
+    (torch.chunk, lambda x: _swap(torch.chunk(x, 2, 1), 1), (2, 4, 3)),
+    (torch.chunk, lambda x: torch.cat(torch.chunk(x, 2, 1), 1), (2, 4, 3)),     # the tuple itself into cat
+    ("chunk", lambda x: (lambda p: torch.cat([p[1], p[0] + p[1]], -1))(x.chunk(2, -1)), (2, 3, 4)),  # fan-out
+    (torch.split, lambda x: _swap(torch.split(x, [1, 3], 1), 1), (2, 4, 3)),
+    ("split", lambda x: _swap(x.split(2, dim=-1), -1), (2, 3, 4)),
+    (torch.tensor_split, lambda x: _swap(torch.tensor_split(x, [1], 1), 1), (2, 3, 4)),
+    ("tensor_split", lambda x: _swap(x.tensor_split(2, -1), -1), (2, 3, 4)),
+    (torch.unbind, lambda x: (lambda p: torch.stack([p[1], p[0], p[2]], 1))(torch.unbind(x, 1)), (2, 3, 4)),
+    ("unbind", lambda x: torch.stack(x.unbind(-1), 1), (2, 3, 3)),               # the tuple itself into stack
+    (torch.stack, lambda x: torch.stack([x, 2 * x], -1), (2, 3)),
+    (F.max_pool1d, lambda x: F.max_pool1d(x, 2), (2, 3, 4)),                     # at the forward pass's picks
+    (F.max_pool2d, lambda x: F.max_pool2d(x, 2), (1, 2, 4, 4)),
+    (F.max_pool3d, lambda x: F.max_pool3d(x, 2, stride=1), (1, 1, 2, 3, 4)),
     (torch.flatten, lambda x: torch.flatten(x, 1), (2, 3, 4)),
     ("flatten", lambda x: x.flatten(1), (2, 3, 4)),
     ("view", lambda x: x.view(x.shape[0], -1), (2, 3, 4)),
