@@ -7,7 +7,7 @@ cannot trace (data-dependent control flow) becomes one step, which then needs a 
 ``weight`` (an affine map; the reverse applies its transpose to the signal minus the bias), ``pointwise`` (a norm or
 activation: re-applied forwards), ``shape`` (a linear data move: flatten, view, permute, pooling, padding,
 interpolation, cat, slicing; the reverse applies its adjoint), ``join`` (a sum of tensors, a residual connection),
-``scale`` (a product with a number).
+``scale`` (a product with a number), ``product`` (a product of two signals, below).
 
 **Walk (full mode, the paper).** The signal starts at the network output and runs down the graph in reverse
 topological order; a value used by several steps (a fan-out) receives the sum of what comes back from each. The
@@ -31,6 +31,14 @@ rule of the official MLP code, ``d'_m = f_{m-1}(N_{m-1}(W_m^T (d'_{m+1} - b_m)))
    pair first; the rest are summed and walk on together. So a ResNet block input ``x = relu(s)``, read by the block's
    first convolution and by its shortcut, is reconstructed as ``relu(conv1^T(...) + shortcut^T(y))``, exactly the
    nested-Sequential rule of the earlier code.
+
+7. A product of two signals is linear in one factor when the other is *held* at its forward value, as the walk
+   already holds the forward pass's batch statistics and dropout masks. The walk holds a *gate* (the output of a
+   sigmoid, hard sigmoid or softmax, possibly reshaped or passed through dropout: squeeze-and-excitation,
+   GLU-like gates, attention weights) and sends the signal into the other factor, times the gate (a matmul: its
+   exact adjoint with the gate fixed). ``scaled_dot_product_attention`` holds its attention weights and carries
+   the values: ``x' = W_v^T (A^T (W_o^T y))``; the query and key projections receive no signal and take no pair.
+   A product with no gate or two (``a * b`` of two layers' outputs, ``x * x``) is an error if the walk reaches it.
 
 One pair per segment: an MLP gets one per layer, a CIFAR ResNet one per block input, one per block-internal
 convolution and one at the network input; a U-Net's cat sends the pieces of an armed signal to both the skip and
@@ -56,7 +64,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributed import batch_moments
-from .rules import (DROPOUT, FMAXPOOL, MAXPOOL, FunctionRule, apply_dropout, conv_transpose, dropout_mask,  # noqa: F401
+from .rules import (DROPOUT, FMAXPOOL, GATE_FUNCTIONS, GATE_MODULES, MAXPOOL, FunctionRule,  # noqa: F401
+                    STOCHASTIC_DEPTH, apply_dropout, attention_adjoint, conv_transpose, dropout_mask,
+                    stochastic_depth_mask,
                     function_name, function_rule, is_weight_leaf, known_role, linear_vjp, maxpool_adjoint,
                     maxpool_forward, register_affine, register_function, register_pointwise, register_shape,
                     register_weight, role, subtract_bias, transpose, vjp_transpose, weight_modules)
@@ -81,7 +91,7 @@ class Step:
     """One node of the traced graph, resolved for the walk."""
     index: int
     name: str
-    op: str                 # input, output, weight, pointwise, shape, join, scale; const (parameters, buffers and
+    op: str                 # input, output, weight, pointwise, shape, join, scale, product; const (parameters, buffers and
                             # what is computed from them alone), value (a non-tensor): no reverse signal
     call: str               # module, function, method, attr, input, output
     target: Any             # the module, the function, the method's name, or (owner module, attribute)
@@ -93,6 +103,8 @@ class Step:
     chain: tuple[int, ...] = ()   # pointwise: the chain this step tops, bottom step first
     base: int = -1                # pointwise: the input of the chain's bottom step
     plain: Any = None             # pointwise module: a copy that does not work in place (for the reverse pass)
+    held: tuple[int, ...] | None = None   # product: the factors held at their forward values (None: unresolved)
+    records: str = ""             # a function whose forward draw or picks the reverse pass re-uses: "maxpool", "depth"
 
 
 @dataclass
@@ -234,15 +246,14 @@ def _classify(model: nn.Module, node: fx.Node, tensor: dict[int, bool], const: s
                                  "adjoint is used unless you give one).")
         signal = [j for j in refs if j not in const]
         step.op = rule.role
+        step.records = ("maxpool" if node.target in FMAXPOOL else
+                        "depth" if function_name(node.target) == STOCHASTIC_DEPTH else "")
         if rule.role == "pointwise":
             step.inputs = refs[:1]
         elif rule.role in ("join", "scale") and len(signal) < 2:
             step.op, step.inputs = "scale", signal     # with a number, a parameter or a buffer: x + b, a * x, -x
         elif rule.role == "scale":
-            raise _no_rule_error(f"{function_name(node.target)} of two signals", node.name,
-                                 "A product of two signals (gating, attention) is not linear; make the module that "
-                                 "computes it one step with a rule (racecar_core.reverse.register_shape or "
-                                 "register_affine) if its reverse is known.")
+            step.op, step.inputs = "product", signal     # which factor is held: make_plan (_hold), from the graph
         else:
             step.inputs = refs if rule.role == "shape" else signal   # a cat's adjoint needs its constant pieces too
     return step
@@ -277,6 +288,9 @@ def make_plan(model: nn.Module) -> Plan:
         raise TypeError("racecar: the reverse pass starts from one output tensor; this model returns "
                         f"{type(out_node.args[0]).__name__}. Wrap it so that forward returns the tensor to reverse.")
     for s in steps:
+        if s.op == "product":
+            _hold(s, steps)
+    for s in steps:
         for j in s.inputs:
             steps[j].users += 1
         s.weight_below = any(steps[j].op == "weight" or steps[j].weight_below for j in s.inputs)
@@ -290,6 +304,36 @@ def make_plan(model: nn.Module) -> Plan:
     if not any(s.op == "weight" for s in steps):
         raise ValueError("racecar: the model has no weight layer (Linear, Conv, ...) to reverse")
     return Plan(steps, out.args[0].index, _signature(model))
+
+
+def _is_gate(steps: list[Step], j: int) -> bool:
+    """Whether step ``j``'s value is a gate: a sigmoid, hard sigmoid or softmax output, possibly reshaped, expanded,
+    indexed or passed through dropout on the way (squeeze-and-excitation's scale, GLU's gate, attention weights)."""
+    s = steps[j]
+    while s.op == "shape" and len(s.inputs) == 1 or s.op == "pointwise" and _is_dropout(s):
+        s = steps[s.inputs[0]]
+    return s.op == "pointwise" and (isinstance(s.target, GATE_MODULES) or
+                                    (s.call != "module" and s.target in GATE_FUNCTIONS))
+
+
+def _is_dropout(s: Step) -> bool:
+    return isinstance(s.target, DROPOUT) if s.call == "module" else s.target is F.dropout
+
+
+def _hold(s: Step, steps: list[Step]) -> None:
+    """A product of two signals is linear in one factor when the other is held at its forward value (the rule that
+    re-applies the forward pass's norm statistics and activation masks, extended): attention holds its weights and
+    carries the values (``scaled_dot_product_attention``: the value input); a product with a gate holds the gate and
+    carries the other factor. Otherwise the product stays unresolved, an error only if a reverse signal reaches it
+    (the query-key product under a held softmax receives none)."""
+    if s.target is F.scaled_dot_product_attention:
+        value = s.args[2] if len(s.args) > 2 else s.kwargs.get("value")
+        carry = [value.index] if isinstance(value, Ref) else []
+    else:
+        carry = [j for j in s.inputs if not _is_gate(steps, j)]
+    if len(carry) == 1 and s.inputs.count(carry[0]) == 1 and len(s.inputs) > 1:   # x * x, attention(x, x, x): not
+        s.held = tuple(j for j in s.inputs if j != carry[0])
+        s.inputs = carry
 
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -363,9 +407,14 @@ def _run_step(s: Step, a: Any, kw: dict, saved: dict[int, Any]) -> Any:
             return out
         return m(*a, **kw)
     if s.call == "function":
-        if s.target in FMAXPOOL and not kw.get("return_indices", a[6] if len(a) > 6 else False):
+        if s.records == "maxpool" and not kw.get("return_indices", a[6] if len(a) > 6 else False):
             out, saved[s.index] = s.target(*a[:6], **{**kw, "return_indices": True})
             return out
+        if s.records == "depth":
+            p, mode = (kw.get(n, a[i] if len(a) > i else None) for i, n in ((1, "p"), (2, "mode")))
+            if kw.get("training", a[3] if len(a) > 3 else True) and p > 0:
+                saved[s.index] = stochastic_depth_mask(a[0], p, mode)
+                return a[0] * saved[s.index]
         if s.target is F.dropout and kw.get("training", a[2] if len(a) > 2 else True):
             p = kw.get("p", a[1] if len(a) > 1 else 0.5)
             if p > 0:
@@ -440,6 +489,14 @@ def _shape_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
             c = -y if "sub" in name and k == 1 else y
             out.append(c.sum_to_size(x.shape) if c.shape != x.shape else c)
         return out
+    if s.op == "product":        # the held factors at their forward values: linear in the carried one
+        name = s.target if isinstance(s.target, str) else getattr(s.target, "__name__", "")
+        if s.target is F.scaled_dot_product_attention:
+            return [attention_adjoint(y, list(_fill(s.args, values)), _fill(s.kwargs, values))]
+        if name in ("mul", "imul"):
+            c = y * values[s.held[0]]
+            return [c.sum_to_size(inputs[0].shape) if c.shape != inputs[0].shape else c]
+        return _generic_adjoint(s, y, trace)
     if s.op == "scale":          # one signal and a number, a parameter or a buffer
         name = s.target if isinstance(s.target, str) else getattr(s.target, "__name__", "")
         j = s.inputs[0]
@@ -449,15 +506,17 @@ def _shape_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
             c = -y
         elif "add" in name or "sub" in name:
             c = y
-        elif "mul" in name:
+        elif name in ("mul", "imul"):
             c = y * other[0]
         elif "div" in name and first:
             c = y / other[0]
-        else:
+        elif "div" in name:
             raise TypeError(f"racecar: no reverse rule for {function_name(s.target)} at {s.name!r}: not linear in "
                             "its signal")
+        else:                    # x @ W with a parameter W, einsum, ...: the exact generic adjoint
+            return _generic_adjoint(s, y, trace)
         return [c.sum_to_size(inputs[0].shape) if c.shape != inputs[0].shape else c]
-    if s.target in FMAXPOOL and s.index in trace.saved:
+    if s.records == "maxpool" and s.index in trace.saved:
         return [maxpool_adjoint(y, trace.saved[s.index], inputs[0].shape)]
     if s.target is operator.getitem and not isinstance(a[0], Tensor):
         if isinstance(a[0], (tuple, list)) and isinstance(a[1], int) and all(isinstance(t, Tensor) for t in a[0]):
@@ -568,7 +627,14 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
                 if armed:                        # on the raw input: belongs to no layer, the walk ends here
                     pairs.append((values[pos], y))
                 send(s.inputs[0], y, False, s.inputs[0])
-        elif s.op in ("shape", "scale"):
+        elif s.op in ("shape", "scale", "product"):
+            if s.op == "product" and s.held is None:
+                raise _no_rule_error(f"{function_name(s.target)} of two signals", s.name,
+                                     "A product of two signals is linear in one factor when the other is held at its "
+                                     "forward value; the reverse pass holds a gate (sigmoid, hard sigmoid or softmax "
+                                     "output) or attention weights, and neither factor here is one. Make the module "
+                                     "that computes it one step with a rule (racecar_core.reverse.register_shape or "
+                                     "register_affine) if its reverse is known.")
             for j, c in zip(s.inputs, _shape_adjoint(s, y, trace)):
                 if c is not None and steps[j].op != "const":
                     send(j, c, armed, j)

@@ -179,7 +179,7 @@ register_shape(nn.AdaptiveAvgPool2d, _avgpool_adj)
 for _cls in (nn.AvgPool1d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool3d, nn.Upsample,
              nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.CircularPad1d, nn.CircularPad2d,
              nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d, nn.PixelShuffle,
-             nn.PixelUnshuffle):
+             nn.PixelUnshuffle, nn.ChannelShuffle):
     register_shape(_cls, linear_vjp)
 for _cls in MAXPOOL:  # the adjoint at the forward pass's picks (forward_trace records them)
     register_shape(_cls, _maxpool_without_indices)
@@ -292,12 +292,30 @@ def register_function(fn: Any, role: str, adjoint: FunctionAdjoint | None = None
     _FUNCTIONS[fn] = FunctionRule(role, adjoint)
 
 
+# functions of packages the core does not import (torchvision), by module and name: "module.name" -> rule
+_BY_NAME: dict[str, FunctionRule] = {}
+
+
 def function_rule(fn: Any) -> FunctionRule | None:
     """The rule of a traced function or method name, or None."""
     try:
-        return _FUNCTIONS.get(fn)
+        rule = _FUNCTIONS.get(fn)
     except TypeError:  # an unhashable target
         return None
+    if rule is None and callable(fn):
+        rule = _BY_NAME.get(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__name__', '')}")
+    return rule
+
+
+STOCHASTIC_DEPTH = "torchvision.ops.stochastic_depth.stochastic_depth"
+
+
+def stochastic_depth_mask(x: Tensor, p: float, mode: str) -> Tensor:
+    """The keep-mask (over 1 - p) that torchvision's ``stochastic_depth`` draws for ``x``, drawn as it draws it (the
+    same random numbers), so that the reverse pass can re-apply it as dropout's."""
+    size = [x.shape[0]] + [1] * (x.dim() - 1) if mode == "row" else [1] * x.dim()
+    noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p)
+    return noise.div_(1.0 - p) if p < 1.0 else noise
 
 
 def function_name(fn: Any) -> str:
@@ -420,8 +438,32 @@ for _fn in (F.interpolate, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_
 for _fn in (operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, operator.isub, torch.sub, "sub"):
     register_function(_fn, "join")
 for _fn in (operator.mul, operator.imul, torch.mul, "mul", operator.truediv, torch.div, "div", operator.neg,
-            torch.neg, "neg"):
+            torch.neg, "neg", operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm", torch.einsum,
+            F.scaled_dot_product_attention):   # with two signals: a product, one factor held (reverse._hold)
     register_function(_fn, "scale")
+
+
+def attention_adjoint(y: Tensor, args: list, kwargs: dict) -> Tensor:
+    """``A^T y`` for ``scaled_dot_product_attention(q, k, v, ...) = A v`` with the attention weights ``A`` held at
+    their forward values (recomputed from the forward pass's query and key, mask, causality and scale)."""
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    o = {n: args[i] if len(args) > i else kwargs.get(n) for i, n in enumerate(names)}
+    if o["dropout_p"] or o["enable_gqa"]:
+        raise TypeError("racecar: scaled_dot_product_attention with dropout_p > 0 or enable_gqa has no reverse rule "
+                        "(its dropout mask is not recorded); use dropout_p=0 or an attention module with a rule")
+    q, k = o["query"], o["key"]
+    s = q @ k.transpose(-2, -1) * (o["scale"] if o["scale"] is not None else q.shape[-1] ** -0.5)
+    if o["is_causal"]:
+        s = s.masked_fill(~torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).tril(), float("-inf"))
+    mask = o["attn_mask"]
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+    return torch.softmax(s, -1).transpose(-2, -1) @ y
+
+
+# what holds a product's other factor at its forward value: gates and attention weights
+GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softmax)
+GATE_FUNCTIONS = (torch.sigmoid, "sigmoid", F.sigmoid, F.hardsigmoid, F.softmax, torch.softmax, "softmax")
 for _fn in (F.relu, torch.relu, "relu", "relu_", F.relu6, F.leaky_relu, F.prelu, F.rrelu, F.elu, F.celu, F.selu,
             F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.hardshrink, F.softshrink, F.tanhshrink,
             F.threshold, F.softplus, F.softsign, F.logsigmoid, torch.tanh, "tanh", torch.sigmoid, "sigmoid",
@@ -429,3 +471,7 @@ for _fn in (F.relu, torch.relu, "relu", "relu_", F.relu6, F.leaky_relu, F.prelu,
             "log_softmax", F.layer_norm, F.group_norm, F.rms_norm, F.instance_norm,
             F.local_response_norm, F.batch_norm, F.dropout, F.normalize):
     register_function(_fn, "pointwise")
+# torchvision's stochastic depth (a leaf for fx): dropout of whole residual branches, its mask recorded by
+# forward_trace and re-applied in the reverse pass as dropout's; torchvision's Swin pads with a leaf function
+_BY_NAME[STOCHASTIC_DEPTH] = FunctionRule("pointwise")
+_BY_NAME["torchvision.models.swin_transformer._patch_merging_pad"] = FunctionRule("shape")

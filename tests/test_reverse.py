@@ -409,10 +409,10 @@ def test_an_untraceable_module_becomes_one_step_and_needs_a_rule():
 
     class Mixed(nn.Module):
         def forward(self, x):
-            return x * x.sigmoid()           # a product of two signals: not linear
+            return x * x                     # a product of two signals, neither a gate: not linear
 
     with pytest.raises(TypeError, match="two signals"):
-        reverse.plan_of(nn.Sequential(nn.Linear(3, 3), Mixed()))
+        reverse.rr_loss(nn.Sequential(nn.Linear(3, 3), Mixed()), torch.randn(2, 3))
 
     class Sorts(nn.Module):
         def forward(self, x):
@@ -669,3 +669,116 @@ def test_functional_batch_norm_follows_the_frozen_statistics_of_the_reverse_pass
     assert torch.equal(net.mean, after_forward)
     reverse.reverse_pass(trace)                # not frozen: the reverse pass updates them (the official code)
     assert not torch.equal(net.mean, after_forward)
+
+
+class Gated(nn.Module):
+    """A GLU-like gate: ``L3(L1 x * sigmoid(L2 x))`` (bias-free: a linear map once the gate is held)."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3 = (nn.Linear(5, 6, bias=False), nn.Linear(5, 6, bias=False),
+                                     nn.Linear(6, 4, bias=False))
+
+    def forward(self, x):
+        return self.l3(self.l1(x) * torch.sigmoid(self.l2(x)))
+
+
+class Attention(nn.Module):
+    """Single-head self-attention as it is hand-written, or through ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, sdpa: bool, d: int = 6):
+        super().__init__()
+        self.sdpa, self.d = sdpa, d
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
+
+    def forward(self, x):
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        if self.sdpa:
+            return self.o(F.scaled_dot_product_attention(q, k, v))
+        a = torch.softmax(q @ k.transpose(-2, -1) / self.d ** 0.5, dim=-1)
+        return self.o(a @ v)
+
+
+def _held_adjoint_gap(net, x, linear_map):
+    """<A z, y> - <z, A^T y> for the map ``linear_map(z, trace)`` that the product is with its gate or attention
+    weights held at the forward values of ``trace``, ``A^T y`` by the full reverse walk."""
+    trace = reverse.forward_trace(net, x)
+    y, z = torch.randn(trace.output.shape), torch.randn(x.shape)
+    back = reverse.transpose_network(trace, y)
+    return relative_gap_of((linear_map(z, trace) * y).sum(), (z * back).sum())
+
+
+def relative_gap_of(a, b):
+    return float(((a - b).abs() / (a.abs() + b.abs())).detach())
+
+
+@pytest.mark.usefixtures("float64")
+def test_a_gate_is_held_at_its_forward_value_and_the_other_factor_carries():
+    torch.manual_seed(0)
+    net = Gated()
+    x = torch.randn(3, 5)
+    gate = torch.sigmoid(net.l2(x))
+    assert _held_adjoint_gap(net, x, lambda z, t: net.l3(net.l1(z) * gate)) < 1e-12
+    assert [s.op for s in reverse.plan_of(net).steps].count("product") == 1
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("sdpa", [False, True], ids=["hand-written", "sdpa"])
+def test_attention_holds_its_weights_and_the_value_path_carries(sdpa):
+    """``x' = W_v^T (A^T (W_o^T y))``; the query and key projections take no pair."""
+    torch.manual_seed(0)
+    net = Attention(sdpa)
+    x = torch.randn(2, 5, 6)
+    q, k = net.q(x), net.k(x)
+    a = torch.softmax(q @ k.transpose(-2, -1) / 6 ** 0.5, dim=-1)
+    assert _held_adjoint_gap(net, x, lambda z, t: net.o(a @ net.v(z))) < 1e-10
+    trace = reverse.forward_trace(net, x)
+    inputs = {id(d) for d, _ in reverse.reverse_pass(trace)}
+    assert id(trace.input_of(net.v)) in inputs and not {id(trace.output_of(net.q)), id(trace.output_of(net.k))} & inputs
+
+
+def test_rr_trains_squeeze_and_excitation_and_attention():
+    from torchvision.ops import SqueezeExcitation
+    torch.manual_seed(0)
+    se = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), SqueezeExcitation(8, 4, scale_activation=nn.Hardsigmoid),
+                       nn.Conv2d(8, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(36, 3))
+    assert_rr_trains(se, torch.randn(4, 1, 8, 8), drop=0.9, adjoint=False)
+    assert_rr_trains(nn.Sequential(Attention(True), nn.Flatten(), nn.Linear(30, 3)), torch.randn(4, 5, 6), drop=0.9,
+                     adjoint=False)
+
+
+def test_a_product_of_two_signals_without_a_gate_is_a_clear_error_when_the_walk_reaches_it():
+    class Square(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.c(self.a(x) * self.b(x))
+
+    with pytest.raises(TypeError, match="neither factor here is one"):
+        reverse.rr_loss(Square(), torch.randn(4, 3))
+
+
+def test_stochastic_depth_reuses_its_mask_in_the_reverse_pass_and_draws_torchvisions_numbers():
+    from torchvision.ops import StochasticDepth
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.drop = nn.Linear(4, 4), nn.Linear(4, 2), StochasticDepth(0.5, "row")
+
+        def forward(self, x):
+            return self.b(x + self.drop(F.relu(self.a(x))))
+
+    torch.manual_seed(0)
+    net = Block().train()
+    x = torch.randn(16, 4)
+    torch.manual_seed(1)
+    expect = net(x)
+    torch.manual_seed(1)
+    trace = reverse.forward_trace(net, x)
+    torch.testing.assert_close(trace.output, expect)                 # the same draws as torchvision's own
+    (mask,) = trace.saved.values()
+    assert mask.shape == (16, 1) and 0 < int((mask == 0).sum()) < 16
+    assert_rr_trains(net, x, adjoint=False, drop=0.9)

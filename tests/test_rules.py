@@ -58,6 +58,7 @@ MODULE_CASES = [
     (nn.AvgPool1d(3, stride=2), (2, 3, 9)),
     (nn.AvgPool3d(2), (1, 2, 4, 4, 4)),
     (nn.AdaptiveAvgPool1d(3), (2, 2, 7)),
+    (nn.ChannelShuffle(2), (2, 4, 3, 3)),          # ShuffleNet's
     (nn.AdaptiveAvgPool3d(1), (1, 2, 3, 4, 5)),
     (nn.Upsample(scale_factor=2), (1, 2, 3, 4)),
     (nn.Upsample(scale_factor=2, mode="bilinear"), (1, 2, 3, 4)),
@@ -146,6 +147,15 @@ FUNCTION_CASES = [
     (torch.unbind, lambda x: (lambda p: torch.stack([p[1], p[0], p[2]], 1))(torch.unbind(x, 1)), (2, 3, 4)),
     ("unbind", lambda x: torch.stack(x.unbind(-1), 1), (2, 3, 3)),               # the tuple itself into stack
     (torch.stack, lambda x: torch.stack([x, 2 * x], -1), (2, 3)),
+    (operator.matmul, lambda x: x @ torch.ones(4, 2), (2, 3, 4)),                # products with a constant
+    (torch.matmul, lambda x: torch.matmul(torch.ones(3, 3), x), (2, 3, 4)),
+    ("matmul", lambda x: x.matmul(torch.ones(4, 4)), (2, 4)),
+    (torch.bmm, lambda x: torch.bmm(x, torch.ones(2, 4, 3)), (2, 3, 4)),
+    ("bmm", lambda x: x.bmm(torch.ones(2, 4, 1)), (2, 3, 4)),
+    (torch.einsum, lambda x: torch.einsum("bij,jk->bik", x, torch.ones(4, 2)), (2, 3, 4)),
+    (F.scaled_dot_product_attention, lambda x: F.scaled_dot_product_attention(torch.ones(2, 5, 4) / 3,
+                                                                               torch.arange(12.0).reshape(2, 3, 2)
+                                                                               .repeat(1, 1, 2) / 10, x), (2, 3, 4)),
     (F.max_pool1d, lambda x: F.max_pool1d(x, 2), (2, 3, 4)),                     # at the forward pass's picks
     (F.max_pool2d, lambda x: F.max_pool2d(x, 2), (1, 2, 4, 4)),
     (F.max_pool3d, lambda x: F.max_pool3d(x, 2, stride=1), (1, 1, 2, 3, 4)),
@@ -165,7 +175,7 @@ FUNCTION_CASES = [
     ("contiguous", lambda x: x.transpose(1, 2).contiguous(), (2, 3, 4)),
     ("clone", lambda x: x.clone(), (2, 3)),
     (torch.clone, lambda x: torch.clone(x), (2, 3)),
-    ("float", lambda x: x.float(), (2, 3)),                          # float32: compared to 1e-6
+    ("float", lambda x: x.float(), (2, 3)),                          # float32: compared to 1e-5
     ("double", lambda x: x.double(), (2, 3)),
     ("half", lambda x: x.half().double() * 0 + x, (2, 3)),
     ("bfloat16", lambda x: x.bfloat16().double() * 0 + x, (2, 3)),
@@ -248,7 +258,7 @@ def network_adjoint_gap(net: nn.Module, shape: tuple) -> float:
     back = reverse.transpose_network(trace, y)
     assert back.shape == x.shape
     gap = relative_gap((trace.output * y).sum(), (x * back).sum())
-    return gap / (1e-12 if trace.output.dtype == torch.float64 else 1e-6)   # a float32 output: exact to 1e-6
+    return gap / (1e-12 if trace.output.dtype == torch.float64 else 1e-5)   # a float32 output: to 1e-5
 
 
 @pytest.mark.parametrize("key, fn, shape", FUNCTION_CASES, ids=[rules.function_name(k) for k, _, _ in FUNCTION_CASES])
