@@ -36,8 +36,9 @@ rule of the official MLP code, ``d'_m = f_{m-1}(N_{m-1}(W_m^T (d'_{m+1} - b_m)))
    already holds the forward pass's batch statistics and dropout masks. The walk holds a *gate* (the output of a
    sigmoid, hard sigmoid or softmax, possibly reshaped or passed through dropout: squeeze-and-excitation,
    GLU-like gates, attention weights) and sends the signal into the other factor, times the gate (a matmul: its
-   exact adjoint with the gate fixed). ``scaled_dot_product_attention`` holds its attention weights and carries
-   the values: ``x' = W_v^T (A^T (W_o^T y))``; the query and key projections receive no signal and take no pair.
+   exact adjoint with the gate fixed). ``scaled_dot_product_attention`` and ``nn.MultiheadAttention`` (one weight
+   step, its per-head weights recorded by the forward trace) hold their attention weights and carry the values:
+   ``x' = W_v^T (A^T (W_o^T y))``; the query and key projections receive no signal and take no pair.
    A product with no gate or two (``a * b`` of two layers' outputs, ``x * x``) is an error if the walk reaches it.
 
 One pair per segment: an MLP gets one per layer, a CIFAR ResNet one per block input, one per block-internal
@@ -65,7 +66,8 @@ from torch import Tensor, nn
 
 from .distributed import batch_moments
 from .rules import (DROPOUT, FMAXPOOL, GATE_FUNCTIONS, GATE_MODULES, MAXPOOL, FunctionRule,  # noqa: F401
-                    STOCHASTIC_DEPTH, apply_dropout, attention_adjoint, conv_transpose, dropout_mask,
+                    STOCHASTIC_DEPTH, apply_dropout, attention_adjoint, attention_forward, conv_transpose,
+                    dropout_mask,
                     stochastic_depth_mask,
                     function_name, function_rule, is_weight_leaf, known_role, linear_vjp, maxpool_adjoint,
                     maxpool_forward, register_affine, register_function, register_pointwise, register_shape,
@@ -213,6 +215,10 @@ def _classify(model: nn.Module, node: fx.Node, tensor: dict[int, bool], const: s
     elif node.op == "call_module":
         m = model.get_submodule(node.target)
         step.target, step.call = m, "module"
+        if refs and all(j in const for j in refs):          # a layer on parameters or buffers alone (Swin V2's
+            const.add(i)                                     # bias MLP on its coordinate table): no signal
+            step.op = "const"
+            return step
         r = known_role(m)
         if r is None:
             name = type(m).__name__
@@ -225,6 +231,9 @@ def _classify(model: nn.Module, node: fx.Node, tensor: dict[int, bool], const: s
                                  "adjoint). Or give the module a racecar_transpose(y, input_shape) or "
                                  "racecar_adjoint(y, input_shape) method.")
         step.op, step.inputs = r, refs[:1]
+        if isinstance(m, nn.MultiheadAttention):             # the value input carries (the weights are held)
+            value = args[2] if len(args) > 2 else kwargs.get("value")
+            step.inputs = [value.index] if isinstance(value, Ref) else []
         if r == "pointwise" and getattr(m, "inplace", False):
             step.plain = copy.copy(m)
             step.plain.inplace = False
@@ -405,6 +414,9 @@ def _run_step(s: Step, a: Any, kw: dict, saved: dict[int, Any]) -> Any:
         if isinstance(m, MAXPOOL):
             out, saved[s.index] = maxpool_forward(m, a[0])
             return out
+        if isinstance(m, nn.MultiheadAttention):
+            out, saved[s.index] = attention_forward(m, a, kw)
+            return out
         return m(*a, **kw)
     if s.call == "function":
         if s.records == "maxpool" and not kw.get("return_indices", a[6] if len(a) > 6 else False):
@@ -519,9 +531,11 @@ def _shape_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
     if s.records == "maxpool" and s.index in trace.saved:
         return [maxpool_adjoint(y, trace.saved[s.index], inputs[0].shape)]
     if s.target is operator.getitem and not isinstance(a[0], Tensor):
-        if isinstance(a[0], (tuple, list)) and isinstance(a[1], int) and all(isinstance(t, Tensor) for t in a[0]):
+        if isinstance(a[0], (tuple, list)) and isinstance(a[1], int) and isinstance(a[0][a[1]], Tensor):
             k = a[1] % len(a[0])      # one piece of chunk/split/unbind: a tuple signal, zeros for the other pieces
-            return [tuple(y if i == k else torch.zeros_like(t) for i, t in enumerate(a[0]))]
+            pieces = trace.plan.steps[s.inputs[0]].call != "module"      # not a module's (output, weights)
+            return [tuple(y if i == k else torch.zeros_like(t) if pieces and isinstance(t, Tensor) else None
+                          for i, t in enumerate(a[0]))]
         raise TypeError(f"racecar: no reverse rule for indexing a {type(a[0]).__name__} ({s.name})")
     rule: FunctionRule = function_rule(s.target)
     if rule.adjoint is not None:
@@ -574,11 +588,11 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
     if mode in ("local", "local_padded"):
         for s in plan.weights:
             m, x = s.target, values[s.inputs[0]]
-            out = subtract_bias(m, values[s.index])
+            out = subtract_bias(m, _first(values[s.index]))
             if mode == "local_padded" and hasattr(m, "racecar_padded_pair"):
                 pairs.append(m.racecar_padded_pair(x, out))
             else:
-                pairs.append((x, transpose(m, out, x.shape)))
+                pairs.append((x, transpose(m, out, x.shape, trace.saved.get(s.index))))
         return pairs, None
     if mode != "full":
         raise ValueError(f"racecar: unknown reverse-pass mode {mode!r}; use one of {MODES}")
@@ -605,16 +619,21 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
         def send(j: int, c: Tensor, a: bool, p: int) -> None:
             pending.setdefault(j, []).append((c, a, p))
 
+        if isinstance(y, tuple) and s.call == "module":   # attention's (output, weights): the output carries
+            if any(c is not None for c in y[1:]):
+                raise TypeError(f"racecar: the attention weights of {s.name!r} are used as a signal downstream; the "
+                                "reverse pass holds them and cannot send a signal into them")
+            y = y[0]
         if s.op in ("input", "weight", "join"):
             if armed:
-                pairs.append((values[pos], y))
+                pairs.append((_first(values[pos]), y))
             if s.op == "input":
                 at_input = y
             elif floor is not None and s.index < floor:
                 continue
             elif s.op == "weight":
                 m, j = s.target, s.inputs[0]
-                send(j, transpose(m, subtract_bias(m, y), values[j].shape), True, j)
+                send(j, transpose(m, subtract_bias(m, y), values[j].shape, trace.saved.get(s.index)), True, j)
             else:
                 for j, c in zip(s.inputs, _shape_adjoint(s, y, trace)):
                     send(j, c, False, j)
@@ -645,7 +664,13 @@ def _sum(ys: list) -> Any:
     """The sum of the signals met at a fan-out; a tuple-valued step's (chunk, split, unbind) piece by piece."""
     if isinstance(ys[0], tuple):
         return tuple(_sum(list(parts)) for parts in zip(*ys))
-    return sum(ys[1:], ys[0])
+    ys = [y for y in ys if y is not None]
+    return sum(ys[1:], ys[0]) if ys else None
+
+
+def _first(value: Any) -> Tensor:
+    """A step's tensor value: multi-head attention's output of its (output, weights)."""
+    return value[0] if isinstance(value, tuple) else value
 
 
 class _SquaredDistance(torch.autograd.Function):

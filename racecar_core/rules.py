@@ -200,8 +200,43 @@ for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, n
 
 
 def is_weight_leaf(m: nn.Module) -> bool:
-    """Whether ``m`` is a weight layer (Linear, Conv, a registered or ``racecar_transpose`` layer)."""
-    return hasattr(m, "racecar_transpose") or any(cls in _WEIGHT for cls in type(m).__mro__)
+    """Whether ``m`` is a weight layer (Linear, Conv, a registered or ``racecar_transpose`` layer) with one weight
+    matrix: multi-head attention is a weight step of the walk, but Ort and the SVD see its output projection."""
+    return (hasattr(m, "racecar_transpose") or any(cls in _WEIGHT for cls in type(m).__mro__)) and \
+        not isinstance(m, nn.MultiheadAttention)
+
+
+def attention_forward(m: nn.MultiheadAttention, args: tuple, kwargs: dict) -> tuple[tuple, Tensor]:
+    """``m``'s output as the caller asked for it, and the per-head attention weights ``[B, heads, L, S]`` it used
+    (after its dropout), which the reverse pass holds."""
+    names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
+             "is_causal")
+    kw = {**dict(zip(names, args)), **kwargs}
+    if m.bias_k is not None or m.add_zero_attn or kw["query"].dim() != 3:
+        raise TypeError("racecar: multi-head attention with bias_k/bias_v, add_zero_attn or unbatched inputs has no "
+                        "reverse rule")
+    need, average = kw.pop("need_weights", True), kw.pop("average_attn_weights", True)
+    out, weights = m(**kw, need_weights=True, average_attn_weights=False)
+    return (out, (weights.mean(1) if average else weights) if need else None), weights
+
+
+def attention_transpose(m: nn.MultiheadAttention, y: Tensor, weights: Tensor) -> Tensor:
+    """``W_v^T (A^T (W_o^T (y - b_o)) - b_v)`` per head: multi-head attention with its weights ``A`` held is affine
+    in its value input; the query and key projections receive no signal."""
+    if not m.batch_first:
+        y = y.transpose(0, 1)
+    e, h = m.embed_dim, m.num_heads
+    z = subtract_bias(m.out_proj, y) @ m.out_proj.weight                    # [B, L, E]
+    z = z.reshape(z.shape[0], z.shape[1], h, e // h).transpose(1, 2)         # [B, heads, L, E/heads]
+    v = (weights.transpose(-2, -1) @ z).transpose(1, 2)                     # [B, S, heads, E/heads]
+    v = v.reshape(v.shape[0], v.shape[1], e)
+    if m.in_proj_bias is not None:
+        v = v - m.in_proj_bias[2 * e:]
+    x = v @ (m.in_proj_weight[2 * e:] if m._qkv_same_embed_dim else m.v_proj_weight)
+    return x if m.batch_first else x.transpose(0, 1)
+
+
+_WEIGHT[nn.MultiheadAttention] = attention_transpose   # a weight step; transpose() passes the recorded weights
 
 
 def weight_modules(model: nn.Module) -> list[nn.Module]:
@@ -243,6 +278,11 @@ def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size, saved: Any = Non
     trace recorded for it, e.g. max pooling's picks)."""
     if isinstance(m, MAXPOOL) and saved is not None:
         return maxpool_adjoint(y, saved, input_shape)
+    if isinstance(m, nn.MultiheadAttention):
+        if saved is None:
+            raise ValueError("racecar: the transpose of multi-head attention needs the attention weights of the "
+                             "forward pass; walk the model with reverse.forward_trace / reverse_pass")
+        return attention_transpose(m, y, saved)
     if hasattr(m, "racecar_transpose"):
         return m.racecar_transpose(y, input_shape)
     if hasattr(m, "racecar_adjoint"):
@@ -346,6 +386,12 @@ def _transpose_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -
     return [y.transpose(args[1], args[2])]
 
 
+def _movedim_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
+    source = kwargs.get("source", args[1])
+    destination = kwargs.get("destination", args[2] if len(args) > 2 else None)
+    return [torch.movedim(y, destination, source)]
+
+
 def _cat_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
     dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
     if len(inputs) == 1 and isinstance(inputs[0], tuple):   # torch.cat(x.chunk(2)): a tuple signal back
@@ -417,8 +463,10 @@ for _fn in ("contiguous", "clone", torch.clone, "float", "double", "half", "bflo
     register_function(_fn, "shape", _cast_back)
 for _fn in (torch.permute, "permute"):
     register_function(_fn, "shape", _permute_back)
-for _fn in (torch.transpose, "transpose"):
+for _fn in (torch.transpose, "transpose", torch.swapaxes, "swapaxes", torch.swapdims, "swapdims"):
     register_function(_fn, "shape", _transpose_back)
+for _fn in (torch.movedim, "movedim", torch.moveaxis, "moveaxis"):
+    register_function(_fn, "shape", _movedim_back)
 register_function(torch.cat, "shape", _cat_back)
 register_function(torch.concat, "shape", _cat_back)
 for _fn in (torch.chunk, "chunk", torch.split, torch.functional.split, "split", torch.tensor_split, "tensor_split"):

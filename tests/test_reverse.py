@@ -782,3 +782,46 @@ def test_stochastic_depth_reuses_its_mask_in_the_reverse_pass_and_draws_torchvis
     (mask,) = trace.saved.values()
     assert mask.shape == (16, 1) and 0 < int((mask == 0).sum()) < 16
     assert_rr_trains(net, x, adjoint=False, drop=0.9)
+
+
+class Encoder(nn.Module):
+    """A pre-norm transformer encoder block as torchvision's ViT writes it (nn.MultiheadAttention, batch first)."""
+
+    def __init__(self, d=8, heads=2, bias=True):
+        super().__init__()
+        self.norm, self.attn = nn.LayerNorm(d), nn.MultiheadAttention(d, heads, bias=bias, batch_first=True)
+        self.mlp, self.head = nn.Sequential(nn.Linear(d, 16), nn.GELU(), nn.Linear(16, d)), nn.Linear(d * 5, 3)
+
+    def forward(self, x):
+        y = self.norm(x)
+        y, _ = self.attn(y, y, y, need_weights=False)
+        x = x + y
+        return self.head(torch.flatten(x + self.mlp(x), 1))
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multi_head_attention_is_affine_in_its_values_with_the_weights_held(batch_first):
+    torch.manual_seed(0)
+    m = nn.MultiheadAttention(6, 2, bias=False, batch_first=batch_first)
+    x = torch.randn(2, 5, 6) if batch_first else torch.randn(5, 2, 6)
+    (out, _), weights = rules.attention_forward(m, (x, x, x), {"need_weights": False})
+    torch.testing.assert_close(out, m(x, x, x, need_weights=False)[0])   # the caller's output, from the same weights
+    y, z = torch.randn(out.shape), torch.randn(x.shape)
+    w_v, w_o = m.in_proj_weight[12:], m.out_proj.weight
+    zb = z if batch_first else z.transpose(0, 1)
+    heads = (zb @ w_v.T).reshape(2, 5, 2, 3).transpose(1, 2)                 # [B, heads, S, E/heads]
+    az = (weights @ heads).transpose(1, 2).reshape(2, 5, 6) @ w_o.T           # the map with the weights held
+    az = az if batch_first else az.transpose(0, 1)
+    back = rules.transpose(m, y, x.shape, weights)
+    lhs, rhs = (az * y).sum(), (z * back).sum()
+    assert float((abs(lhs - rhs) / (abs(lhs) + abs(rhs))).detach()) < 1e-12
+
+
+def test_rr_trains_a_transformer_encoder_with_multi_head_attention():
+    torch.manual_seed(0)
+    net = Encoder()
+    assert_rr_trains(net, torch.randn(4, 5, 8), adjoint=False, drop=0.9)
+    trace = reverse.forward_trace(net, torch.randn(4, 5, 8))
+    assert sum(d is trace.input_of(net.attn) for d, _ in reverse.reverse_pass(trace)) == 1   # one pair at its input
+    assert net.attn not in reverse.weight_modules(net) and net.attn.out_proj in reverse.weight_modules(net)

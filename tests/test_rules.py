@@ -185,6 +185,14 @@ FUNCTION_CASES = [
     ("permute", lambda x: x.permute(2, 0, 1), (2, 3, 4)),
     (torch.transpose, lambda x: torch.transpose(x, 0, 2), (2, 3, 4)),
     ("transpose", lambda x: x.transpose(1, 2), (2, 3, 4)),
+    (torch.swapaxes, lambda x: torch.swapaxes(x, 0, 2), (2, 3, 4)),
+    ("swapaxes", lambda x: x.swapaxes(1, 2), (2, 3, 4)),
+    (torch.swapdims, lambda x: torch.swapdims(x, 0, 1), (2, 3, 4)),
+    ("swapdims", lambda x: x.swapdims(-1, 0), (2, 3, 4)),
+    (torch.movedim, lambda x: torch.movedim(x, 0, -1), (2, 3, 4)),
+    ("movedim", lambda x: x.movedim((0, 1), (2, 0)), (2, 3, 4)),
+    (torch.moveaxis, lambda x: torch.moveaxis(x, -1, 0), (2, 3, 4)),
+    ("moveaxis", lambda x: x.moveaxis(1, 0), (2, 3, 4)),
     (torch.cat, lambda x: torch.cat([x, x[:, :1]], 1), (2, 3, 4)),
     (torch.concat, lambda x: torch.concat([x[:, 1:], x], dim=1), (2, 3, 4)),
     (torch.mean, lambda x: torch.mean(x, 1), (2, 3, 4)),
@@ -275,7 +283,8 @@ def test_a_parameter_or_buffer_times_the_signal_is_a_scale():
 
 
 def test_every_registered_rule_has_an_adjoint_test():
-    tested = {type(layer) for layer, _ in MODULE_CASES} | {nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d}
+    tested = {type(layer) for layer, _ in MODULE_CASES} | {nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+                                                           nn.MultiheadAttention}   # test_reverse.py
     modules = set(rules._WEIGHT) | set(rules._SHAPE)
     assert modules <= tested, f"rules without an adjoint test: {sorted(c.__name__ for c in modules - tested)}"
     linear = {k for k, r in rules._FUNCTIONS.items() if r.role != "pointwise"}
