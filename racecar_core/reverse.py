@@ -65,13 +65,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributed import batch_moments
-from .rules import (DROPOUT, FMAXPOOL, GATE_FUNCTIONS, GATE_MODULES, MAXPOOL, FunctionRule,  # noqa: F401
-                    STOCHASTIC_DEPTH, apply_dropout, attention_adjoint, attention_forward, conv_transpose,
-                    dropout_mask,
-                    stochastic_depth_mask,
+from .rules import (DROPOUT, FMAXPOOL, GATE_FUNCTIONS, GATE_MODULES, MAXPOOL, STOCHASTIC_DEPTH,  # noqa: F401
+                    FunctionRule, apply_dropout, attention_adjoint, attention_forward, conv_transpose, dropout_mask,
                     function_name, function_rule, is_weight_leaf, known_role, linear_vjp, maxpool_adjoint,
                     maxpool_forward, register_affine, register_function, register_pointwise, register_shape,
-                    register_weight, role, subtract_bias, transpose, vjp_transpose, weight_modules)
+                    register_weight, role, stochastic_depth_mask, subtract_bias, transpose, vjp_transpose,
+                    weight_modules)
 
 Mode = Literal["full", "local", "local_padded"]
 MODES = ("full", "local", "local_padded")
@@ -93,8 +92,8 @@ class Step:
     """One node of the traced graph, resolved for the walk."""
     index: int
     name: str
-    op: str                 # input, output, weight, pointwise, shape, join, scale, product; const (parameters, buffers and
-                            # what is computed from them alone), value (a non-tensor): no reverse signal
+    op: str                 # input, output, weight, pointwise, shape, join, scale, product; const (parameters,
+                            # buffers and what is computed from them alone), value (a non-tensor): no reverse signal
     call: str               # module, function, method, attr, input, output
     target: Any             # the module, the function, the method's name, or (owner module, attribute)
     args: tuple = ()
@@ -340,7 +339,7 @@ def _hold(s: Step, steps: list[Step]) -> None:
         carry = [value.index] if isinstance(value, Ref) else []
     else:
         carry = [j for j in s.inputs if not _is_gate(steps, j)]
-    if len(carry) == 1 and s.inputs.count(carry[0]) == 1 and len(s.inputs) > 1:   # x * x, attention(x, x, x): not
+    if len(carry) == 1 and s.inputs.count(carry[0]) == 1 and len(s.inputs) > 1:   # not x * x, attention(x, x, x)
         s.held = tuple(j for j in s.inputs if j != carry[0])
         s.inputs = carry
 

@@ -74,6 +74,7 @@ def fetch_verified(source: str | Path, rel: str, dest: str | Path, sha256: str, 
     got = hashlib.sha256(data).hexdigest()
     if got != sha256.lower():
         Path(dest).unlink(missing_ok=True)
+        retry = f", then retry with {hint}" if hint else ""
         raise ChecksumError(f"racecar: {rel} from {source} has the wrong sha256: expected {sha256.lower()}, got "
-                            f"{got}; nothing was written for it. Check the source{', then retry with ' + hint if hint else ''}")
+                            f"{got}; nothing was written for it. Check the source{retry}")
     return Path(atomic_write(dest, lambda tmp: Path(tmp).write_bytes(data)))
