@@ -149,15 +149,23 @@ def batch_moments(x: Tensor, shift: Tensor | None = None) -> tuple[Tensor, Tenso
     dims = [0, *range(2, x.dim())]
     if not _SYNC["on"]:
         return x.mean(dims), x.var(dims, unbiased=False), x.numel() // x.shape[1]
-    import torch.distributed as dist
     shape = (1, -1, *([1] * (x.dim() - 2)))
     c = (shift.detach() if shift is not None else x.new_zeros(x.shape[1])).to(x.dtype)
     z = x - c.view(shape)
     sums = _AllReduceSum.apply(torch.cat([z.sum(dims), (z * z).sum(dims)]))
-    count = x.numel() // x.shape[1] * dist.get_world_size()
+    count = values_per_channel(x)
     mean_z = sums[:x.shape[1]] / count
     var = (sums[x.shape[1]:] / count - mean_z * mean_z).clamp_min(0.0)
     return mean_z + c, var, count
+
+
+def values_per_channel(x: Tensor) -> int:
+    """How many values of each channel of ``x`` (channels in dim 1) a batch norm normalises over: the global batch's
+    under ``synced_batch_norms``."""
+    if not _SYNC["on"]:
+        return x.numel() // x.shape[1]
+    import torch.distributed as dist
+    return x.numel() // x.shape[1] * dist.get_world_size()
 
 
 class _AllReduceSum(torch.autograd.Function):

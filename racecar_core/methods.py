@@ -64,11 +64,17 @@ class Phase:
 
 
 # ---------------------------------------------------------------- Ort (SRIP)
-def gram_minus_identity(weight: Tensor) -> Tensor:
-    """``A = V V^T - I`` with ``V`` the weight reshaped to [out, rest], using the smaller Gram matrix."""
+def gram_minus_identity(weight: Tensor) -> tuple[Callable[[Tensor], Tensor], int]:
+    """``A = V V^T - I`` with ``V`` the weight reshaped to [out, rest] (``V^T V - I`` when that is smaller) as the map
+    ``x -> A x``, two products with ``V`` (never the Gram matrix: forming it cost more than the step on a wide
+    convolution), and the size of ``A``."""
     v = weight.reshape(weight.shape[0], -1)
-    g = v @ v.T if v.shape[0] <= v.shape[1] else v.T @ v
-    return g - torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+    wide = v.shape[0] <= v.shape[1]
+
+    def apply(x: Tensor) -> Tensor:
+        x = x.to(v)              # a start vector drawn on the CPU, in float32
+        return (v @ (v.T @ x) if wide else v.T @ (v @ x)) - x
+    return apply, min(v.shape)
 
 
 @torch.compiler.disable
@@ -79,17 +85,19 @@ def start_vectors(sizes: list[int], start: str = "randn", generator: torch.Gener
     return [draw(n, generator=generator, dtype=dtype) for n in sizes]
 
 
-def spectral_norm_power(a: Tensor, iters: int = 1, start: str = "randn",
+def spectral_norm_power(a: Tensor | tuple[Callable[[Tensor], Tensor], int], iters: int = 1, start: str = "randn",
                         generator: torch.Generator | None = None, u0: Tensor | None = None) -> Tensor:
-    """Spectral norm of ``a`` by power iteration from a fresh random vector (differentiable, no stop-gradient);
-    ``u0`` gives the start vector instead."""
+    """Spectral norm of a symmetric ``a`` (a matrix, or ``gram_minus_identity``'s map and size) by power iteration
+    from a fresh random vector (differentiable, no stop-gradient); ``u0`` gives the start vector instead."""
+    apply, n = (a.__matmul__, a.shape[0]) if isinstance(a, Tensor) else a
     if u0 is None:
-        u0 = start_vectors([a.shape[0]], start, generator, a.dtype)[0]
-    u = F.normalize(u0.to(a.device), dim=0, eps=1e-12)
+        u0 = start_vectors([n], start, generator, a.dtype if isinstance(a, Tensor) else torch.float32)[0]
+    u = F.normalize(u0.to(a.device) if isinstance(a, Tensor) else u0, dim=0, eps=1e-12)
     for _ in range(iters):
-        v = F.normalize(a.T @ u, dim=0, eps=1e-12)
-        u = F.normalize(a @ v, dim=0, eps=1e-12)
-    return (u @ (a @ v)).abs()
+        v = F.normalize(apply(u), dim=0, eps=1e-12)
+        av = apply(v)
+        u = F.normalize(av, dim=0, eps=1e-12)
+    return (u @ av).abs()
 
 
 def srip_penalty(model: nn.Module, form: str = "official", generator: torch.Generator | None = None) -> Tensor:
@@ -102,10 +110,10 @@ def srip_penalty(model: nn.Module, form: str = "official", generator: torch.Gene
         raise ValueError(f"racecar: unknown Ort form {form!r}; use 'official' or 'srip'")
     weights = [m.weight for m in reverse.weight_modules(model)]
     with torch.autocast(weights[0].device.type, enabled=False):  # under bf16 autocast, W W^T - I is rounding noise
-        grams = [gram_minus_identity(w.to(torch.promote_types(w.dtype, torch.float32))) for w in weights]
-        starts = start_vectors([a.shape[0] for a in grams], "randn" if form == "official" else "rand", generator,
-                               grams[0].dtype)
-        return sum(spectral_norm_power(a, 1, u0=u) ** 2 for a, u in zip(grams, starts))
+        maps = [gram_minus_identity(w.to(torch.promote_types(w.dtype, torch.float32))) for w in weights]
+        starts = start_vectors([n for _, n in maps], "randn" if form == "official" else "rand", generator,
+                               torch.promote_types(weights[0].dtype, torch.float32))
+        return sum(spectral_norm_power(a, 1, u0=u) ** 2 for a, u in zip(maps, starts))
 
 
 def srip_schedule(epoch: int, base: float = 1e-2) -> float:

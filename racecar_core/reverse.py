@@ -24,7 +24,10 @@ rule of the official MLP code, ``d'_m = f_{m-1}(N_{m-1}(W_m^T (d'_{m+1} - b_m)))
 4. The walk ends a segment at the output of a weight step, of a join, at the network input and where pointwise
    steps belong to no layer: an armed signal arriving there gives one *pair* ``(d, d')``, with ``d`` the forward
    value at the place the signal reconstructs: the output of the lowest pointwise chain it passed, else the input
-   of the lowest shape step, else the value itself.
+   of the lowest shape step, else the value itself. A pair always compares values of one space: an armed signal
+   that passed a chain and meets a shape, scale or product step (``relu(max_pool(conv(x)))``) takes its pair at the
+   chain's output there and walks on without one, until it passes another chain (``conv -> bn -> pool -> relu``:
+   a pair at the relu's output and one at the batch norm's). ``conv -> relu -> pool`` pairs at the relu's output.
 5. A join (``a + b``) sends its (unarmed) signal unchanged to every summand, reduced to each summand's shape. Its
    own pair is taken at its output: each summand receives the signal of the *sum*, not a reconstruction of itself.
 6. Where signals meet at a fan-out, an armed signal that already passed a chain above the meeting point takes its
@@ -64,7 +67,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .distributed import batch_moments
+from .distributed import batch_moments, values_per_channel
 from .rules import (DROPOUT, FMAXPOOL, GATE_FUNCTIONS, GATE_MODULES, MAXPOOL, STOCHASTIC_DEPTH,  # noqa: F401
                     FunctionRule, apply_dropout, attention_adjoint, attention_forward, conv_transpose, dropout_mask,
                     function_name, function_rule, is_weight_leaf, known_role, linear_vjp, maxpool_adjoint,
@@ -460,15 +463,27 @@ def forward_trace(model: nn.Module, x: Tensor, plan: Plan | None = None,
 
 
 # ---------------------------------------------------------------- the reverse pass
+# Fewer values per channel than this, and a training-mode batch norm (with running statistics) is re-applied in the
+# reverse pass with its running statistics, as in eval mode, whatever ``norms`` says: the variance of 2 or 3 values
+# is often near zero, and normalising by it scales gradients by up to 1/sqrt(eps) per norm (RegNet-X-400MF at batch
+# 2 and 32x32, whose last stage holds 2 values per channel: 1e25 without the guard, and the classifier's task
+# gradient rounded away; with it, 1.7e3 times the task loss's own largest gradient, and the task gradient kept).
+MIN_NORM_VALUES = 4
+
+
 def _reapply(s: Step, y: Tensor, trace: Trace, norms: Norms = "batch") -> Tensor:
     """Pointwise step ``s`` applied forwards to the reverse signal ``y`` (dropout with the forward pass's mask; a
-    training-mode batch norm with the signal's own batch statistics, or with the forward pass's: ``norms``)."""
+    training-mode batch norm with the signal's own batch statistics, or with the forward pass's: ``norms``; below
+    ``MIN_NORM_VALUES`` values per channel with its running statistics)."""
     mask = trace.saved.get(s.index)
     if s.call == "module":
         m = s.target
         if mask is not None:
             return apply_dropout(m, y, mask)
-        if norms == "forward" and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+        bn = isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+        if bn and m.running_var is not None and values_per_channel(y) < MIN_NORM_VALUES:
+            return F.batch_norm(y, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+        if norms == "forward" and bn:
             x = trace.values[s.inputs[0]]
             shape = (1, -1, *([1] * (x.dim() - 2)))
             mean, var, _ = batch_moments(x, m.running_mean)   # the global batch's under synchronised batch norms
@@ -572,8 +587,8 @@ def reverse_pass(trace: Trace, mode: Mode = "full", floor: int | None = None,
     ``norms``: how a batch norm in training mode is re-applied: ``batch`` normalises the reverse signal with its own
     batch statistics (the official code); ``forward`` with the statistics the forward pass used at that layer (an
     affine map of the signal; on torchvision's ResNet-50 the official rule made the loss so steep that Adam did not
-    lower the reconstruction error, the forward statistics did). Eval-mode norms use their running statistics
-    either way.
+    lower the reconstruction error, the forward statistics did); below ``MIN_NORM_VALUES`` values per channel, and
+    in eval mode, the running statistics.
     """
     if norms not in NORMS:
         raise ValueError(f"racecar: unknown norms {norms!r}; use one of {NORMS}")
@@ -597,7 +612,7 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
         raise ValueError(f"racecar: unknown reverse-pass mode {mode!r}; use one of {MODES}")
     steps = plan.steps
     y0 = trace.output if start is None else start
-    pending: dict[int, list[tuple[Tensor, bool, int]]] = {plan.output: [(y0, False, plan.output)]}
+    pending: dict[int, list[tuple[Tensor, bool, int | None]]] = {plan.output: [(y0, False, plan.output)]}
     at_input = None
     for s in reversed(steps[:plan.output + 1]):
         got = pending.pop(s.index, None)
@@ -608,8 +623,8 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
         else:
             ys, armed = [], False
             for c, a, p in got:
-                if a and p != s.index:          # reconstructs a chain above the meeting point: its pair first
-                    pairs.append((values[p], c))
+                if a and p is not None and p != s.index:   # reconstructs a chain above the meeting point: its
+                    pairs.append((values[p], c))             # pair first
                 else:
                     armed = armed or a
                 ys.append(c)
@@ -624,7 +639,7 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
                                 "reverse pass holds them and cannot send a signal into them")
             y = y[0]
         if s.op in ("input", "weight", "join"):
-            if armed:
+            if armed and pos is not None:
                 pairs.append((_first(values[pos]), y))
             if s.op == "input":
                 at_input = y
@@ -642,7 +657,7 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
                     y = _reapply(steps[k], y, trace, norms)
                 send(s.base, y, True, s.index)
             else:
-                if armed:                        # on the raw input: belongs to no layer, the walk ends here
+                if armed and pos is not None:    # on the raw input: belongs to no layer, the walk ends here
                     pairs.append((values[pos], y))
                 send(s.inputs[0], y, False, s.inputs[0])
         elif s.op in ("shape", "scale", "product"):
@@ -653,9 +668,12 @@ def _walk(trace: Trace, mode: Mode, floor: int | None = None, start: Tensor | No
                                      "output) or attention weights, and neither factor here is one. Make the module "
                                      "that computes it one step with a rule (racecar_core.reverse.register_shape or "
                                      "register_affine) if its reverse is known.")
+            if armed and pos is not None and pos != s.index:   # leaves the chain it reconstructs: its pair here,
+                pairs.append((values[pos], y))                 # where both live in one space (rule 4)
+                pos = None
             for j, c in zip(s.inputs, _shape_adjoint(s, y, trace)):
                 if c is not None and steps[j].op != "const":
-                    send(j, c, armed, j)
+                    send(j, c, armed, None if pos is None else j)
     return pairs[::-1], at_input
 
 

@@ -8,24 +8,43 @@ from racecar_core.methods import StepInfo, make_method
 from racecar_core.models import peak_mlp, resnet_cifar, weather_resnet
 
 
+def _explicit_gram(w: torch.Tensor) -> torch.Tensor:
+    """``V V^T - I`` (or ``V^T V - I``, the smaller) as a matrix: the form Ort computed before it went matrix-free."""
+    v = w.reshape(w.shape[0], -1)
+    g = v @ v.T if v.shape[0] <= v.shape[1] else v.T @ v
+    return g - torch.eye(g.shape[0], dtype=g.dtype)
+
+
 def test_power_iteration_converges_to_spectral_norm():
     torch.manual_seed(0)
-    w = torch.randn(10, 30, dtype=torch.float64)
-    a = methods.gram_minus_identity(w)
-    assert a.shape == (10, 10)                       # the smaller Gram matrix
-    exact = torch.linalg.matrix_norm(a, ord=2)
-    for start in ("randn", "rand"):
-        approx = methods.spectral_norm_power(a, iters=300, start=start)
-        torch.testing.assert_close(approx, exact, rtol=1e-8, atol=1e-8)
-    one = methods.spectral_norm_power(a, iters=1)
-    assert one <= exact * (1 + 1e-9)                 # one step is a lower bound
+    for shape in ((10, 30), (30, 10), (6, 2, 3, 3)):
+        w = torch.randn(*shape, dtype=torch.float64)
+        a, n = methods.gram_minus_identity(w)
+        assert n == min(w.shape[0], w[0].numel())                 # the smaller Gram matrix
+        exact = torch.linalg.matrix_norm(_explicit_gram(w), ord=2)
+        for start in ("randn", "rand"):
+            approx = methods.spectral_norm_power((a, n), iters=300, start=start)
+            torch.testing.assert_close(approx, exact, rtol=1e-8, atol=1e-8)
+        one = methods.spectral_norm_power((a, n), iters=1)
+        assert one <= exact * (1 + 1e-9)                           # one step is a lower bound
 
 
-def test_gram_of_conv_kernel_uses_smaller_side():
-    a = methods.gram_minus_identity(torch.randn(4, 3, 3, 3))
-    assert a.shape == (4, 4)
-    a = methods.gram_minus_identity(torch.randn(64, 3, 1, 1))
-    assert a.shape == (3, 3)
+@pytest.mark.parametrize("form", ["official", "srip"])
+def test_matrix_free_srip_penalty_is_the_explicit_gram_matrix_penalty(form):
+    """The penalty by products with W and W^T equals the one through the explicit Gram matrices (the earlier code),
+    value and gradient, on the same weights and start vectors."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 4, 1), nn.Flatten(), nn.Linear(4, 300), nn.Linear(300, 2))
+    net = net.double()
+    got = methods.srip_penalty(net, form, torch.Generator().manual_seed(3))
+    weights = [m.weight for m in (net[0], net[1], net[3], net[4])]
+    grams = [_explicit_gram(w) for w in weights]
+    starts = methods.start_vectors([g.shape[0] for g in grams], "randn" if form == "official" else "rand",
+                                   torch.Generator().manual_seed(3), torch.float64)
+    expect = sum(methods.spectral_norm_power(g, 1, u0=u) ** 2 for g, u in zip(grams, starts))
+    torch.testing.assert_close(got, expect, rtol=1e-12, atol=0)
+    for w, gw, ge in zip(weights, torch.autograd.grad(got, weights), torch.autograd.grad(expect, weights)):
+        torch.testing.assert_close(gw, ge, rtol=1e-10, atol=1e-12)
 
 
 def test_srip_penalty_zero_for_orthonormal_rows():

@@ -366,6 +366,43 @@ def test_local_padded_reconstructs_each_periodic_convolutions_padded_input():
     assert [p[0].shape[-2:] for p in local] == [(4, 8)] * 3  # the plain local mode folds the padding back
 
 
+@pytest.mark.parametrize("pool_first", [True, False], ids=["conv-pool-relu", "conv-relu-pool"])
+def test_a_pair_compares_the_activations_output_whether_the_pool_sits_before_or_after_it(pool_first):
+    """``relu(pool(conv(x)))`` (PyTorch's MNIST example) and ``pool(relu(conv(x)))``: the Linear's signal is re-applied
+    through the ReLU and compared with the ReLU's forward output, in the space where the ReLU ran; never a raw
+    convolution output with a pooled-and-unpooled reconstruction."""
+    torch.manual_seed(0)
+    conv, lin = nn.Conv2d(1, 3, 3, padding=1), nn.Linear(3 * 2 * 2, 5)
+    middle = [nn.MaxPool2d(2), nn.ReLU()] if pool_first else [nn.ReLU(), nn.MaxPool2d(2)]
+    net = nn.Sequential(conv, *middle, nn.Flatten(), lin)
+    x = torch.randn(4, 1, 4, 4)
+    trace = reverse.forward_trace(net, x)
+    pairs = reverse.reverse_pass(trace)
+    assert len(pairs) == 2 and all(d.shape == r.shape for d, r in pairs)
+    relu = net[2] if pool_first else net[1]
+    y = ((trace.output - lin.bias) @ lin.weight).reshape(4, 3, 2, 2)        # Linear^T, Flatten^T
+    if pool_first:                                                           # the pair at the pooled ReLU output
+        expect = torch.relu(y)
+    else:                                                                    # pool^T, then the ReLU re-applied
+        _, picks = F.max_pool2d(trace.output_of(relu), 2, return_indices=True)
+        expect = torch.relu(F.max_unpool2d(y, picks, 2, output_size=(4, 4)))
+    (d_in, r_in), (d, r) = pairs
+    assert d is trace.output_of(relu)                                        # the forward value the Linear's pair reads
+    torch.testing.assert_close(r, expect)
+    assert d_in is x and r_in.shape == x.shape                               # and the network input's pair below
+
+
+def test_a_signal_passing_two_chains_across_a_pool_takes_a_pair_at_each():
+    """``conv -> bn -> pool -> relu``: one pair at the ReLU's (pooled) output, one at the batch norm's (unpooled)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(12, 5))
+    trace = reverse.forward_trace(net, torch.randn(4, 1, 4, 4))
+    pairs = reverse.reverse_pass(trace)
+    assert len(pairs) == 3 and [id(d) for d, _ in pairs[1:]] == [id(trace.output_of(net[i])) for i in (1, 3)]
+    assert all(d.shape == r.shape for d, r in pairs)
+
+
 def test_a_max_pool_below_the_first_weight_layer_is_undone_for_the_input_reconstruction():
     net = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 4))
     x = torch.randn(3, 1, 8, 8)
