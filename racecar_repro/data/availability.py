@@ -6,8 +6,7 @@ from typing import Callable
 
 
 def _check(module: str, *args) -> Callable[[], tuple[bool, str]]:
-    """``racecar_repro.data.<module>.check_available(*args)``, the module imported only when the check runs (cheap:
-    the checks look for files, never download)."""
+    """``racecar_repro.data.<module>.check_available(*args)``, imported when the check runs (it never downloads)."""
     return lambda: importlib.import_module(f"racecar_repro.data.{module}").check_available(*args)
 
 

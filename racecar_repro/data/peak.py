@@ -4,28 +4,8 @@ Images are drawn with PIL at 4x supersampling; the blob profile is the one measu
 The distractor of each image comes from a sampler that never sees the class, so the class changes only the blob.
 Run ``python -m racecar_repro.data.peak --seed 0`` to write the folder ``<data_dir>/peak/seed0/<class>/<i>.png``.
 
-Calibration (generator v2). ``image_statistics`` summarises a set of images; ``scripts/peak_statistics.py
---official DIR`` prints the official training images beside the replica's. The pen (width 1.3-1.7 px, Gaussian blur
-sigma 0.5 px) gives the official stroke cross-section (about [49, 198, 119, 15] across a vertical line); the shape
-sizes give the distractors' extent and ink (10/50/90 % quantiles, official vs replica: extent 15/24/28 vs 17/24/28
-px, ink 33/68/113 vs 32/66/128 px); the placement is pulled to the centre (Beta(12, 12) in the free range) and may
-put up to 12 px of ink into either blob region. Training images, official / replica v2 (mean over seeds 0-4) /
-replica v1:
-
-* mean intensity 33.3 / 32.9 / 29.0; stroke coverage (pixels > 127) 0.128 / 0.128 / 0.114; pixels > 16:
-  0.244 / 0.243 / 0.199; distractor ink 70.4 / 72.8 / 63.7 px; stroke width 1.97 / 2.09 / 2.09 px;
-* energy fraction of the top 1/2/5/10 singular values of the uncentred 100 x 784 data matrix:
-  0.394/0.533/0.610/0.692 / 0.391/0.520/0.608/0.697 / 0.355/0.516/0.617/0.706;
-* mean pairwise |cosine| 0.378 / 0.373 / 0.333 (same class 0.514 / 0.509 / 0.504, other class 0.243 / 0.239 / 0.165).
-
-Not matched, by design: the official distractors were drawn away from their own blob (class 0's in the lower right,
-class 1's in the upper left: 7.9 px of ink in the other class's blob box, none in their own, 2 % of the images with a
-stroke touching their blob), which a class-blind sampler cannot do. The replica lets distractors cross both blob
-regions alike instead (3.6 px in the other box; 71 % touch their own blob, v1 60 %) and keeps them central, which
-brings the whole-image spectrum and cosines to the official values but makes the distractors alone more alike than the
-official ones (pairwise |cosine| of the parts outside the blob boxes 0.26 vs 0.21) and lets fewer reach the image
-border (42 % vs 66 % of the images); the top-2 energy stays about 2.5 % low on every seed 0-9 (the official class
-means carry the class-dependent placement).
+Generator v2 is calibrated against the official images (``image_statistics``, ``scripts/peak_statistics.py``);
+the numbers, and what it leaves unmatched by design, are in docs/data.md.
 """
 from __future__ import annotations
 
@@ -103,7 +83,7 @@ def render_peak(spec: Distractor, cls: int) -> np.ndarray:
     return np.maximum(render_distractor(spec), blob_image(cls))
 
 
-# Distractor design, calibrated on the official images (see the module docstring and scripts/peak_statistics.py).
+# Distractor design, calibrated on the official images (see docs/data.md and scripts/peak_statistics.py).
 STROKE_WIDTH = (1.3, 1.7)  # pen width in pixels (= ink per unit length; the official strokes carry 1.5)
 BLUR = 0.5  # Gaussian blur sigma in pixels before the 4x box downsampling: the official cross-section profile
 GLYPH_SPAN = (14.0, 30.0)  # longer side of the polyline box (pixels) of letters, digits and combos
@@ -119,10 +99,8 @@ def _touches_blobs(img: np.ndarray) -> bool:
 
 def sample_distractor(rng: np.random.Generator, max_tries: int = 60) -> Distractor:
     """Draw a random distractor (class-blind): a shape of random kind, size and pen, placed mostly centrally.
-
-    Placements putting more than ``MAX_BLOB_OVERLAP`` of ink into either blob region are redrawn (the sampler does
-    not know the class, so both regions count alike); after ``max_tries // 2`` tries the shape shrinks each try.
-    """
+    Placements putting more than ``MAX_BLOB_OVERLAP`` of ink into either blob region (both count alike) are redrawn;
+    after ``max_tries // 2`` tries the shape shrinks each try."""
     kind, unit_strokes, filled = random_shape(rng)
     width = float(rng.uniform(*STROKE_WIDTH))
     glyph = kind.startswith(("letter", "digit", "combo"))

@@ -1,14 +1,10 @@
 """WeatherBench ERA5 at 5.625 deg: open and check the data in either layout, normalise, report availability.
 
-Both layouts load to the same ``(time, lat, lon)`` channels (``z500``, ``t850``, ``t2m``, ...), latitude ascending:
-
-- WeatherBench 2 (``make data-weather``): ``<root>/era5_64x32.zarr`` and its ``manifest.json``
-  (``racecar_repro.data.weatherbench2``, which also writes a look-alike, NOT ERA5), 6-hourly.
-- WeatherBench 1 (the retired mediaTUM archive, for those who still have it): ``<root>/5.625deg/<var_dir>/
-  <var_dir>_<year>_5.625deg.nc`` and ``<root>/5.625deg/constants/constants_5.625deg.nc``, hourly, dims ``lat``/``lon``
-  (``latitude``/``longitude`` and descending latitudes are accepted too); read lazily when dask is installed, else
-  per file and concatenated in memory (only the time steps asked for).
-``racecar_repro.data.weather_dataset`` serves the (input, target) tensors.
+Both layouts (docs/data.md) load to the same ``(time, lat, lon)`` channels (``z500``, ``t850``, ``t2m``, ...),
+latitude ascending: WeatherBench 2's ``<root>/era5_64x32.zarr`` and its ``manifest.json`` (``weatherbench2``),
+6-hourly; WeatherBench 1's ``<root>/5.625deg/<var_dir>/<var_dir>_<year>_5.625deg.nc`` and
+``<root>/5.625deg/constants/constants_5.625deg.nc``, hourly, read lazily when dask is installed, else per file and
+concatenated in memory (only the time steps asked for). ``weather_dataset`` serves the (input, target) tensors.
 """
 from __future__ import annotations
 
@@ -69,10 +65,9 @@ def var_spec(name: str) -> VarSpec:
 
 
 def default_root(variables: Sequence[str] = DEFAULT_VARIABLES, years: Sequence[int] = DEFAULT_YEARS) -> Path:
-    """Where the real data for ``variables`` and ``years`` are: a WeatherBench 2 copy under
-    ``<data_dir>/weatherbench2`` that holds them (``weatherbench2.find_root``), else a WeatherBench 1 archive
-    (``<data_dir>/weatherbench``) when there is one, else the WeatherBench 2 folder of the quick subset (where
-    ``make data-weather`` puts it)."""
+    """Where the real data for ``variables`` and ``years`` are: a WeatherBench 2 copy that holds them
+    (``weatherbench2.find_root``), else a WeatherBench 1 archive in ``<data_dir>/weatherbench``, else the quick
+    subset's WeatherBench 2 folder (where ``make data-weather`` puts it)."""
     found = wb2.find_root([var_spec(v).channel for v in variables], years)
     if found is not None:
         return found
@@ -169,11 +164,8 @@ def _open_var(root: Path, spec: VarSpec, years: Sequence[int], step_hours: int |
 
 def open_weatherbench(root: str | Path | None = None, variables: Sequence[str] = DEFAULT_VARIABLES,
                       years: Sequence[int] = DEFAULT_YEARS, step_hours: int | None = None) -> xr.Dataset:
-    """Open ``variables`` for ``years`` as one Dataset with channels ``z500``/``t850``/``t2m`` on (time, lat, lon).
-
-    ``step_hours`` keeps only times at multiples of that many hours (e.g. 6 of the hourly archive). ``root`` may hold
-    either layout (``is_wb2``).
-    """
+    """Open ``variables`` for ``years`` as one Dataset of channels (``z500``, ...) on (time, lat, lon), from either
+    layout (``is_wb2``); ``step_hours`` keeps only times at multiples of that many hours (6 of the hourly archive)."""
     root = Path(root) if root is not None else default_root(variables, years)
     if is_wb2(root):
         return open_wb2(root, variables, years, step_hours)

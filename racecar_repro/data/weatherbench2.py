@@ -1,12 +1,10 @@
 """WeatherBench 2's ERA5 at 5.625 deg (64 x 32 equiangular, conservative regridding, 6-hourly): a local subset of the
 public zarr store, and a synthetic look-alike (NOT ERA5) in the same format.
 
-``make data-weather`` (``python -m racecar_repro.data.weatherbench2``) opens the public store lazily (anonymous
-``gs://``) and copies the variables, levels and years asked for (``--subset quick|paper``: notebook 04's profiles)
-into ``<data_dir>/weatherbench2/<subset>/era5_64x32.zarr``, one block of time steps at a time. ``manifest.json``
-beside it records the request and every chunk file's size and sha256: an interrupted copy resumes at the first missing
-block, and a chunk whose checksum no longer matches is fetched again. ``write_synthetic_store`` writes the look-alike
-with the real store's names, dimensions (``time, [level,] longitude, latitude``), coordinates and 100-step chunks.
+``make data-weather`` (``python -m racecar_repro.data.weatherbench2``; docs/data.md) copies the variables, levels and
+years asked for (``--subset quick|paper``: notebook 04's profiles) from the public store (anonymous ``gs://``) into
+``<data_dir>/weatherbench2/<subset>/era5_64x32.zarr`` block by block, resumably, each chunk's size and sha256 kept in
+``manifest.json``. ``write_synthetic_store`` writes the look-alike (NOT ERA5) in the real store's format.
 """
 from __future__ import annotations
 
@@ -248,6 +246,13 @@ def _bad(store: Path, recorded: dict[str, list]) -> list[str]:
             or (store / rel).stat().st_size != size or sha256_file(store / rel) != digest]
 
 
+def _plain(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with every variable's encoding (the source's chunks, compressor, ...) dropped, for writing afresh."""
+    for v in ds.variables:
+        ds[v].encoding = {}
+    return ds
+
+
 def _time_vars(sub: xr.Dataset) -> list[str]:
     return [v for v in sub.data_vars if "time" in sub[v].dims]
 
@@ -258,8 +263,7 @@ def _write_template(sub: xr.Dataset, store: Path) -> dict[str, list]:
     static = [v for v in tmpl.data_vars if "time" not in tmpl[v].dims]
     for v in static:
         tmpl[v] = tmpl[v].load()
-    for v in tmpl.variables:
-        tmpl[v].encoding = {}
+    tmpl = _plain(tmpl)
     for v in _time_vars(tmpl):  # lazy, never computed here: only its chunking must match the store's
         tmpl[v] = tmpl[v].chunk({"time": TIME_CHUNK})
     enc = {v: {"chunks": (min(TIME_CHUNK, tmpl.sizes["time"]),) + tmpl[v].shape[1:]} for v in _time_vars(tmpl)}
@@ -273,9 +277,7 @@ def _write_block(sub: xr.Dataset, store: Path, block: int) -> dict[str, list]:
     sl = slice(block * TIME_CHUNK, min((block + 1) * TIME_CHUNK, n))
     names = _time_vars(sub)
     part = sub[names].isel(time=sl).load()
-    part = part.drop_vars(list(part.coords))
-    for v in part.variables:
-        part[v].encoding = {}
+    part = _plain(part.drop_vars(list(part.coords)))
     empty = [v for v in names if bool(np.isnan(part[v].values).all())]
     if empty:
         raise ValueError(f"the source holds only NaN for {empty} at {str(sub['time'].values[sl.start])[:13]}.."
@@ -385,9 +387,7 @@ def download_climatology(source: str | Path = CLIMATOLOGY_STORE, root: str | Pat
         raise ValueError(f"{source} is not a day-of-year/hour climatology of {list(variables)} (no {missing})")
     sub = pick(src, variables, where=str(source))
     log(f"WeatherBench 2 climatology of {', '.join(channels)}: {_size(sub.nbytes)} from {source} into {path}")
-    sub = sub.load()
-    for v in sub.variables:
-        sub[v].encoding = {}
+    sub = _plain(sub.load())
     tmp = path.with_name(path.name + ".partial")
     sub.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
     if path.exists():
@@ -420,10 +420,8 @@ def write_synthetic_climatology(path: str | Path, store: str | Path, channels: S
     from racecar_repro.score import doy_hour_climatology
     ds = xr.open_zarr(store, consolidated=True)
     clim = doy_hour_climatology(pick(ds, variables_for(channels)).load(), window_days)
-    clim = clim.transpose("hour", "dayofyear", ...).astype(np.float32)
+    clim = _plain(clim.transpose("hour", "dayofyear", ...).astype(np.float32))
     clim.attrs = {"synthetic": SYNTHETIC_TAG}
-    for v in clim.variables:
-        clim[v].encoding = {}
     clim.to_zarr(path, mode="w", consolidated=True, zarr_format=2)
     return Path(path)
 
