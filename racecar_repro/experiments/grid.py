@@ -1,16 +1,7 @@
-"""The skeleton every experiment shares: parameters from a profile, a grid of runs, one cached run each, typed results.
-
-An experiment module defines its parameters (a ``params.Params`` dataclass) and profiles (instances of it), how to
-load its data and how to train one run, and hands them to ``Experiment``; ``run_grid`` does the rest:
-
-    params  = resolve_params(exp, profile, overrides)  # the profile, overridden; unknown names are errors
-    data    = exp.load(params)                         # once, shared by every run
-    for spec in grid(exp, params):                     # variant x method x seed
-        stored = runs.cached_run(...)                  # trained, or loaded when this code trained it before
-    -> ExperimentResult(params, data, [RunResult, ...])
-
-``params.build_method`` turns the same parameter names (``rr_lambda``, ``ort_weight``, ...) into a method in every
-experiment.
+"""The skeleton every experiment shares: an experiment module hands its parameters (a ``params.Params`` dataclass
+and its profiles), how to load its data and how to train one run to ``Experiment``; ``run_grid`` resolves the
+parameters (``params.resolve_params``), loads the data once, trains or loads (``runs.cached_run``) every run of the
+grid (variant x method x seed) and returns an ``ExperimentResult`` of ``RunResult``s.
 """
 from __future__ import annotations
 
@@ -234,11 +225,9 @@ def grid(exp: Experiment, params: Params) -> list[RunSpec]:
 def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
              report: Callable[[str], None] | None = print, executor: str | None = None,
              workers: int | None = None, resubmit: bool | None = None) -> ExperimentResult:
-    """Resolve the parameters, load the data, train or load every run of the grid (one line per run to
-    ``report``), and return the typed results. With the ``local``, ``torchrun`` or ``slurm`` executor the runs not
-    in the cache are trained first by worker processes (``executors.train_in_workers``), by ``torchrun`` process
-    groups, one run on ``workers`` processes at a time (``executors.train_with_torchrun``; it sets the parameter
-    ``replicas``), or by submitit jobs (``executors.train_with_submitit``), then loaded like any cached run."""
+    """Resolve the parameters, load the data, train or load every run (one line each to ``report``). With the
+    ``local``, ``torchrun`` or ``slurm`` executor the runs not in the cache are trained first (``executors``: worker
+    processes; ``torchrun`` groups of ``workers`` processes per run, setting ``replicas``; submitit jobs)."""
     kind, n = executors.resolve(executor, workers)
     if kind == "torchrun":  # each run on n processes: a setting of the runs themselves (in their cache key)
         if "replicas" not in exp.profiles.get(profile, {}):
