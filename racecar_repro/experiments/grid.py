@@ -109,9 +109,8 @@ class ExperimentResult:
 
     def curve(self, key: str, method: str, variant: str | None = None,
               x: str = "task_step") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Eval measure ``key`` of a method (and variant) over ``x``: x values, mean and population standard deviation
-        (ddof 0) over the seeds evaluated at each x (runs stopped early at different steps leave fewer seeds at the
-        end)."""
+        """Eval measure ``key`` of a method (and variant) over ``x``: x values, mean and standard deviation (ddof 0)
+        over the seeds evaluated at each x (runs stopped early leave fewer seeds at the end)."""
         rows = [(e[x], float(e[key])) for r in self.select(method, variant) for e in r.evals]
         by_x = pd.DataFrame(rows, columns=["x", "v"]).groupby("x")["v"]
         mean, std = by_x.mean(), by_x.std(ddof=0)
@@ -205,9 +204,8 @@ class Experiment:
     def run(self, profile: str = "quick", report: Callable[[str], None] | None = print,
             executor: str | None = None, workers: int | None = None, resubmit: bool | None = None,
             **overrides: Any) -> "ExperimentResult":
-        """Train (or load) every run of the profile's grid, with ``overrides``, and return the typed results;
-        ``executor``/``workers``: where the runs train (``racecar_repro.executors``); ``resubmit``: submit the
-        runs whose earlier cluster job failed again (``slurm``)."""
+        """Train (or load) every run of the profile's grid with ``overrides`` (``run_grid``; ``resubmit``: submit the
+        runs whose earlier cluster job failed again)."""
         return run_grid(self, profile, overrides, report, executor, workers, resubmit)
 
     def resolve_params(self, profile: str = "quick", **overrides: Any) -> dict[str, Any]:

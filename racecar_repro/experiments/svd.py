@@ -103,9 +103,8 @@ def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> SV
 def run(dataset: str, profile: str = "quick", report: Callable[[str], None] | None = print,
         executor: str | None = None, workers: int | None = None, resubmit: bool | None = None,
         **overrides: Any) -> ExperimentResult:
-    """Train (or load) every (variant, method, seed) of the test on ``dataset`` and return the typed results
-    (``executor``/``workers``: where the runs train, ``racecar_repro.executors``; ``resubmit``: submit the runs
-    whose earlier cluster job failed again), as ``Experiment.run`` does for the other experiments."""
+    """Train (or load) every (variant, method, seed) of the test on ``dataset``, as ``Experiment.run`` does for the
+    other experiments."""
     return run_grid(experiment(dataset), profile, overrides, report, executor, workers, resubmit)
 
 
