@@ -1,12 +1,6 @@
-"""RR on your own network: a torchvision classifier as it comes (ResNet-18 by default), Std vs RR, on real images.
-
-Not a figure of the paper: it shows the method carried to a network the paper did not use. ``run(profile,
-**overrides)`` trains every (method, seed) as one cached run (``grid.run_grid``) with Adam on Fashion-MNIST (offline,
-Debian's ``dataset-fashion-mnist``; CIFAR-10 when fetched), the first convolution reading one grey channel. Besides
-test accuracy, every evaluation measures how well the full reverse pass reconstructs held-out test images from the
-network's own output, as RR trains it (batch norms with the batch's statistics): ``rec_error = ||x' - x||^2 /
-||x||^2`` on normalised images and the cosine between ``x'`` and ``x``, for Std (which never trained its reverse
-pass) and RR (which did).
+"""RR on your own network (not a figure of the paper): a torchvision classifier as it comes (ResNet-18 by default),
+Std vs RR on real images, every (method, seed) one cached run; besides test accuracy, how well the full reverse pass
+reconstructs held-out test images (``reconstruction_scores``). The protocol: notebooks/06_rr_on_your_network.ipynb.
 """
 from __future__ import annotations
 
@@ -21,10 +15,10 @@ import torch
 from racecar_core import reverse
 
 from racecar_repro import verdicts
-from racecar_repro.data.cifar import NAMES, load_classification, subset
+from racecar_repro.data.cifar import NAMES
 from racecar_repro.torchvision_nets import from_torchvision
 from racecar_core.train import TensorBatches, TrainConfig, fit
-from racecar_repro.experiments.cifar import accuracy, on_device
+from racecar_repro.experiments.cifar import accuracy, load, on_device
 from racecar_repro.experiments.grid import (Experiment, ExperimentResult, LoadedData, RunSpec, mean_sd, per_run,
                                             per_seed)
 from racecar_repro.experiments.params import MethodParams, build_method, run_config, setting
@@ -75,9 +69,7 @@ def _check(params: AnyNetworkParams) -> AnyNetworkParams:
 
 def _load(p: dict) -> LoadedData:
     """The images (a class-balanced subset when asked), normalisation, and the test images every run reconstructs."""
-    data = load_classification(p["dataset"])
-    if p["n_train"] or p["n_test"]:
-        data = subset(data, p["n_train"] or len(data.x_train), p["n_test"] or len(data.x_test), seed=0)
+    data = load(p)
     prep = on_device(data, p["device"], augment=False)
     return LoadedData({**prep, "xrec": prep["test_tf"](data.x_test[:p["n_rec"]], None)}, data.source)
 

@@ -1,11 +1,6 @@
-"""CIFAR-10 with ResNet-110: Std vs Ort vs RR (the paper's Fig. 1c), and its smaller offline relatives.
-
-``run(profile, **overrides)`` trains every (method, seed) as one cached run (``grid.run_grid``) with the He et al.
-recipe (SGD 0.1, momentum 0.9, wd 1e-4, batch 128, lr / 10 at epochs 82 and 123 of 164, warm-up 0.01 for 400
-iterations for ResNet-110, pad-4 crop + flip). The data set lives on the device and is augmented there in batches. Ort
-uses the SRIP authors' form and epoch schedule; RR the full reverse pass with per-element (mean) reduction, and by
-default its reverse pass leaves the batch norms' moving averages alone (``rr_bn_update=False``): letting it update
-them, as the official TF code does, breaks the eval-mode network at this depth (measured on Fashion-MNIST, ResNet-20).
+"""CIFAR-10 with ResNet-110: Std vs Ort vs RR (the paper's Fig. 1c), and its smaller offline relatives: every
+(method, seed) one cached run with the He et al. recipe; RR's lambda and mode chosen on held-out training images
+(``sweep``). The protocol: notebooks/03_cifar_resnet110.ipynb.
 """
 from __future__ import annotations
 
@@ -87,7 +82,7 @@ def _check(params: CifarParams) -> CifarParams:
 def load(p: dict):
     """Train and evaluation sets (a class-balanced subset when asked; the validation split when ``validation``)."""
     data = load_classification(p["dataset"])
-    if p["validation"]:  # for the lambda sweep: evaluate on held-out training images, never on the test set
+    if p.get("validation"):  # the sweep's (any_network has none): evaluate on held-out training images, not test
         data = split_validation(data, p["validation"], seed=0)[1]
     if p["n_train"] or p["n_test"]:
         data = subset(data, p["n_train"] or len(data.x_train), p["n_test"] or len(data.x_test), seed=0)
@@ -177,14 +172,10 @@ class Sweep:
 
 def sweep(profile: str = "quick", lambdas=SWEEP_LAMBDAS, modes=SWEEP_MODES, validation: int = 5000,
           report: Callable[[str], None] | None = print, **overrides: Any) -> Sweep:
-    """Choose RR's lambda and mode on a held-out split of the training set (45k/5k on CIFAR), never the test set.
-
-    Trains RR for every (mode, lambda) and Std once, on ``validation`` training images held out (``n_test``, if
-    given, subsamples them), over the profile's seeds; every run is cached like any other. Returns the table of
-    validation accuracies (mean, std over seeds), the best RR setting (highest mean; ties go to the first, i.e. the
-    smaller lambda and ``full``) and Std's validation accuracy for reference. A setting whose loss diverges counts
-    as a result (NaN accuracy, the step named in ``note``) and is not chosen.
-    """
+    """Choose RR's lambda and mode on ``validation`` training images held out (45k/5k on CIFAR; ``n_test`` subsamples
+    them), never the test set: RR at every (mode, lambda) and Std, the profile's seeds, every run cached. The best RR
+    setting has the highest mean (ties: the first, the smaller lambda and ``full``); a setting whose loss diverges
+    counts as a result (NaN accuracy, the step in ``note``) and is not chosen."""
     base = {**overrides, "validation": validation}
 
     seeds: list[dict] = []

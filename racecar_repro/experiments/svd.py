@@ -1,22 +1,6 @@
-"""The SVD tests of the paper (Fig. 3): MNIST (784 -> 10 linear) and peak (784 -> 128 -> 2, BN + ReLU).
-
-``run(dataset, profile, **overrides)`` trains (through ``grid.run_grid``) Std / Ort / RR / Pre over several seeds in
-two variants:
-
-- *official*: what the official TensorFlow scripts do: raw pixels 0..255, the double-softmax cross-entropy, the
-  published lambdas, a reverse pass that also updates the batch norms' moving averages, and evaluation with every
-  batch norm in training mode (``is_training = 1``: the evaluated batch's own statistics; the moving averages never
-  reach an output). Evaluation here leaves the moving averages alone.
-- *corrected*: inputs scaled to [0, 1], cross-entropy on logits, moving averages left to the forward pass and used
-  in eval mode; RR's input-reconstruction term weighted by 255^2 so that it keeps the size it has on raw pixels,
-  while the batch-normalised hidden layers' terms (which do not depend on the input scale) keep the published lambda.
-
-Every method is analysed after the same number of *task* steps (Pre: after its pretraining). The data are the
-official PNGs when present (``make data-peak-official`` / ``make data-mnist-official``) or else racecar_core's
-replica (the generated peak set; a 0 and a 1 from MNIST): ``data="auto" | "official" | "replica"``. Each
-(variant, method, seed) is one cached run; its ``RunResult`` carries the training curves (``evals``), the SVD
-analysis of the first layer (``metrics``) and, in ``arrays``, the singular vectors and values and the reverse-pass
-reconstructions of one test image per class over training.
+"""The SVD tests of the paper (Fig. 3): MNIST (784 -> 10 linear) and peak (784 -> 128 -> 2, BN + ReLU); Std, Ort,
+RR and Pre over seeds in two variants, ``official`` and ``corrected`` (``variant_settings``), each (variant,
+method, seed) one cached run. The protocol: notebooks/01_svd_mnist.ipynb and notebooks/02_svd_peak.ipynb.
 """
 from __future__ import annotations
 
@@ -119,9 +103,8 @@ def resolve_params(dataset: str, profile: str = "quick", **overrides: Any) -> SV
 def run(dataset: str, profile: str = "quick", report: Callable[[str], None] | None = print,
         executor: str | None = None, workers: int | None = None, resubmit: bool | None = None,
         **overrides: Any) -> ExperimentResult:
-    """Train (or load) every (variant, method, seed) of the test on ``dataset`` and return the typed results
-    (``executor``/``workers``: where the runs train, ``racecar_repro.executors``; ``resubmit``: submit the runs
-    whose earlier cluster job failed again), as ``Experiment.run`` does for the other experiments."""
+    """Train (or load) every (variant, method, seed) of the test on ``dataset``, as ``Experiment.run`` does for the
+    other experiments."""
     return run_grid(experiment(dataset), profile, overrides, report, executor, workers, resubmit)
 
 
@@ -190,10 +173,9 @@ def _load(params: dict) -> LoadedData:
 
 
 def variant_settings(variant: str) -> dict[str, Any]:
-    """What a variant fixes: input scale, task loss, whether batch norm behaves as in the official code (the
-    reverse pass updates the moving averages; evaluation uses batch statistics), and RR's pair weights (the
-    corrected variant measures the input term in raw pixel units; the batch-normalised hidden terms, which do not
-    depend on the input scale, keep weight 1)."""
+    """What a variant fixes: input scale, task loss, batch norm as in the official code (the reverse pass updates
+    the moving averages, evaluation uses batch statistics) or not, and RR's pair weights (corrected: the input term in
+    raw pixel units, the batch-normalised hidden terms at weight 1)."""
     if variant == "official":
         return {"scale": 1.0, "task": "ce_official", "official_bn": True}
     scale = 1.0 / PIXEL_SCALE
@@ -268,11 +250,8 @@ COMPARE_COLUMNS = ["test_acc", "rel_err_test", "lead_span_energy", "lead_max_cos
 
 def compare_data(dataset: str, profile: str = "quick", methods: tuple[str, ...] = ("Std", "RR"),
                  variant: str = "official", report: Callable[[str], None] | None = print, **overrides: Any) -> dict:
-    """The same runs on the official images and on the replica, side by side (the official ones only when on disk).
-
-    Returns ``{"table": DataFrame (data, method) x mean/std of COMPARE_COLUMNS, "images": DataFrame of image
-    statistics (peak only), "missing": the fetch command when the official images are absent, else None}``.
-    """
+    """The same runs on the official images (when on disk) and on the replica: ``{"table": (data, method) x mean/std
+    of COMPARE_COLUMNS, "images": image statistics (peak only), "missing": the fetch command or None}``."""
     from racecar_repro.data import official
     sources = ["official", "replica"] if official.has_official(dataset) else ["replica"]
     tables, images = {}, {}
@@ -418,9 +397,8 @@ def sweep_results(sweep: LambdaSweep) -> dict:
 
 
 def results(result: ExperimentResult, comparison: dict | None = None, sweep: LambdaSweep | None = None) -> dict:
-    """What the notebook writes to ``results.json``: the table (mean, std), every run's analysis, the best-k ranks,
-    the claims (the sweep's too), LPIPS's status, which images, the official-vs-replica comparison and the lambda
-    sweep when they ran."""
+    """What the notebook writes to ``results.json``: the table, every run's analysis, best-k ranks, the claims, LPIPS's
+    status, which images, and the lambda sweep and official-vs-replica comparison when they ran."""
     table = summary_table(result)
     out = {
         "table": {f"{v}/{m}": {c: {"mean": table.loc[(v, m), (c, "mean")], "std": table.loc[(v, m), (c, "std")]}

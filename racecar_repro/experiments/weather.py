@@ -1,10 +1,6 @@
-"""WeatherBench forecasting, Std vs RR (the paper's Fig. 1d): Z500, T850, T2M 72 h ahead at 5.625 deg.
-
-``run(profile, **overrides)`` trains the Rasp-style ResNet with each method and seed (cached runs), with the
-latitude-weighted MSE in normalised units as the loss, Adam, and early stopping on the validation year; it scores the
-test years with WeatherBench's metrics in physical units beside persistence and climatology, computed by the same
-code. ``source="synthetic"`` writes a small look-alike WeatherBench 2 store (NOT ERA5) in the real format, copies it
-with the same download code as the real store and reads it through the same loader; every result then says so.
+"""WeatherBench forecasting, Std vs RR (the paper's Fig. 1d): Z500, T850, T2M 72 h ahead at 5.625 deg, every
+(method, seed) one cached run, scored with WeatherBench's metrics beside persistence and climatology; on ERA5 or a
+labelled synthetic look-alike (``source="synthetic"``, NOT ERA5). The protocol: notebooks/04_weatherbench.ipynb.
 """
 from __future__ import annotations
 
@@ -334,11 +330,9 @@ def _per_seed_mse(result: ExperimentResult, method: str) -> dict[int, float]:
 
 
 def claim(result: ExperimentResult) -> dict:
-    """``{"rr_vs_std": record}``: RR against Std on the paper's measure (the normalised latitude-weighted MSE over all
-    variables), paired over seeds (``verdicts.paired``, direction "lower"); beside the verdict the means
-    (``rr_mse``, ``std_mse``), RR's relative gain in percent (``rr_gain_percent``, positive: RR's error is lower)
-    and the paper's (``paper_gain_percent``, 13.7 %), and RR's gain on every shown error score of every variable
-    (``rr_gain_percent_by_score``, means over seeds; None unless both ran)."""
+    """``{"rr_vs_std": record}``: RR's ``mse_norm`` over all variables below Std's, paired over seeds; beside it the
+    means, RR's gain in percent (positive: RR's error is lower), the paper's, and RR's gain on every shown error
+    score of every variable (means over seeds; None unless both ran)."""
     table = summary(result)
     rr, std = _per_seed_mse(result, "RR"), _per_seed_mse(result, "Std")
     verdict = verdicts.paired(rr, std, "mse_norm", "lower", method="RR", baseline="Std")
@@ -358,9 +352,8 @@ def claim(result: ExperimentResult) -> dict:
 
 
 def results(result: ExperimentResult) -> dict:
-    """What the notebook writes to ``results.json``: the summary, split sizes, whether synthetic, the paper's values,
-    why one RMSE is shown and how far the two conventions' differ here, every run's scores and example error, and
-    the claim (``claim``)."""
+    """What the notebook writes to ``results.json``: the summary, sizes, whether synthetic, the paper's values, the
+    RMSE note and agreement, every run's scores and example error, and the claim."""
     return {"summary": summary(result), "scores": SCORES, "climatology": result.data.climatology_source,
             "sizes": sizes(result), "synthetic": synthetic(result),
             "paper": PAPER, "rmse_note": RMSE_NOTE, "rmse_wb1_wb2_max_rel_diff": rmse_agreement(result),
