@@ -85,14 +85,12 @@ def start_vectors(sizes: list[int], start: str = "randn", generator: torch.Gener
     return [draw(n, generator=generator, dtype=dtype) for n in sizes]
 
 
-def spectral_norm_power(a: Tensor | tuple[Callable[[Tensor], Tensor], int], iters: int = 1, start: str = "randn",
+def spectral_norm_power(a: tuple[Callable[[Tensor], Tensor], int], iters: int = 1, start: str = "randn",
                         generator: torch.Generator | None = None, u0: Tensor | None = None) -> Tensor:
-    """Spectral norm of a symmetric ``a`` (a matrix, or ``gram_minus_identity``'s map and size) by power iteration
-    from a fresh random vector (differentiable, no stop-gradient); ``u0`` gives the start vector instead."""
-    apply, n = (a.__matmul__, a.shape[0]) if isinstance(a, Tensor) else a
-    if u0 is None:
-        u0 = start_vectors([n], start, generator, a.dtype if isinstance(a, Tensor) else torch.float32)[0]
-    u = F.normalize(u0.to(a.device) if isinstance(a, Tensor) else u0, dim=0, eps=1e-12)
+    """Spectral norm of a symmetric map (``gram_minus_identity``'s map and size) by power iteration from a fresh
+    random vector (differentiable, no stop-gradient); ``u0`` gives the start vector instead."""
+    apply, n = a
+    u = F.normalize(start_vectors([n], start, generator)[0] if u0 is None else u0, dim=0, eps=1e-12)
     for _ in range(iters):
         v = F.normalize(apply(u), dim=0, eps=1e-12)
         av = apply(v)
@@ -220,7 +218,6 @@ class RR(Method):
         return trace.output, rec
 
 
-
 @dataclass
 class Ort(Method):
     """Task loss plus an SRIP orthogonality penalty; constant ``weight`` or the SRIP authors' epoch schedule;
@@ -242,7 +239,6 @@ class Ort(Method):
             return out, None, {"ort": 0.0}
         pen = srip_penalty(model, self.form, info.generator)
         return out, w * pen, {"ort": pen.detach()}
-
 
 
 @dataclass
@@ -284,7 +280,6 @@ class Pre(Method):
                 rec = info.batch_sum(rec)
             return rec, trace.output, {"ae": rec.detach()}
         return loss
-
 
 
 METHODS: dict[str, type[Method]] = {"Std": Std, "RR": RR, "Ort": Ort, "Pre": Pre}

@@ -24,10 +24,9 @@ rule of the official MLP code, ``d'_m = f_{m-1}(N_{m-1}(W_m^T (d'_{m+1} - b_m)))
 4. The walk ends a segment at the output of a weight step, of a join, at the network input and where pointwise
    steps belong to no layer: an armed signal arriving there gives one *pair* ``(d, d')``, with ``d`` the forward
    value at the place the signal reconstructs: the output of the lowest pointwise chain it passed, else the input
-   of the lowest shape step, else the value itself. A pair always compares values of one space: an armed signal
-   that passed a chain and meets a shape, scale or product step (``relu(max_pool(conv(x)))``) takes its pair at the
-   chain's output there and walks on without one, until it passes another chain (``conv -> bn -> pool -> relu``:
-   a pair at the relu's output and one at the batch norm's). ``conv -> relu -> pool`` pairs at the relu's output.
+   of the lowest shape step, else the value itself. An armed signal that passed a chain and meets a shape, scale or
+   product step (``relu(max_pool(conv(x)))``) takes its pair there, at the chain's output (one space), and walks on
+   without one until it passes another chain.
 5. A join (``a + b``) sends its (unarmed) signal unchanged to every summand, reduced to each summand's shape. Its
    own pair is taken at its output: each summand receives the signal of the *sum*, not a reconstruction of itself.
 6. Where signals meet at a fan-out, an armed signal that already passed a chain above the meeting point takes its
@@ -463,11 +462,9 @@ def forward_trace(model: nn.Module, x: Tensor, plan: Plan | None = None,
 
 
 # ---------------------------------------------------------------- the reverse pass
-# Fewer values per channel than this, and a training-mode batch norm (with running statistics) is re-applied in the
-# reverse pass with its running statistics, as in eval mode, whatever ``norms`` says: the variance of 2 or 3 values
-# is often near zero, and normalising by it scales gradients by up to 1/sqrt(eps) per norm (RegNet-X-400MF at batch
-# 2 and 32x32, whose last stage holds 2 values per channel: 1e25 without the guard, and the classifier's task
-# gradient rounded away; with it, 1.7e3 times the task loss's own largest gradient, and the task gradient kept).
+# Fewer values per channel than this, and the reverse pass re-applies a training-mode batch norm with its running
+# statistics: the variance of 2 or 3 values is often near zero, and dividing by it blew RR's gradients on RegNet-X-400MF
+# (batch 2, 32x32) up to 1e25, the classifier's task gradient rounded away (now 1.7e3 times the task's own largest).
 MIN_NORM_VALUES = 4
 
 

@@ -98,8 +98,6 @@ def conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
                                  m.groups, m.dilation)
 
 
-
-
 def transposed_conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
     """``W^T y`` of a transposed convolution: the convolution with the same weight (zero padding; else generic)."""
     if m.padding_mode != "zeros":

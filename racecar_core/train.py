@@ -15,6 +15,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
@@ -399,14 +400,6 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     return out
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress_bar(total: int, initial: int, show: bool, label: str) -> Any:
     """A tqdm bar when ``show`` and tqdm is installed (it is optional: the core needs torch and numpy only)."""
     if show:
@@ -414,7 +407,9 @@ def _progress_bar(total: int, initial: int, show: bool, label: str) -> Any:
             from tqdm import tqdm
         except ImportError:
             show = False
-    return tqdm(total=total, initial=initial, desc=label, mininterval=1.0) if show else _NoBar()
+    if not show:
+        return SimpleNamespace(update=lambda n: None, close=lambda: None)
+    return tqdm(total=total, initial=initial, desc=label, mininterval=1.0)
 
 
 def _to_device(obj: Any, device: str) -> Any:
