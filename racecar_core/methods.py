@@ -77,7 +77,7 @@ def gram_minus_identity(weight: Tensor) -> tuple[Callable[[Tensor], Tensor], int
     return apply, min(v.shape)
 
 
-@torch.compiler.disable
+@torch._disable_dynamo   # torch.compiler.disable, made on the first call: importing torch._dynamo costs 2 s
 def start_vectors(sizes: list[int], start: str = "randn", generator: torch.Generator | None = None,
                   dtype: torch.dtype = torch.float32) -> list[Tensor]:
     """Random power-iteration start vectors, drawn in order on the CPU (outside any compiled graph)."""

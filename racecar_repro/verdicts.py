@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 MIN_SEEDS = 3
 LEVEL = 0.95
@@ -59,6 +58,7 @@ class Verdict:
 def t_interval(diffs: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
     """The two-sided ``level`` Student-t interval of the mean of ``diffs`` (at least two values)."""
     d = np.asarray(diffs, dtype=float)
+    from scipy import stats      # here, not at import: scipy.stats costs a second in every worker process
     half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     return float(d.mean() - half), float(d.mean() + half)
 
