@@ -1,9 +1,10 @@
 """Cost of one optimisation step of RR, Ort and Pre relative to Std (``make bench``).
 
-For five models, the peak MLP (784 -> 128 -> 2, BN + ReLU, batch 100: the official setting), a small CNN
+For nine models, the peak MLP (784 -> 128 -> 2, BN + ReLU, batch 100: the official setting), a small CNN
 (three 3x3 conv + BN + ReLU blocks and a linear head, 28x28 inputs, batch 64), the CIFAR ResNet-110 (batch 8 on the
-CPU, 128 on CUDA), torchvision's ResNet-18 as it comes (no Pre: not a Sequential) and the weather ResNet (reduced
-on the CPU, the paper's size on CUDA), one training step (forward, loss, backward, Adam step) is timed for
+CPU, 128 on CUDA), torchvision's ResNet-18, ResNet-50, EfficientNet-B0, ConvNeXt-Tiny and a small ViT (ViT-Tiny's
+widths, 6 layers, 4x4 patches) as they come, on 32x32 inputs (no Pre: not Sequentials), and the weather ResNet
+(reduced on the CPU, the paper's size on CUDA), one training step (forward, loss, backward, Adam step) is timed for
 
 - ``Std``: the task loss alone (also Pre's fine-tuning step),
 - ``RR``: full reverse pass, mean reduction, lambda 1e-3,
@@ -53,11 +54,15 @@ SETTINGS: dict[str, dict] = {
 }
 DEFAULT_ROUNDS, QUICK_ROUNDS = 200, 20
 DEFAULT_BUDGET_S, QUICK_BUDGET_S = 25.0, 3.0
-DEFAULT_MODELS = ("peak MLP", "small CNN", "ResNet-110", "resnet18", "weather ResNet")
+DEFAULT_MODELS = ("peak MLP", "small CNN", "ResNet-110", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny",
+                  "vit", "weather ResNet")
 
 
 def _torchvision(name: str) -> nn.Module:
     import torchvision
+    if name == "vit":   # a small ViT (ViT-Tiny's widths, 6 layers), 4x4 patches of 32x32 images
+        return torchvision.models.VisionTransformer(32, 4, num_layers=6, num_heads=3, hidden_dim=192, mlp_dim=768,
+                                                    num_classes=10)
     return getattr(torchvision.models, name)(num_classes=10)
 
 
@@ -91,6 +96,10 @@ MODELS: dict[str, Workload] = {
     # the weather ResNet: a reduced one on the CPU (32 channels, 3 blocks), the paper's size on CUDA
     # torchvision's ResNet-18 as it comes (not a Sequential: traced by the graph walk), on CIFAR-sized inputs
     "resnet18": Workload(lambda cuda: _torchvision("resnet18"), (8, 128), 10, "ce", (3, 32, 32), ("Std", "RR", "Ort")),
+    # the families people use most today (issue 24), as torchvision builds them, on CIFAR-sized inputs
+    **{name: Workload(lambda cuda, name=name: _torchvision(name), (8, 128), 10, "ce", (3, 32, 32), ("Std", "RR", "Ort"),
+                      convolutional=name != "vit")
+       for name in ("resnet50", "efficientnet_b0", "convnext_tiny", "vit")},
     "weather ResNet": Workload(lambda cuda: weather_resnet(117, 3, 128, 19) if cuda else weather_resnet(11, 3, 32, 3),
                                (4, 32), 0, "mse", (11, 32, 64)),
 }
