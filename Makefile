@@ -14,6 +14,8 @@ FORCE   ?=
 FROM    ?=
 CHANNELS ?=
 YEARS   ?=
+CLIMATOLOGY ?=
+ERA5_STORE ?=
 
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -24,7 +26,7 @@ help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1] [EXECUTOR=local|torchrun WORKERS=N | EXECUTOR=slurm [RESUBMIT=1] [REPLICAS=N]]"
 	@echo "make report [PROFILE=...] (report/index.html) | make browser"
 	@echo "make test | make test-fast | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
-	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather"
+	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather [CHANNELS=... YEARS=... CLIMATOLOGY=<path or URL> ERA5_STORE=<path or URL>]"
 	@echo "make data-mnist-official | data-peak-official [FROM=<SVD-example folder or URL>]  (official SVD-test images)"
 
 # The exact versions of requirements-lock.txt (what CI used); LOCK=0 installs from pyproject.toml's ranges instead.
@@ -117,7 +119,8 @@ data-cifar: env
 # CHANNELS="z500 t850 u250" and/or YEARS=2010-2018 fetch another subset instead.
 data-weather: env
 	$(PY) -m racecar_repro.data.weatherbench2 --subset $(if $(filter paper,$(PROFILE)),paper,quick) \
-	  $(if $(CHANNELS),--channels $(CHANNELS)) $(if $(YEARS),--years $(YEARS))
+	  $(if $(CHANNELS),--channels $(CHANNELS)) $(if $(YEARS),--years $(YEARS)) \
+	  $(if $(CLIMATOLOGY),--climatology-source '$(CLIMATOLOGY)') $(if $(ERA5_STORE),--source '$(ERA5_STORE)')
 
 # Real Fashion-MNIST, installable offline from Debian (the CIFAR notebook's smoke profile and CI use it).
 data-fashion-mnist:

@@ -9,6 +9,9 @@ Every function takes DataArrays or Datasets with a ``lat`` coordinate in degrees
   (``sin`` of the upper minus the lower bound) over their mean, which on an equiangular grid without poles are
   proportional to ``cos(lat)``; RMSE is the square root of the time mean of each time step's spatial MSE; ACC is the
   uncentred correlation of anomalies against a day-of-year/hour climatology at each valid time, then averaged over time.
+
+A missing value (NaN) in a forecast or the truth makes the score NaN, as WeatherBench 2's: a score is never computed
+quietly over fewer points than it says.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def _weights(obj: XrObj, weights: Callable[[xr.DataArray], xr.DataArray] = lat_w
 def compute_weighted_mse(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIMS) -> XrObj:
     """Latitude-weighted mean squared error ``mean((f - t)^2 * w)`` over ``mean_dims``."""
     error = da_fc - da_true
-    return (error ** 2 * _weights(error)).mean(mean_dims)
+    return (error ** 2 * _weights(error)).mean(mean_dims, skipna=False)
 
 
 def compute_weighted_rmse(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIMS) -> XrObj:
@@ -48,14 +51,14 @@ def compute_weighted_rmse(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DI
 def compute_weighted_mae(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIMS) -> XrObj:
     """Latitude-weighted mean absolute error ``mean(|f - t| * w)`` over ``mean_dims``."""
     error = da_fc - da_true
-    return (np.abs(error) * _weights(error)).mean(mean_dims)
+    return (np.abs(error) * _weights(error)).mean(mean_dims, skipna=False)
 
 
 def compute_weighted_acc(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIMS) -> XrObj:
     """Latitude-weighted anomaly correlation; anomalies against the truth's time-mean climatology, centred."""
     if "time" not in da_true.dims:
         raise ValueError("ACC needs a 'time' dimension on the truth (its climatology is the mean over time)")
-    clim = da_true.mean("time")
+    clim = da_true.mean("time", skipna=False)
     if "time" in da_fc.dims:
         t = np.intersect1d(da_fc["time"].values, da_true["time"].values)
         if t.size == 0:
@@ -64,9 +67,9 @@ def compute_weighted_acc(da_fc: XrObj, da_true: XrObj, mean_dims: Dims = ALL_DIM
     else:
         fa, a = da_fc - clim, da_true - clim
     w = _weights(fa)
-    fa_prime, a_prime = fa - fa.mean(mean_dims), a - a.mean(mean_dims)
-    return (w * fa_prime * a_prime).sum(mean_dims) / np.sqrt(
-        (w * fa_prime ** 2).sum(mean_dims) * (w * a_prime ** 2).sum(mean_dims))
+    fa_prime, a_prime = fa - fa.mean(mean_dims, skipna=False), a - a.mean(mean_dims, skipna=False)
+    return (w * fa_prime * a_prime).sum(mean_dims, skipna=False) / np.sqrt(
+        (w * fa_prime ** 2).sum(mean_dims, skipna=False) * (w * a_prime ** 2).sum(mean_dims, skipna=False))
 
 
 # ------------------------------------------------------------------------------------------- WeatherBench 2
@@ -85,14 +88,14 @@ def wb2_lat_weights(lat: xr.DataArray) -> xr.DataArray:
 
 
 def _spatial_mean(x: XrObj, w: xr.DataArray) -> XrObj:
-    return (x * w).sum(("lat", "lon")) / (w.sum() * x.sizes["lon"])
+    return (x * w).sum(("lat", "lon"), skipna=False) / (w.sum() * x.sizes["lon"])
 
 
 def wb2_mse(da_fc: XrObj, da_true: XrObj) -> XrObj:
     """WeatherBench 2's MSE: each time step's area-weighted spatial mean of the squared error, then the time mean."""
     error = da_fc - da_true
     per_time = _spatial_mean(error ** 2, _weights(error, wb2_lat_weights))
-    return per_time.mean("time") if "time" in per_time.dims else per_time
+    return per_time.mean("time", skipna=False) if "time" in per_time.dims else per_time
 
 
 def wb2_rmse(da_fc: XrObj, da_true: XrObj) -> XrObj:
@@ -100,39 +103,46 @@ def wb2_rmse(da_fc: XrObj, da_true: XrObj) -> XrObj:
     return np.sqrt(wb2_mse(da_fc, da_true))
 
 
+def window_weights(window_days: int) -> np.ndarray:
+    """WeatherBench 2's climatology window: weights falling linearly from the centre day to 0 at both ends, over their
+    mean (``window_days`` odd; 1: the day alone)."""
+    if window_days < 1 or window_days % 2 == 0:
+        raise ValueError(f"window_days must be odd and positive, got {window_days}")
+    half = window_days // 2
+    w = np.concatenate([np.linspace(0, 1, half + 1), np.linspace(1, 0, half + 1)[1:]]) if half else np.ones(1)
+    return w / w.mean()
+
+
 def _doy_hour_climatology(da: xr.DataArray, window_days: int) -> xr.DataArray:
     t = da["time"]
-    hours = np.unique(t.dt.hour.values)
+    hours, years = np.unique(t.dt.hour.values), np.unique(t.dt.year.values)
     arr = da.transpose("time", ...).values.astype(np.float64)
-    key = (t.dt.dayofyear.values - 1) * len(hours) + np.searchsorted(hours, t.dt.hour.values)
-    order = np.argsort(key, kind="stable")
-    keys, start = np.unique(key[order], return_index=True)
-    counts = np.diff(np.append(start, len(key))).reshape(-1, *[1] * (arr.ndim - 1))
-    means = np.full((366 * len(hours),) + arr.shape[1:], np.nan)
-    means[keys] = np.add.reduceat(arr[order], start, axis=0) / counts  # the mean over years of each day and hour
-    means = means.reshape((366, len(hours)) + arr.shape[1:])
-    half = window_days // 2
-    padded = np.concatenate([means[366 - half:], means, means[:half]], axis=0)  # the year wraps around
-    ok = np.isfinite(padded)
-    zero = np.zeros((1,) + padded.shape[1:])
-    sums = np.concatenate([zero, np.cumsum(np.where(ok, padded, 0.0), axis=0)])
-    n = np.concatenate([zero, np.cumsum(ok, axis=0)])
-    width = 2 * half + 1
+    stacked = np.full((len(years), 366, len(hours)) + arr.shape[1:], np.nan)   # year, day of year, hour, ...
+    stacked[np.searchsorted(years, t.dt.year.values), t.dt.dayofyear.values - 1,
+            np.searchsorted(hours, t.dt.hour.values)] = arr
+    stacked[:, 365] = np.where(np.isnan(stacked[:, 365]), stacked[:, 364], stacked[:, 365])  # non-leap: day 365's
+    ok = np.isfinite(stacked)
+    sums, counts = np.where(ok, stacked, 0.0).sum(0), ok.sum(0).astype(np.float64)   # over the years
+    w, half = window_weights(window_days), window_days // 2
+    wrap = (lambda a: np.concatenate([a[366 - half:], a, a[:half]])) if half else (lambda a: a)  # the year wraps
+    sums, counts = wrap(sums), wrap(counts)
+    num = sum(w[k] * sums[k:k + 366] for k in range(window_days))
+    den = sum(w[k] * counts[k:k + 366] for k in range(window_days))
     with np.errstate(invalid="ignore", divide="ignore"):
-        smooth = (sums[width:] - sums[:-width]) / (n[width:] - n[:-width])  # NaN-skipping running mean
+        smooth = num / den          # the weighted mean over the window's days and the years, missing values left out
     dims = ("dayofyear", "hour") + tuple(d for d in da.transpose("time", ...).dims[1:])
     coords = {"dayofyear": np.arange(1, 367), "hour": hours,
               **{d: da[d].values for d in dims[2:] if d in da.coords}}
-    return xr.DataArray(smooth[:366], dims=dims, coords=coords, attrs=da.attrs)
+    return xr.DataArray(smooth, dims=dims, coords=coords, attrs=da.attrs)
 
 
 def doy_hour_climatology(truth: XrObj, window_days: int = 61) -> XrObj:
-    """A day-of-year/hour climatology of ``truth`` (dims ``dayofyear`` 1..366, ``hour``, then ``truth``'s others):
-    the mean over years at each day of year and hour, smoothed by a centred running mean over ``window_days`` days
-    (odd) that wraps around the year (WeatherBench 2 smooths its 1990-2019 climatology with a 61-day window); a day the
-    record lacks takes the running mean of the days around it."""
-    if window_days < 1 or window_days % 2 == 0:
-        raise ValueError(f"window_days must be odd and positive, got {window_days}")
+    """A day-of-year/hour climatology of ``truth`` (dims ``dayofyear`` 1..366, ``hour``, then ``truth``'s others), as
+    WeatherBench 2 computes its own (``compute_hourly_stat``): per hour, the years stacked by day of year, day 366 of
+    a non-leap year filled with its day 365, then the weighted mean over the years and a ``window_days`` window
+    (``window_weights``: triangular, centred, wrapping around the year) with missing values left out. (WeatherBench 2
+    fills every missing day of a year with its day 365; here only day 366: the same on whole years.)"""
+    window_weights(window_days)
     if isinstance(truth, xr.Dataset):
         return xr.Dataset({k: _doy_hour_climatology(v, window_days) for k, v in truth.data_vars.items()},
                           attrs=truth.attrs)
@@ -157,5 +167,5 @@ def wb2_acc(da_fc: XrObj, da_true: XrObj, clim: XrObj) -> XrObj:
     fa, a = da_fc - c, da_true - c
     w = _weights(a, wb2_lat_weights)
     per_time = _spatial_mean(fa * a, w) / np.sqrt(_spatial_mean(fa ** 2, w) * _spatial_mean(a ** 2, w))
-    return per_time.mean("time")
+    return per_time.mean("time", skipna=False)
 

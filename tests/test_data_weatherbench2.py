@@ -29,6 +29,24 @@ def source(tmp_path_factory) -> Path:
     return wb2.write_synthetic_store(tmp_path_factory.mktemp("gcs") / "era5.zarr", YEARS, days_per_year=DAYS)
 
 
+# ERA5's units, physical range and typical largest magnitude on the 64x32 grid of the store's variables (ECMWF's
+# parameter database): the look-alike stays in the range and within a factor 10 of the magnitude
+ERA5_RANGES = {"geopotential": (-5e3, 2.6e5, 2e5), "temperature": (170.0, 330.0, 300.0),
+               "u_component_of_wind": (-150.0, 150.0, 50.0), "v_component_of_wind": (-150.0, 150.0, 30.0),
+               "specific_humidity": (0.0, 0.04, 0.02), "2m_temperature": (180.0, 340.0, 310.0),
+               "total_precipitation_6hr": (0.0, 0.1, 0.01),            # metres of water in 6 hours
+               "toa_incident_solar_radiation": (0.0, 1361.0 * 3600, 4.9e6)}   # J m-2 in one hour
+
+
+def test_the_synthetic_store_has_era5s_units_and_magnitudes(source):
+    ds = xr.open_zarr(source, consolidated=True)
+    for var, (lo, hi, typical) in ERA5_RANGES.items():
+        values = ds[var].values
+        assert lo <= float(values.min()) and float(values.max()) <= hi, (var, float(values.min()), float(values.max()))
+        assert typical / 10 <= float(np.abs(values).max()) <= typical * 10, (var, float(np.abs(values).max()))
+    assert float(ds["toa_incident_solar_radiation"].max()) > 4.0e6   # an hourly accumulation, not 6 hours'
+
+
 def test_the_synthetic_store_has_the_real_format(source):
     meta = json.loads((source / ".zmetadata").read_text())["metadata"]
     assert meta["geopotential/.zarray"]["chunks"] == [100, 13, 64, 32]
@@ -50,11 +68,11 @@ def test_the_synthetic_store_has_the_real_format(source):
 def test_download_copies_the_subset_and_resumes_after_an_interruption(source, tmp_path, monkeypatch):
     real, calls = wb2._write_block, []
 
-    def flaky(sub, store, block):
+    def flaky(sub, store, block, **kw):
         calls.append(block)
         if len(calls) == 2:
             raise KeyboardInterrupt("connection lost (test)")
-        return real(sub, store, block)
+        return real(sub, store, block, **kw)
 
     monkeypatch.setattr(wb2, "_write_block", flaky)
     with pytest.raises(KeyboardInterrupt):
@@ -76,6 +94,18 @@ def test_download_copies_the_subset_and_resumes_after_an_interruption(source, tm
     np.testing.assert_array_equal(copy["land_sea_mask"].values, src["land_sea_mask"].values)
 
 
+def test_the_copy_reads_each_source_chunk_once_and_says_how_much(source, tmp_path):
+    """2016 is steps 120-239 of the source, 20 steps into its second chunk of 100: both blocks of the copy touch the
+    third chunk, which is read once (10.6 MB a chunk: 100 steps of all 13 levels), not once per block."""
+    lines: list[str] = []
+    wb2.download(source, tmp_path, ["z500"], [2016], progress=False, log=lines.append)
+    assert "120 time steps, 1.0 MB to write" in lines[0] and "reads 2 source chunks of 100 steps, 21.3 MB" in lines[0]
+    assert "(21.3 MB read, 1.0 MB written before compression)" in lines[-1]
+    copy, src = xr.open_zarr(wb2.store_path(tmp_path)), xr.open_zarr(source)
+    np.testing.assert_array_equal(copy["geopotential"].values,
+                                  src["geopotential"].sel(level=[500], time=slice("2016", "2016")).values)
+
+
 def test_a_corrupted_chunk_is_found_and_fetched_again(source, tmp_path):
     quiet = dict(progress=False, log=lambda s: None)
     store = wb2.download(source, tmp_path, ["z500"], [2016], **quiet)
@@ -84,7 +114,7 @@ def test_a_corrupted_chunk_is_found_and_fetched_again(source, tmp_path):
     chunk.write_bytes(good[:-8] + bytes(8))
     assert wb2.verify(tmp_path) == ["geopotential/1.0.0.0"]
 
-    def lost(sub, store, block):
+    def lost(sub, store, block, **kw):
         raise KeyboardInterrupt("connection lost (test)")
 
     lines: list[str] = []
@@ -169,11 +199,16 @@ def test_both_layouts_load_to_the_same_tensors(source, tmp_path):
 
 
 @pytest.mark.integration
-def test_the_paper_profile_reads_117_channels_and_the_cli_fetches_a_profile_subset(source, tmp_path, monkeypatch):
+def test_the_paper_profile_reads_117_channels_and_the_cli_fetches_a_profile_subset(source, tmp_path, monkeypatch,
+                                                                                     capsys):
     monkeypatch.setenv("RACECAR_DATA_DIR", str(tmp_path / "data"))
     assert len(wb2.RASP_INPUTS) == 38
-    code = wb2.main(["--subset", "quick", "--source", str(source), "--years", "2015-2016", "--no-climatology"])
-    assert code == 0 and wb2.has_store(wb2.default_root() / "custom")
+    moved = tmp_path / "moved.zarr"      # a climatology path that is not there (weatherbench2 issue 214)
+    code = wb2.main(["--subset", "quick", "--source", str(source), "--years", "2015-2016", "--climatology-source",
+                     str(moved)])
+    assert code == 0 and wb2.has_store(wb2.default_root() / "custom")   # the ERA5 copy is kept, no traceback
+    assert f"no climatology at {moved}" in capsys.readouterr().err
+    assert wb2.open_climatology(wb2.default_root() / "custom", ["z500"]) is None
     root = wb2.default_root() / "paper"
     wb2.download(source, root, wb2.RASP_INPUTS, YEARS, progress=False, log=lambda s: None)
     assert wb2.find_root(["z500", "u250"], [2016]) == root  # the custom copy has no u: the paper copy is found

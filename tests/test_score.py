@@ -136,11 +136,13 @@ def test_wb2_acc_per_valid_time_against_the_day_of_year_hour_climatology():
     assert clim.dims == ("dayofyear", "hour", "lat", "lon") and clim.sizes["dayofyear"] == 366
     jan1 = truth.sel(time=["2015-01-01T06:00", "2016-01-01T06:00"]).mean("time")
     np.testing.assert_allclose(clim.sel(dayofyear=1, hour=6).values, jan1.values)  # mean over the years
-    smooth = doy_hour_climatology(truth, window_days=3)
-    np.testing.assert_allclose(smooth.sel(dayofyear=2, hour=0).values,
-                               clim.sel(dayofyear=[1, 2, 3], hour=0).mean("dayofyear").values)
+    smooth = doy_hour_climatology(truth, window_days=5)     # weights 0, 1/2, 1, 1/2, 0 (triangular)
+    np.testing.assert_allclose(smooth.sel(dayofyear=3, hour=0).values,
+                               (clim.sel(dayofyear=[2, 4], hour=0).sum("dayofyear") / 2
+                                + clim.sel(dayofyear=3, hour=0)).values / 2)
     np.testing.assert_allclose(smooth.sel(dayofyear=1, hour=0).values,  # wraps around the year
-                               clim.sel(dayofyear=[366, 1, 2], hour=0).mean("dayofyear").values)
+                               (clim.sel(dayofyear=[366, 2], hour=0).sum("dayofyear") / 2
+                                + clim.sel(dayofyear=1, hour=0)).values / 2)
     test = truth.sel(time=slice("2016-03-01", "2016-03-10"))
     fc = test + rng.normal(size=test.shape)
     c = climatology_at(smooth, test["time"]).values
@@ -151,3 +153,45 @@ def test_wb2_acc_per_valid_time_against_the_day_of_year_hour_climatology():
     assert float(wb2_acc(test, test, smooth)) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no hour"):
         climatology_at(smooth.sel(hour=[0, 12]), test["time"])
+
+
+def test_the_climatology_smooths_as_weatherbench2_a_spike_into_its_triangular_window():
+    """Known answers: one year of zeros with a 1 on day 100 at 00 UTC gives, with WeatherBench 2's 61-day window, the
+    triangle ``w_k / sum(w)`` around day 100 (0 at +-30 days, 1/30 at the centre); a non-leap year's day 366 is its
+    day 365 (a 2 there shows on day 366 and wraps into day 1); a linear trend keeps its value at the centre."""
+    from racecar_repro.score import doy_hour_climatology, window_weights
+    w = window_weights(61)
+    assert w.shape == (61,) and w[0] == w[-1] == 0 and w.mean() == pytest.approx(1) and w[30] == pytest.approx(61 / 30)
+    times = pd.date_range("2015-01-01", "2015-12-31 18:00", freq="6h")          # 2015: not a leap year
+    x = np.zeros(len(times))
+    x[(times.day_of_year == 100) & (times.hour == 0)] = 1.0
+    x[(times.day_of_year == 365) & (times.hour == 6)] = 2.0
+    da = xr.DataArray(x, dims="time", coords={"time": times})
+    clim = doy_hour_climatology(da)
+    spike = clim.sel(hour=0).values
+    np.testing.assert_allclose(spike[99 - 30:99 + 31], w / w.sum(), atol=1e-15)
+    assert spike[99] == pytest.approx(1 / 30) and spike[:99 - 29].max() == 0 and spike[99 + 30:].max() == 0
+    six = clim.sel(hour=6)
+    assert float(six.sel(dayofyear=366)) == pytest.approx(2 * (w[30] + w[29]) / w.sum())   # days 365 and 366 hold 2
+    assert float(six.sel(dayofyear=1)) == pytest.approx(2 * (w[29] + w[28]) / w.sum())     # wrapped: 366, 365 back
+    ramp = doy_hour_climatology(xr.DataArray(times.day_of_year.values.astype(float), dims="time",
+                                             coords={"time": times}))
+    np.testing.assert_allclose(ramp.sel(hour=12, dayofyear=slice(40, 300)).values, np.arange(40, 301))
+    with pytest.raises(ValueError, match="odd"):
+        window_weights(60)
+
+
+def test_a_missing_value_makes_every_score_nan_as_in_weatherbench2():
+    """One NaN in the forecast: WeatherBench 2's MSE is NaN; a score that skipped it would be quietly too low."""
+    from racecar_repro import score
+    times = pd.date_range("2016-01-01", periods=4, freq="6h")
+    rng = np.random.default_rng(0)
+    truth = xr.DataArray(rng.normal(size=(4, 32, 64)), dims=("time", "lat", "lon"),
+                         coords={"time": times, "lat": LAT, "lon": LON})
+    fc = truth + rng.normal(size=truth.shape)
+    fc[1, 5, 7] = np.nan
+    clim = score.doy_hour_climatology(truth, window_days=1)
+    for value in (score.compute_weighted_rmse(fc, truth), score.compute_weighted_mae(fc, truth),
+                  score.compute_weighted_acc(fc, truth), score.wb2_rmse(fc, truth), score.wb2_acc(fc, truth, clim)):
+        assert np.isnan(float(value))
+    assert np.isfinite(float(score.wb2_rmse(fc.fillna(0), truth)))

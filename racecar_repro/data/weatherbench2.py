@@ -29,6 +29,10 @@ from racecar_repro.paths import data_dir
 
 ERA5_STORE = "gs://weatherbench2/datasets/era5/1959-2022-6h-64x32_equiangular_conservative.zarr"
 ERA5_YEARS = (1959, 2021)  # 92,044 steps: 1959-01-01T00 to 2021-12-31T18 (the name says 2022)
+# WeatherBench 2's data guide also lists a newer copy that runs to 2023-01-10 (`make data-weather ERA5_STORE=...`);
+# the default stays the one above: every year the profiles use (1979-2018) is in both, and copies already made keep
+# their manifests' source
+ERA5_STORE_NEWER = "gs://weatherbench2/datasets/era5/1959-2023_01_10-6h-64x32_equiangular_conservative.zarr"
 CLIMATOLOGY_STORE = ("gs://weatherbench2/datasets/era5-hourly-climatology/"
                      "1990-2019_6h_64x32_equiangular_conservative.zarr")
 HOST = "storage.googleapis.com"
@@ -56,7 +60,7 @@ RASP_INPUTS = tuple(f"{v}{lv}" for v in "ztuvq" for lv in RASP_LEVELS) + ("t2m",
 SUBSETS = {"quick": {"channels": DEFAULT_CHANNELS, "years": tuple(range(2010, 2019))},
            "paper": {"channels": RASP_INPUTS, "years": tuple(range(1979, 2019))}}
 SYNTHETIC_TAG = "racecar_repro.data.weatherbench2 synthetic store (NOT ERA5)"
-SYNTHETIC_VERSION = 1  # bump when synthetic_fields changes
+SYNTHETIC_VERSION = 2  # bump when synthetic_fields or the climatology it gets changes (2: ERA5 units and ranges)
 
 
 def default_root() -> Path:
@@ -271,12 +275,44 @@ def _write_template(sub: xr.Dataset, store: Path) -> dict[str, list]:
     return _record(store, [_chunk_file(store, v, (0,) * tmpl[v].ndim) for v in static])
 
 
-def _write_block(sub: xr.Dataset, store: Path, block: int) -> dict[str, list]:
-    """Fetch time block ``block`` (``TIME_CHUNK`` steps) of every time-dependent variable and write it in place."""
+class _ChunkReader:
+    """The time-dependent variables of ``sub`` (a selection of ``src``) read in whole chunks of the source, each
+    chunk once: the copy's blocks of ``TIME_CHUNK`` steps do not start on the source's chunk boundaries (2010 starts
+    12 steps into one), so a block spans two source chunks, which read block by block would be read twice. ``read``
+    counts the source's bytes (uncompressed, every level of a chunk, which is what a chunk holds)."""
+
+    def __init__(self, src: xr.Dataset, sub: xr.Dataset):
+        self.names = _time_vars(sub)
+        self.src = src[self.names].sel(level=sub["level"].values) if "level" in sub.dims else src[self.names]
+        self.index = np.searchsorted(src["time"].values, sub["time"].values)
+        first = src[self.names[0]]
+        self.chunk = int((first.encoding.get("chunks") or first.chunksizes.get("time") or (TIME_CHUNK,))[0])
+        self.chunk_bytes = sum(int(np.prod((self.chunk, *src[v].shape[1:]))) * src[v].dtype.itemsize
+                               for v in self.names)
+        self.cache: dict[int, xr.Dataset] = {}
+        self.read = 0
+
+    def chunks_of(self, sl: slice) -> np.ndarray:
+        return np.unique(self.index[sl] // self.chunk)
+
+    def __call__(self, sl: slice) -> xr.Dataset:
+        ks = self.chunks_of(sl)
+        self.cache = {k: v for k, v in self.cache.items() if k >= ks[0]}
+        for k in ks:
+            if k not in self.cache:
+                self.cache[k] = self.src.isel(time=slice(k * self.chunk, (k + 1) * self.chunk)).load()
+                self.read += self.chunk_bytes
+        loaded = xr.concat([self.cache[k] for k in ks], "time")
+        return loaded.isel(time=self.index[sl] - ks[0] * self.chunk)
+
+
+def _write_block(sub: xr.Dataset, store: Path, block: int, read: Callable | None = None) -> dict[str, list]:
+    """Fetch time block ``block`` (``TIME_CHUNK`` steps) of every time-dependent variable (through ``read``, a
+    ``_ChunkReader``, when given) and write it in place."""
     n = sub.sizes["time"]
     sl = slice(block * TIME_CHUNK, min((block + 1) * TIME_CHUNK, n))
     names = _time_vars(sub)
-    part = sub[names].isel(time=sl).load()
+    part = read(sl) if read is not None else sub[names].isel(time=sl).load()
     part = _plain(part.drop_vars(list(part.coords)))
     empty = [v for v in names if bool(np.isnan(part[v].values).all())]
     if empty:
@@ -312,9 +348,12 @@ def download(source: str | Path = ERA5_STORE, root: str | Path | None = None,
     n_blocks = math.ceil(sub.sizes["time"] / TIME_CHUNK)
     block_bytes = [sum(sub[v].isel(time=slice(b * TIME_CHUNK, (b + 1) * TIME_CHUNK)).nbytes for v in names)
                    for b in range(n_blocks)]
+    reader = _ChunkReader(src, sub)
+    chunks = {int(k) for b in range(n_blocks) for k in reader.chunks_of(slice(b * TIME_CHUNK, (b + 1) * TIME_CHUNK))}
     log(f"WeatherBench 2 ERA5 64x32: {', '.join(channels)}{' + static fields' if statics else ''}, "
         f"{request['years'][0]}-{request['years'][-1]}: {sub.sizes['time']} time steps, {_size(sum(block_bytes))} "
-        f"(float32, before compression) from {source} into {store}")
+        f"to write (float32, before compression) from {source} into {store}; reads {len(chunks)} source chunks of "
+        f"{reader.chunk} steps, {_size(len(chunks) * reader.chunk_bytes)} (each holds every pressure level)")
     if manifest is None or not store.exists():
         manifest = {"request": request, "static": _write_template(sub, store), "blocks": {}, "complete": False}
         write_json(mpath, manifest)
@@ -335,13 +374,15 @@ def download(source: str | Path = ERA5_STORE, root: str | Path | None = None,
     with tqdm(total=sum(block_bytes), initial=done, unit="B", unit_scale=True, disable=not progress,
               desc="WeatherBench 2", file=sys.stderr) as bar:
         for b in todo:
-            manifest["blocks"][str(b)] = _write_block(sub, store, b)
+            manifest["blocks"][str(b)] = _write_block(sub, store, b, read=reader)
             manifest["complete"] = len(manifest["blocks"]) == n_blocks
             write_json(mpath, manifest)
             bar.update(block_bytes[b])
     manifest["complete"] = True
     write_json(mpath, manifest)
-    log(f"done: {len(todo)} of {n_blocks} blocks fetched now, {n_blocks - len(todo)} already there; manifest {mpath}")
+    written = sum(block_bytes[b] for b in todo)
+    log(f"done: {len(todo)} of {n_blocks} blocks fetched now, {n_blocks - len(todo)} already there ({_size(reader.read)}"
+        f" read, {_size(written)} written before compression); manifest {mpath}")
     return store
 
 
@@ -445,20 +486,23 @@ def synthetic_fields(latent: np.ndarray, times: pd.DatetimeIndex, geo: dict[str,
     Z500, T850 and T2M are ``weather_synth.physical_fields`` (what the WeatherBench-1 look-alike writes); the other
     levels and variables are crude but plausible functions of them (a log-pressure height profile, a power-law
     temperature profile, geostrophic-like winds from the Z500 gradient, humidity from temperature, accumulated
-    top-of-atmosphere sunshine, rain from the third latent field). Synthetic: a pipeline check, not weather."""
+    top-of-atmosphere sunshine over the hour (ERA5's toa_incident_solar_radiation), rain from the third latent
+    field), each in its ERA5 variable's units and range. Synthetic: a pipeline check, not weather."""
     base = physical_fields(latent, times, geo)
     z500, t850, t2m = base["geopotential_500"], base["temperature_850"], base["2m_temperature"]
     p = np.asarray(LEVELS, float)[None, :, None, None]
-    z = np.maximum(z500[:, None] * np.log(1000.0 / p) / np.log(2.0), z500[:, None] * 0.0 + 500.0)
+    # heights from a log-pressure profile whose scale height shrinks upwards (z50 about 2e5 m2 s-2, as ERA5's)
+    z = np.maximum(z500[:, None] * (np.log(1000.0 / p) / np.log(2.0)) ** 0.85, z500[:, None] * 0.0 + 500.0)
     z = np.where(p == 500, z500[:, None], z)
-    t = np.where(p == 850, t850[:, None], t850[:, None] * (p / 850.0) ** 0.12)
+    t = np.where(p == 850, t850[:, None], t850[:, None] * (np.maximum(p, 200.0) / 850.0) ** 0.12)  # isothermal
+    # above 200 hPa, as the lower stratosphere roughly is (ERA5 never goes below about 180 K)
     dy = np.deg2rad(5.625) * 6.371e6
     dz_dy = np.gradient(z500, axis=1) / dy
-    dz_dx = (np.roll(z500, -1, axis=2) - np.roll(z500, 1, axis=2)) / (2 * dy * np.cos(np.deg2rad(LAT))[None, :, None])
+    dz_dx = (np.roll(z500, -1, axis=2) - np.roll(z500, 1, axis=2)) / (2 * dy)   # no 1/cos(lat): no polar blow-up
     scale = (p / 500.0) ** -0.3
     u, v = -dz_dy[:, None] / 1e-4 * scale, dz_dx[:, None] / 1e-4 * scale
     q = np.clip(3.8e-3 * np.exp(0.07 * (t - 273.15)) * (p / 1000.0), 1e-6, 0.03)
-    tisr = 1361.0 * np.clip(_cos_zenith(times), 0.0, None) * 6 * 3600.0
+    tisr = 1361.0 * np.clip(_cos_zenith(times), 0.0, None) * 3600.0   # J m-2 in the hour, as ERA5 accumulates it
     tp = np.clip(latent[:, 2] - 0.8, 0.0, None) * 2e-3
     out = {"geopotential": z, "temperature": t, "u_component_of_wind": u, "v_component_of_wind": v,
            "specific_humidity": q, "2m_temperature": t2m, "total_precipitation_6hr": tp,
@@ -535,7 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     nargs="+")
     ap.add_argument("--root", type=Path, default=None,
                     help=f"default: {default_root()}/<subset> (or /custom with --channels or --years)")
-    ap.add_argument("--source", default=ERA5_STORE, help="the store to copy from (a gs:// URL or a local path)")
+    ap.add_argument("--source", default=ERA5_STORE,
+                    help=f"the store to copy from (a gs:// URL or a local path); the newer one: {ERA5_STORE_NEWER}")
     ap.add_argument("--no-static", action="store_true", help="leave out orography and the land-sea mask")
     ap.add_argument("--climatology-source", default=CLIMATOLOGY_STORE,
                     help="the day-of-year/hour climatology to copy for WeatherBench 2's ACC")
@@ -557,7 +602,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = a.root or default_root() / ("custom" if custom else a.subset)
         download(a.source, root, channels, years, static=not a.no_static)
         if not a.no_climatology:
-            download_climatology(a.climatology_source, root, [c for c in TARGETS if c in channels] or channels)
+            try:
+                download_climatology(a.climatology_source, root, [c for c in TARGETS if c in channels] or channels)
+            except (FileNotFoundError, MissingDataError) as err:   # e.g. weatherbench2 issue 214: the path moved
+                print(f"warning: no climatology at {a.climatology_source} ({first_line(err)}). The ERA5 copy in {root} "
+                      "is complete; notebook 04 scores WeatherBench 2's ACC against the training years' day-of-year/"
+                      "hour climatology instead (its results.json and figure say so). To copy another one: make "
+                      "data-weather CLIMATOLOGY=<path or gs:// URL>", file=sys.stderr)
     except (MissingDataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

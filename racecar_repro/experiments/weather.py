@@ -139,7 +139,7 @@ def load(p: dict) -> WeatherData:
         return WeatherData(**sets, climatology=clim, climatology_source=f"WeatherBench 2 climatology copied to {root}")
     return WeatherData(**sets, climatology=score.doy_hour_climatology(sets["train"].truth()),
                        climatology_source=f"the training years' ({p['train_years'][0]}-{p['train_years'][-1]}) "
-                                          "day-of-year/hour climatology, 61-day window")
+                                          "day-of-year/hour climatology, WeatherBench 2's triangular 61-day window")
 
 
 def lat_weights_tensor(ds: WeatherDataset) -> torch.Tensor:
