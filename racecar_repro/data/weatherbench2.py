@@ -381,8 +381,8 @@ def download(source: str | Path = ERA5_STORE, root: str | Path | None = None,
     manifest["complete"] = True
     write_json(mpath, manifest)
     written = sum(block_bytes[b] for b in todo)
-    log(f"done: {len(todo)} of {n_blocks} blocks fetched now, {n_blocks - len(todo)} already there ({_size(reader.read)}"
-        f" read, {_size(written)} written before compression); manifest {mpath}")
+    log(f"done: {len(todo)} of {n_blocks} blocks fetched now, {n_blocks - len(todo)} already there "
+        f"({_size(reader.read)} read, {_size(written)} written before compression); manifest {mpath}")
     return store
 
 
@@ -410,8 +410,9 @@ TARGETS = ("z500", "t850", "t2m")  # what notebook 04 scores, so what the climat
 def download_climatology(source: str | Path = CLIMATOLOGY_STORE, root: str | Path | None = None,
                          channels: Sequence[str] = TARGETS, log: Callable[[str], None] = print) -> Path:
     """Copy the day-of-year/hour climatology of ``channels`` (WeatherBench 2's 1990-2019 ERA5 one by default, dims
-    ``hour, dayofyear, [level,] longitude, latitude``; a few MB) next to the store in ``root``, with a manifest of its
-    chunk files' sizes and sha256. A copy that matches its manifest and request is kept."""
+    ``hour, dayofyear, [level,] longitude, latitude``; the size of the selection is printed) next to the store in
+    ``root``, with a manifest of its chunk files' sizes and sha256. A copy that matches its manifest and request is
+    kept."""
     root = Path(root) if root is not None else default_root()
     path, mpath = root / CLIMATOLOGY_NAME, root / CLIMATOLOGY_MANIFEST
     variables = variables_for(channels)
