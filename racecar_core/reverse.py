@@ -464,7 +464,7 @@ def forward_trace(model: nn.Module, x: Tensor, plan: Plan | None = None,
 # ---------------------------------------------------------------- the reverse pass
 # Fewer values per channel than this, and the reverse pass re-applies a training-mode batch norm with its running
 # statistics: the variance of 2 or 3 values is often near zero, and dividing by it blew RR's gradients on RegNet-X-400MF
-# (batch 2, 32x32) up to 1e25, the classifier's task gradient rounded away (now 1.7e3 times the task's own largest).
+# (batch 2, 32x32) up to 1e25, the classifier's task gradient rounded away (with the guard: 5e15 to 6e16, task kept).
 MIN_NORM_VALUES = 4
 
 

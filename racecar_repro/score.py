@@ -115,14 +115,18 @@ def window_weights(window_days: int) -> np.ndarray:
 
 def _doy_hour_climatology(da: xr.DataArray, window_days: int) -> xr.DataArray:
     t = da["time"]
-    hours, years = np.unique(t.dt.hour.values), np.unique(t.dt.year.values)
+    hours, year, doy = np.unique(t.dt.hour.values), t.dt.year.values, t.dt.dayofyear.values - 1
+    hour = np.searchsorted(hours, t.dt.hour.values)
     arr = da.transpose("time", ...).values.astype(np.float64)
-    stacked = np.full((len(years), 366, len(hours)) + arr.shape[1:], np.nan)   # year, day of year, hour, ...
-    stacked[np.searchsorted(years, t.dt.year.values), t.dt.dayofyear.values - 1,
-            np.searchsorted(hours, t.dt.hour.values)] = arr
-    stacked[:, 365] = np.where(np.isnan(stacked[:, 365]), stacked[:, 364], stacked[:, 365])  # non-leap: day 365's
-    ok = np.isfinite(stacked)
-    sums, counts = np.where(ok, stacked, 0.0).sum(0), ok.sum(0).astype(np.float64)   # over the years
+    sums = np.zeros((366, len(hours)) + arr.shape[1:])
+    counts = np.zeros_like(sums)
+    for y in np.unique(year):         # the years stacked by day of year, one at a time (37 years at once: 1 GB)
+        one, at = np.full_like(sums, np.nan), year == y
+        one[doy[at], hour[at]] = arr[at]
+        one[365] = np.where(np.isnan(one[365]), one[364], one[365])    # a non-leap year's day 366: its day 365
+        ok = np.isfinite(one)
+        sums += np.where(ok, one, 0.0)
+        counts += ok
     w, half = window_weights(window_days), window_days // 2
     wrap = (lambda a: np.concatenate([a[366 - half:], a, a[:half]])) if half else (lambda a: a)  # the year wraps
     sums, counts = wrap(sums), wrap(counts)
