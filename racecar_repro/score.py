@@ -114,26 +114,26 @@ def window_weights(window_days: int) -> np.ndarray:
 
 
 def _doy_hour_climatology(da: xr.DataArray, window_days: int) -> xr.DataArray:
+    from scipy.ndimage import convolve1d
+    from scipy.sparse import csr_matrix
     t = da["time"]
-    hours, year, doy = np.unique(t.dt.hour.values), t.dt.year.values, t.dt.dayofyear.values - 1
-    hour = np.searchsorted(hours, t.dt.hour.values)
+    hours = np.unique(t.dt.hour.values)
+    year, doy, hour = t.dt.year.values, t.dt.dayofyear.values - 1, np.searchsorted(hours, t.dt.hour.values)
     arr = da.transpose("time", ...).values.astype(np.float64)
-    sums = np.zeros((366, len(hours)) + arr.shape[1:])
-    counts = np.zeros_like(sums)
-    for y in np.unique(year):         # the years stacked by day of year, one at a time (37 years at once: 1 GB)
-        one, at = np.full_like(sums, np.nan), year == y
-        one[doy[at], hour[at]] = arr[at]
-        one[365] = np.where(np.isnan(one[365]), one[364], one[365])    # a non-leap year's day 366: its day 365
-        ok = np.isfinite(one)
-        sums += np.where(ok, one, 0.0)
-        counts += ok
-    w, half = window_weights(window_days), window_days // 2
-    wrap = (lambda a: np.concatenate([a[366 - half:], a, a[:half]])) if half else (lambda a: a)  # the year wraps
-    sums, counts = wrap(sums), wrap(counts)
-    num = sum(w[k] * sums[k:k + 366] for k in range(window_days))
-    den = sum(w[k] * counts[k:k + 366] for k in range(window_days))
+    leap = {(y, h) for y, h, d in zip(year, hour, doy) if d == 365}
+    fill = np.flatnonzero([d == 364 and (y, h) not in leap for y, h, d in zip(year, hour, doy)])
+    keys = np.concatenate([doy * len(hours) + hour, 365 * len(hours) + hour[fill]])   # a non-leap year's day 366:
+    data = np.concatenate([arr, arr[fill]])                                            # its day 365, as in WB2
+    ok = np.isfinite(data).reshape(len(data), -1)
+    over_years = csr_matrix((np.ones(len(keys)), (keys, np.arange(len(keys)))), shape=(366 * len(hours), len(keys)))
+    sums = over_years @ np.where(ok, data.reshape(len(data), -1), 0.0)      # the sums over the years, and the counts
+    counts = over_years @ ok.astype(np.float64)
+    shape = (366, len(hours)) + arr.shape[1:]
+    w = window_weights(window_days)           # the weighted mean over the window's days (wrapping) and the years
+    num = convolve1d(sums.reshape(shape), w, axis=0, mode="wrap")
+    den = convolve1d(counts.reshape(shape), w, axis=0, mode="wrap")
     with np.errstate(invalid="ignore", divide="ignore"):
-        smooth = num / den          # the weighted mean over the window's days and the years, missing values left out
+        smooth = num / den                    # missing values left out
     dims = ("dayofyear", "hour") + tuple(d for d in da.transpose("time", ...).dims[1:])
     coords = {"dayofyear": np.arange(1, 367), "hour": hours,
               **{d: da[d].values for d in dims[2:] if d in da.coords}}

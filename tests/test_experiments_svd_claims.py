@@ -27,7 +27,7 @@ def peak(runs_dir):
     a run on the CPU, so the margins below hold or fail the same way every time; the verdicts over 5 seeds are
     notebook 02's)."""
     return _means(svd.run("peak", "quick", seeds=[0], methods=["Std", "Ort", "RR"], variants=["official"],
-                          data="replica"))
+                          data="replica", executor="local", workers=2))   # two worker processes: half the time
 
 
 @pytest.fixture(scope="module")
