@@ -20,12 +20,12 @@ ERA5_STORE ?=
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env lock figures report browser test test-fast lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
+.PHONY: env lock figures report browser test test-fast test-bounds lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1] [EXECUTOR=local|torchrun WORKERS=N | EXECUTOR=slurm [RESUBMIT=1] [REPLICAS=N]]"
 	@echo "make report [PROFILE=...] (report/index.html) | make browser"
-	@echo "make test | make test-fast | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
+	@echo "make test | make test-fast | make test-bounds | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
 	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather [CHANNELS=... YEARS=... CLIMATOLOGY=<path or URL> ERA5_STORE=<path or URL>]"
 	@echo "make data-mnist-official | data-peak-official [FROM=<SVD-example folder or URL>]  (official SVD-test images)"
 
@@ -74,6 +74,11 @@ TEST_ENV := RACECAR_PROFILE=smoke RACECAR_RUNS_DIR=$(CURDIR)/build/test-runs RAC
 test: env data-fashion-mnist browser
 	rm -rf build/test-runs build/test-figures
 	$(TEST_ENV) $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax
+
+# The weather path's tests under the lowest xarray, zarr (2.x), pandas, dask and netCDF4 that pyproject.toml allows,
+# installed from PyPI into build/lower-bounds beside the locked .venv (scripts/test-lower-bounds)
+test-bounds: env
+	scripts/test-lower-bounds $(PY)
 
 # The unit tests alone (not "integration"), for editing: under a minute
 test-fast: env

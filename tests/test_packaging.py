@@ -132,3 +132,14 @@ def test_readme_links_the_report_and_shows_key_figures_that_exist():
     assert len(images) >= 3
     for path in images:
         assert (ROOT / path).is_file(), f"README shows {path}, which is not in the repository"
+
+
+def test_the_weather_packages_lower_bounds_are_the_versions_make_test_bounds_runs():
+    """pyproject.toml's ``>=`` bounds of the weather path's packages are the versions scripts/test-lower-bounds
+    installs and runs the weather tests with (the code calls ``to_zarr(zarr_format=...)``: xarray 2024.10 or newer)."""
+    script = (ROOT / "scripts" / "test-lower-bounds").read_text()
+    pins = dict(p.split("==") for p in script.split("LOWEST=(")[1].split(")")[0].split())
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    bounds = dict(d.split(">=") for d in deps if ">=" in d)
+    assert set(pins) == {"xarray", "zarr", "numcodecs", "pandas", "dask", "netCDF4"}
+    assert all(bounds[p] == v for p, v in pins.items() if p != "numcodecs"), (pins, bounds)

@@ -366,6 +366,8 @@ def download(source: str | Path = ERA5_STORE, root: str | Path | None = None,
         bad = _bad(store, files)
         if bad:
             log(f"block {b}: {len(bad)} chunk file(s) missing or corrupted ({bad[0]}, ...): fetching it again")
+            for f in bad:   # zarr 2 decodes an edge chunk to write part of it: a corrupted one would stop the repair
+                (store / f).unlink(missing_ok=True)
             del manifest["blocks"][b]
             manifest["complete"] = False
             write_json(mpath, manifest)  # a damaged copy is not complete, also if this run stops before the repair
