@@ -1,37 +1,7 @@
-"""One run on several processes (data parallelism), e.g. one per GPU, launched by ``torchrun``.
-
-What ``train.fit`` does when it runs inside a ``torch.distributed`` process group of ``R`` processes (replicas):
-
-- **Batches.** Every replica draws the same global batch (the same seeded permutation and augmentation as one
-  process) and keeps its own contiguous ``1/R`` of it; the global batch size must divide by ``R``.
-- **Gradients** are averaged by torch's ``DistributedDataParallel`` (``data_parallel``): it wraps a module whose
-  forward is the whole loss of a step (forward pass, RR's reverse pass through the same weights, penalties), so its
-  hooks see every use of every weight, and the weights a phase leaves unused (Pre's frozen and upper layers) are
-  found in the graph (``find_unused_parameters``). The step's loss and logged values are averaged in one more
-  ``all_reduce`` (``average``), so every replica sees the global batch's loss and a NaN stops all of them together.
-- **Loss terms summed over the batch** (RR's and Pre's reconstruction with ``reduction="sum"``, the official form)
-  are multiplied by ``R`` on each replica (``StepInfo.replicas``), so that the average over replicas is the global
-  batch's sum; terms averaged over the batch and weight penalties (Ort) need nothing.
-- **Batch norm** (stated choice, ``TrainConfig.sync_bn``): synchronised by default: in training mode a batch norm
-  normalises with the mean and variance of the global batch (one ``all_reduce`` of per-channel sums forwards, one
-  backwards), in the forward pass and where RR's reverse pass re-applies it, and updates its moving averages with
-  them. Training is then the same computation as one process with the same global batch (equal to float tolerance:
-  tested on the CPU with gloo and 2 processes). This part is hand-written (``synced_batch_norms``), not torch's
-  ``nn.SyncBatchNorm``, for two reasons: RR re-applies each batch norm to the *reverse* signal, whose statistics must
-  be the global batch's too, through the same module objects that the reverse pass's plan refers to
-  (``convert_sync_batchnorm`` makes new ones), and ``nn.SyncBatchNorm`` refuses CPU tensors, so a gloo group (the
-  tests, a CPU cluster) could not use it (tests/test_distributed.py shows both). ``sync_bn=False`` normalises each
-  replica's shard with its own statistics (cheaper, a different and noisier estimator) and hands rank 0's moving
-  averages to all after every step, as DDP's ``broadcast_buffers`` does before each forward.
-- **RR's reverse pass** runs per replica on its own shard (it is per sample apart from the batch norms above).
-- **Dropout** masks are drawn per replica (rank 0 with one process's seeds, rank r with seeds of its own): with
-  dropout, a run on several processes is a different random draw of the same training, not the same numbers.
-- **Evaluation, snapshots and checkpoints** are rank 0's: it evaluates, hands the values every replica needs (early
-  stopping, the plateau schedule) to the others, and is the only one that writes the run folder; on resume it reads
-  the checkpoint and sends it to the others.
-
-The number of replicas is part of a run's config (``TrainConfig.replicas``, in the run-cache key when above 1): a run
-trained on 4 processes is not silently reused for a 1-process request, or the other way round.
+"""One run on several processes (data parallelism), e.g. one per GPU, launched by ``torchrun``: what ``train.fit``
+does inside a ``torch.distributed`` process group. Batches are split, gradients averaged by torch's
+``DistributedDataParallel`` around the whole step's loss, batch norms synchronised by hand (RR re-applies them to the
+reverse signal; ``nn.SyncBatchNorm`` refuses CPU tensors); each choice and why: docs/cluster.md, "Data parallelism".
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Std / RR / Ort / Pre: what each adds to the loss or the schedule."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from racecar_core import methods
@@ -15,24 +16,18 @@ def _explicit_gram(w: torch.Tensor) -> torch.Tensor:
     return g - torch.eye(g.shape[0], dtype=g.dtype)
 
 
-def test_power_iteration_converges_to_spectral_norm():
-    torch.manual_seed(0)
-    for shape in ((10, 30), (30, 10), (6, 2, 3, 3)):
-        w = torch.randn(*shape, dtype=torch.float64)
-        a, n = methods.gram_minus_identity(w)
-        assert n == min(w.shape[0], w[0].numel())                 # the smaller Gram matrix
-        exact = torch.linalg.matrix_norm(_explicit_gram(w), ord=2)
-        for start in ("randn", "rand"):
-            approx = methods.spectral_norm_power((a, n), iters=300, start=start)
-            torch.testing.assert_close(approx, exact, rtol=1e-8, atol=1e-8)
-        one = methods.spectral_norm_power((a, n), iters=1)
-        assert one <= exact * (1 + 1e-9)                           # one step is a lower bound
+def _one_step(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The earlier code, differentiated by autograd: one power-iteration step on the explicit matrix ``g``."""
+    v = F.normalize(g @ F.normalize(u, dim=0), dim=0)
+    av = g @ v
+    return (F.normalize(av, dim=0) @ av).abs() ** 2
 
 
 @pytest.mark.parametrize("form", ["official", "srip"])
-def test_matrix_free_srip_penalty_is_the_explicit_gram_matrix_penalty(form):
-    """The penalty by products with W and W^T equals the one through the explicit Gram matrices (the earlier code),
-    value and gradient, on the same weights and start vectors."""
+def test_the_written_out_penalty_is_autograd_through_one_power_step_on_the_explicit_gram_matrix(form):
+    """Value and gradient of the matrix-free penalty with its written-out backward equal autograd through the
+    earlier code (explicit Gram matrices, one step), on the same weights and start vectors; one step is a lower
+    bound of the exact squared spectral norm."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 4, 1), nn.Flatten(), nn.Linear(4, 300), nn.Linear(300, 2))
     net = net.double()
@@ -41,17 +36,22 @@ def test_matrix_free_srip_penalty_is_the_explicit_gram_matrix_penalty(form):
     grams = [_explicit_gram(w) for w in weights]
     starts = methods.start_vectors([g.shape[0] for g in grams], "randn" if form == "official" else "rand",
                                    torch.Generator().manual_seed(3), torch.float64)
-    expect = sum(methods.spectral_norm_power((g.__matmul__, len(g)), 1, u0=u) ** 2 for g, u in zip(grams, starts))
+    expect = sum(_one_step(g, u) for g, u in zip(grams, starts))
     torch.testing.assert_close(got, expect, rtol=1e-12, atol=0)
     for w, gw, ge in zip(weights, torch.autograd.grad(got, weights), torch.autograd.grad(expect, weights)):
         torch.testing.assert_close(gw, ge, rtol=1e-10, atol=1e-12)
+    for w, g, u in zip(weights, grams, starts):
+        one = methods.PowerStepPenalty.apply(w, u)
+        assert one <= torch.linalg.matrix_norm(g, ord=2) ** 2 * (1 + 1e-9)
+    assert torch.autograd.gradcheck(methods.PowerStepPenalty.apply, (weights[1].detach().requires_grad_(), starts[1]))
 
 
 def test_srip_penalty_zero_for_orthonormal_rows():
     net = nn.Sequential(nn.Linear(8, 4))
     with torch.no_grad():
         net[0].weight.copy_(torch.linalg.qr(torch.randn(8, 4)).Q.T)
-    assert methods.srip_penalty(net) < 1e-10
+    pen = methods.srip_penalty(net)
+    assert pen < 1e-10 and torch.isfinite(torch.autograd.grad(pen, net[0].weight)[0]).all()
 
 
 def test_srip_penalty_stays_float32_under_bf16_autocast():

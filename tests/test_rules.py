@@ -37,6 +37,9 @@ MODULE_CASES = [
     (nn.Conv2d(3, 6, 3, stride=2, padding=1), (2, 3, 8, 8)),
     (nn.Conv2d(4, 4, 5, padding=4, dilation=2, groups=2), (1, 4, 7, 6)),
     (nn.Conv2d(2, 3, 1, stride=2), (2, 2, 5, 5)),
+    (nn.Conv2d(4, 4, 7, padding=3, groups=4), (2, 4, 6, 5)),            # depthwise, stride 1: a flipped conv
+    (nn.Conv1d(3, 3, 3, padding=1, dilation=2, groups=3), (2, 3, 9)),   # depthwise, dilated, narrower output
+    (nn.Conv3d(2, 2, 3, padding=(0, 1, 2), groups=2), (1, 2, 4, 5, 5)),
     (nn.Flatten(), (2, 3, 4, 4)),
     (nn.AvgPool2d(2), (2, 3, 6, 6)),
     (nn.AvgPool2d(2), (2, 3, 7, 5)),              # drops the last row and column
