@@ -80,10 +80,11 @@ def test_the_report_has_a_card_per_figure_a_row_per_paper_number_and_a_page_per_
     assert rr[0].startswith("rr_vs_std: shown: RR - Std test_accuracy = +0.005 [+0.003, +0.007] (95 % t, n = 3") and rr[1].startswith("rr_vs_ort: ")
     assert "needs CIFAR-10 and a GPU" in rows["CIFAR-10 ResNet-110 test accuracy, RR"]["verdict"]   # a stand-in
     assert mse_verdict(rows) == "needs ERA5 and a GPU"
-    assert all(r["verdict"] == "not reproduced here" for q, r in rows.items() if q.startswith("texture"))
+    texture = [r for q, r in rows.items() if q.startswith("texture")]
+    assert len(texture) == 4 and all(r["verdict"].startswith("not run (notebook 07_texture_shape") for r in texture)
     mse = rows["72 h forecast, latitude-weighted MSE (normalised), RR"]
     assert mse["paper"] == "0.0106" and mse["ours"].startswith("not run") and "make data-weather" in mse["ours"]
-    assert all(r["ours"].startswith("not reproduced") for q, r in rows.items() if q.startswith("texture"))
+    assert all(r["ours"] == "not run (notebook 07_texture_shape has no results)" for r in texture)
     index = (out / "index.html").read_text()
     assert index.count('class="paper-number"') == len(br.PAPER_NUMBERS) and "<th>verdict here</th>" in index
     assert "http://" not in index and "https://" not in index              # offline: no CDN, no external link
