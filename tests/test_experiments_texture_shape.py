@@ -70,3 +70,40 @@ def test_smoke_run_on_mnist(tmp_path, monkeypatch, data_dir, no_network):
     claims = texture_shape.results(result)["claim"]
     assert claims["shape_prob"]["verdict"] == "too few seeds" and math.isfinite(claims["shape_prob"]["diff"])
     assert texture_shape.run("smoke", report=None, dataset="mnist").trained_now == 0   # cached, images too
+
+
+@pytest.mark.integration
+def test_cifar10_on_disk_goes_through_torchvision_and_the_colour_mask(monkeypatch, data_dir, no_network):
+    """A tiny CIFAR-10 in torchvision's on-disk format (pickled batches; torchvision's md5 list pointed at them):
+    loaded by torchvision, masked by the colour rule (a dark object on a light ground), run through the smoke profile."""
+    import hashlib
+    import pickle
+
+    import numpy as np
+    from torchvision.datasets import CIFAR10
+
+    folder = data_dir / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def write(name: str, obj: dict) -> list[str]:
+        (folder / name).write_bytes(pickle.dumps(obj))
+        return [name, hashlib.md5((folder / name).read_bytes()).hexdigest()]
+
+    def batch(name: str, n: int) -> list[str]:
+        x = np.full((n, 3, 32, 32), 200, np.uint8)
+        x[:, :, 8:24, 10:22] = 30
+        x += rng.integers(0, 10, x.shape, dtype=np.uint8)
+        return write(name, {"data": x.reshape(n, -1), "labels": [i % 10 for i in range(n)]})
+
+    monkeypatch.setattr(CIFAR10, "train_list", [batch(f"data_batch_{i}", 20) for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [batch("test_batch", 20)])
+    name, md5 = write("batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
+    monkeypatch.setattr(CIFAR10, "meta", {"filename": name, "key": "label_names", "md5": md5})
+    result = texture_shape.run("smoke", report=None, dataset="cifar10", n_train=100, n_test=20)
+    assert "CIFAR10" in result.source and len(result.runs) == 4
+    x = result.data["conflict"]["x"]
+    assert x.shape == (20, 1, 32, 32)
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[8:24, 10:22] = True
+    assert (x[:, 0, ~inside] == 0).all() and (x[:, 0, inside] >= 0.29).all()   # the object alone, filled
