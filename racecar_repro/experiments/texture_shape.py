@@ -78,9 +78,9 @@ def _source(p: dict):
 
 def _load(p: dict) -> LoadedData:
     """The three splits of cue-conflict images, generated once per setting and read back from their PNG files."""
-    out = cue_conflict.folder(p["dataset"], p["n_train"], p["n_test"], p["agree"])
+    data = _source(p)
+    out = cue_conflict.folder(p["dataset"], data.fingerprint(), p["agree"])
     if not (out / "manifest.json").is_file():
-        data = _source(p)
         cue_conflict.generate(data.x_train, data.y_train, data.x_test, data.y_test, out, p["agree"], data.source)
     made = cue_conflict.manifest(out)
     splits = cue_conflict.load(out)

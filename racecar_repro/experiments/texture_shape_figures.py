@@ -52,10 +52,12 @@ def measures(result: ExperimentResult) -> Figure:
 
 
 def curves(result: ExperimentResult) -> Figure:
-    """Test accuracy, p(shape's class) and the shape bias over training (mean over seeds, 95 % band)."""
+    """Test accuracy, p(shape's class) and the shape bias over training steps (mean over seeds, 95 % band); Pre's
+    steps count its layer-wise pretraining first."""
     frame = result.eval_frame(["test_acc", "shape_prob", "shape_bias"])
     fig, axes = plt.subplots(1, 3, figsize=(9.5, 2.6))
     for ax, key in zip(axes, ("test_acc", "shape_prob", "shape_bias")):
         seed_lines(ax, frame[frame["metric"] == key], x="step", order=result.methods, legend=ax is axes[0])
-        ax.set(xlabel="step", ylabel=LABELS[key])
+        ax.set(xlabel="step (Pre: its pretraining steps first)" if "Pre" in result.methods else "step",
+               ylabel=LABELS[key])
     return fig
