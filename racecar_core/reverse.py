@@ -40,7 +40,8 @@ rule of the official MLP code, ``d'_m = f_{m-1}(N_{m-1}(W_m^T (d'_{m+1} - b_m)))
    GLU-like gates, attention weights) and sends the signal into the other factor, times the gate (a matmul: its
    exact adjoint with the gate fixed). ``scaled_dot_product_attention`` and ``nn.MultiheadAttention`` (one weight
    step, its per-head weights recorded by the forward trace) hold their attention weights and carry the values:
-   ``x' = W_v^T (A^T (W_o^T y))``; the query and key projections receive no signal and take no pair.
+   ``x' = W_v^T (A^T (W_o^T y))``; the query and key projections receive no signal and take no pair. Swin's
+   window attention (one opaque call) is one weight step that holds every softmax output of its call.
    A product with no gate or two (``a * b`` of two layers' outputs, ``x * x``) is an error if the walk reaches it.
 
 One pair per segment: an MLP gets one per layer, a CIFAR ResNet one per block input, one per block-internal
@@ -69,10 +70,10 @@ from torch import Tensor, nn
 from .distributed import batch_moments, values_per_channel
 from .rules import (DROPOUT, FMAXPOOL, GATE_FUNCTIONS, GATE_MODULES, MAXPOOL, STOCHASTIC_DEPTH,  # noqa: F401
                     FunctionRule, apply_dropout, attention_adjoint, attention_forward, conv_transpose, dropout_mask,
-                    function_name, function_rule, is_weight_leaf, known_role, linear_vjp, maxpool_adjoint,
-                    maxpool_forward, register_affine, register_function, register_pointwise, register_shape,
-                    register_weight, role, stochastic_depth_mask, subtract_bias, transpose, vjp_transpose,
-                    weight_modules)
+                    function_name, function_rule, held_softmax_forward, holds_softmax, is_weight_leaf, known_role,
+                    linear_vjp, maxpool_adjoint, maxpool_forward, register_affine, register_function,
+                    register_pointwise, register_shape, register_weight, role, stochastic_depth_mask, subtract_bias,
+                    transpose, vjp_transpose, weight_modules)
 
 Mode = Literal["full", "local", "local_padded"]
 MODES = ("full", "local", "local_padded")
@@ -417,6 +418,9 @@ def _run_step(s: Step, a: Any, kw: dict, saved: dict[int, Any]) -> Any:
             return out
         if isinstance(m, nn.MultiheadAttention):
             out, saved[s.index] = attention_forward(m, a, kw)
+            return out
+        if holds_softmax(m):
+            out, saved[s.index] = held_softmax_forward(m, a, kw)
             return out
         return m(*a, **kw)
     if s.call == "function":

@@ -238,6 +238,49 @@ def attention_transpose(m: nn.MultiheadAttention, y: Tensor, weights: Tensor) ->
 
 
 _WEIGHT[nn.MultiheadAttention] = attention_transpose   # a weight step; transpose() passes the recorded weights
+# attention modules (module.qualname) that compute their weights inside one opaque call with a softmax, with ``qkv``
+# and ``proj`` Linear layers: torchvision's Swin (its shifted_window_attention is an fx leaf)
+HELD_SOFTMAX = {f"torchvision.models.swin_transformer.ShiftedWindowAttention{v}" for v in ("", "V2")}
+
+
+def holds_softmax(m: nn.Module) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" in HELD_SOFTMAX for c in type(m).__mro__)
+
+
+class _HeldSoftmax(torch.overrides.TorchFunctionMode):
+    """Records every softmax output inside (``held`` None), or returns the recorded ones in their order."""
+
+    def __init__(self, held: list[Tensor] | None = None):
+        super().__init__()
+        self.held, self.record = held, []
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func not in (F.softmax, torch.softmax, Tensor.softmax):
+            return func(*args, **(kwargs or {}))
+        self.record.append(func(*args, **(kwargs or {})) if self.held is None else self.held[len(self.record)])
+        return self.record[-1]
+
+
+def held_softmax_forward(m: nn.Module, args: tuple, kwargs: dict) -> tuple[Tensor, list[Tensor]]:
+    """``m``'s output and the softmax outputs (its attention weights) it computed, which the reverse pass holds."""
+    if m.training and (getattr(m, "attention_dropout", 0.0) or getattr(m, "dropout", 0.0)):
+        raise TypeError(f"racecar: {type(m).__name__} with dropout in training has no reverse rule (its dropout "
+                        "masks are drawn inside one call and not recorded); set attention_dropout=dropout=0")
+    with _HeldSoftmax() as mode:
+        out = m(*args, **kwargs)
+    return out, mode.record
+
+
+def held_softmax_transpose(m: nn.Module, y: Tensor, held: list[Tensor], shape: torch.Size) -> Tensor:
+    """``W_v^T (A^T (W_o^T (y - b_o)) - b_v)`` per window and head, as multi-head attention's: the module with its
+    attention weights ``A`` held is affine in its input through the values (its windows, shifts and padding are
+    moves of numbers); the adjoint of that map is its exact vector-Jacobian product, run through ``m``'s own code."""
+    def held_map(z: Tensor) -> Tensor:
+        with _HeldSoftmax(held):
+            return m(z)
+    x = linear_vjp(held_map, subtract_bias(m.proj, y), shape)
+    c = m.qkv.weight.shape[1]
+    return x if m.qkv.bias is None else x - m.qkv.bias[2 * c:] @ m.qkv.weight[2 * c:]
 
 
 def weight_modules(model: nn.Module) -> list[nn.Module]:
@@ -251,6 +294,8 @@ def known_role(m: nn.Module) -> str | None:
         return "weight"
     if hasattr(m, "racecar_adjoint"):
         return "shape"
+    if holds_softmax(m):
+        return "weight"
     for cls in type(m).__mro__:
         if cls in _WEIGHT:
             return "weight"
@@ -279,10 +324,12 @@ def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size, saved: Any = Non
     trace recorded for it, e.g. max pooling's picks)."""
     if isinstance(m, MAXPOOL) and saved is not None:
         return maxpool_adjoint(y, saved, input_shape)
-    if isinstance(m, nn.MultiheadAttention):
+    if isinstance(m, nn.MultiheadAttention) or holds_softmax(m):
         if saved is None:
-            raise ValueError("racecar: the transpose of multi-head attention needs the attention weights of the "
+            raise ValueError(f"racecar: the transpose of {type(m).__name__} needs the attention weights of the "
                              "forward pass; walk the model with reverse.forward_trace / reverse_pass")
+        if holds_softmax(m):
+            return held_softmax_transpose(m, y, saved, input_shape)
         return attention_transpose(m, y, saved)
     if hasattr(m, "racecar_transpose"):
         return m.racecar_transpose(y, input_shape)

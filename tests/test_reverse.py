@@ -862,3 +862,35 @@ def test_rr_trains_a_transformer_encoder_with_multi_head_attention():
     trace = reverse.forward_trace(net, torch.randn(4, 5, 8))
     assert sum(d is trace.input_of(net.attn) for d, _ in reverse.reverse_pass(trace)) == 1   # one pair at its input
     assert net.attn not in reverse.weight_modules(net) and net.attn.out_proj in reverse.weight_modules(net)
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("version", [1, 2])
+def test_swin_window_attention_is_affine_in_its_values_with_the_weights_held(version):
+    """torchvision's shifted-window attention (an fx leaf that computes its weights inside) with its softmax outputs
+    held: the caller's output, a map that no longer reads the query and key, and its exact adjoint, on a 5x4 map that
+    the 3x3 windows pad to 6x6 and shift by one."""
+    from torchvision.models import swin_transformer as swin
+    torch.manual_seed(0)
+    m = (swin.ShiftedWindowAttention if version == 1 else swin.ShiftedWindowAttentionV2)(8, [3, 3], [1, 1], 2).double()
+    x, c = torch.randn(2, 5, 4, 8), 8
+    out, held = rules.held_softmax_forward(m, (x,), {})
+    torch.testing.assert_close(out, m(x))
+    assert len(held) == 1 and held[0].shape == (2 * 4, 2, 9, 9)              # [windows, heads, tokens, tokens]
+
+    def held_map(z):
+        with rules._HeldSoftmax(held):
+            return m(z)
+    torch.testing.assert_close(held_map(x), out)
+    y, z = torch.randn(out.shape), torch.randn(x.shape)
+    b_o, b_v, w_v = m.proj.bias.detach().clone(), m.qkv.bias[2 * c:].detach().clone(), m.qkv.weight[2 * c:].detach()
+    with_bias = rules.transpose(m, y, x.shape, held)
+    with torch.no_grad():
+        m.proj.bias.zero_()
+        m.qkv.bias[2 * c:].zero_()
+        m.qkv.weight[:2 * c] += 1.0                                       # query and key: no longer read
+    lhs, rhs = (held_map(z) * y).sum(), (z * rules.transpose(m, y, x.shape, held)).sum()
+    assert float((abs(lhs - rhs) / (abs(lhs) + abs(rhs))).detach()) < 1e-12
+    torch.testing.assert_close(with_bias, rules.transpose(m, y - b_o, x.shape, held) - b_v @ w_v)
+    with pytest.raises(TypeError, match="dropout"):
+        rules.held_softmax_forward(type(m)(8, [3, 3], [1, 1], 2, attention_dropout=0.1).train(), (x,), {})
