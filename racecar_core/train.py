@@ -52,6 +52,7 @@ class TrainConfig:
     optimizer: str = "adam"
     batch_size: int | None = None          # None: full batch
     momentum: float = 0.9
+    beta1: float = 0.9                     # Adam's first-moment decay (DCGAN: 0.5)
     weight_decay: float = 0.0
     decay_kernels_only: bool = False       # weight decay on weight matrices / kernels only, not biases or norms
     milestones: list[int] = field(default_factory=list)   # steps at which lr is multiplied by gamma
@@ -77,10 +78,10 @@ class TrainConfig:
     sync_bn: bool = True                   #   with replicas > 1: batch norms use the global batch's statistics
 
     def describe(self) -> dict[str, Any]:
-        """The settings that identify a run (for run-cache keys): all but ``progress``, ``compile`` when on, and the
-        data-parallel settings when the run has more than one replica."""
+        """The settings that identify a run (for run-cache keys): all but ``progress``, ``compile`` when off, the
+        data-parallel settings when the run has one replica, and ``beta1`` at its default (the keys of older runs)."""
         return {k: v for k, v in asdict(self).items() if k != "progress" and not (k == "compile" and not v)
-                and not (k in ("replicas", "sync_bn") and self.replicas == 1)}
+                and not (k in ("replicas", "sync_bn") and self.replicas == 1) and not (k == "beta1" and v == 0.9)}
 
 
 def reduce_on_plateau(cfg: TrainConfig, state: dict[str, Any], value: float) -> None:
@@ -142,7 +143,8 @@ def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.
                   {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adam":  # the fused kernel: one call per step instead of one per parameter
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_fusable(params))
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay,
+                                fused=_fusable(params))
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"racecar: unknown optimizer {cfg.optimizer!r}; use 'adam' or 'sgd'")

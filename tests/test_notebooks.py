@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from racecar_repro.experiments import any_network, cifar, info_planes, svd, texture_shape, weather
+from racecar_repro.experiments import any_network, cifar, gan, info_planes, svd, texture_shape, weather
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import store_claim_outputs  # noqa: E402
@@ -25,7 +25,7 @@ EXPERIMENT_OF = {"01_svd_mnist": (svd, svd.PROFILES["mnist"]), "02_svd_peak": (s
                  "03_cifar_resnet110": (cifar, cifar.PROFILES), "04_weatherbench": (weather, weather.PROFILES),
                  "05_information_planes": (info_planes, info_planes.PROFILES),
                  "06_rr_on_your_network": (any_network, any_network.PROFILES),
-                 "07_texture_shape": (texture_shape, texture_shape.PROFILES)}
+                 "07_texture_shape": (texture_shape, texture_shape.PROFILES), "08_gan": (gan, gan.PROFILES)}
 NOTEBOOK_ONLY = {"profile", "output", "sweep", "sweep_lambdas", "sweep_seeds", "lambda_study", "lambda_sweep"}
 
 

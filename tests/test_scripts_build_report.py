@@ -85,6 +85,12 @@ def test_the_report_has_a_card_per_figure_a_row_per_paper_number_and_a_page_per_
     mse = rows["72 h forecast, latitude-weighted MSE (normalised), RR"]
     assert mse["paper"] == "0.0106" and mse["ours"].startswith("not run") and "make data-weather" in mse["ours"]
     assert all(r["ours"] == "not run (notebook 07_texture_shape has no results)" for r in texture)
+    gan_row = rows["RR improves GANs (the paper's GAN experiment is not public)"]
+    assert gan_row["ours"] == "not run (notebook 08_gan has no results)" and gan_row["paper"] == "stated, no numbers"
+    assert br._gan({"table": [{"method": "Std", "fd_mean": 12.0, "fd_std": 1.0, "seeds": 3},
+                              {"method": "RR", "fd_mean": 10.0, "fd_std": 0.5, "seeds": 3}],
+                    "provenance": {"params": {"dataset": "fashion_mnist"}}}).startswith(
+        "Frechet distance in a classifier's features (not Inception's FID): Std 12.00 +- 1.00, RR 10.00 +- 0.50 (3")
     index = (out / "index.html").read_text()
     assert index.count('class="paper-number"') == len(br.PAPER_NUMBERS) and "<th>verdict here</th>" in index
     assert "http://" not in index and "https://" not in index              # offline: no CDN, no external link
@@ -205,6 +211,6 @@ def test_the_readme_table_of_verdicts_is_what_the_committed_results_give():
 
 def test_readme_table_has_a_row_per_paper_number(tmp_path):
     table = br.readme_table({})
-    rows = [line for line in table.splitlines() if line.startswith("| Fig.")]
+    rows = [line for line in table.splitlines() if line.startswith(("| Fig.", "| Abstract"))]
     assert len(rows) == len(br.PAPER_NUMBERS)
     assert any("needs CIFAR-10 and a GPU" in r for r in rows) and any("needs ERA5 and a GPU" in r for r in rows)
