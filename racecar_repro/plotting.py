@@ -72,6 +72,16 @@ def seed_bars(ax: Axes, data: Any, y: str = "value", x: str = "method", order: S
     return ax
 
 
+def measure_bars(result: Any, keys: Sequence[str], labels: dict[str, str]) -> Figure:
+    """One panel per measure in ``keys`` (y label ``labels[key]``): ``seed_bars`` of each method's final values."""
+    frame = result.frame()
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.6))
+    for ax, key in zip(np.atleast_1d(axes), keys):
+        seed_bars(ax, frame[frame["metric"] == key], order=result.methods)
+        ax.set_ylabel(labels[key])
+    return fig
+
+
 def seed_lines(ax: Axes, data: Any, x: str, y: str = "value", hue: str = "method", style: str | None = None,
                order: Sequence[str] | None = None, **kw: Any) -> Axes:
     """Mean of ``y`` over seeds against ``x``, one line per ``hue`` (method), with its 95 % confidence band;

@@ -7,7 +7,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from racecar_repro.experiments.grid import ExperimentResult
-from racecar_repro.plotting import seed_bars, seed_lines
+from racecar_repro.plotting import measure_bars, seed_lines
 
 LABELS = {"fd": "Frechet distance (classifier features)", "precision": "precision", "recall": "recall",
           "label_entropy": "label entropy per sample (nats)", "class_entropy": "class entropy (nats)"}
@@ -42,13 +42,7 @@ def samples(result: ExperimentResult, n: int = 36, seed: int | None = None) -> F
 def measures(result: ExperimentResult) -> Figure:
     """Per method at the end of training: the Frechet distance, precision, recall and label entropy; bars are means
     over seeds with 95 % intervals, dots the seeds."""
-    frame = result.frame()
-    keys = ("fd", "precision", "recall", "class_entropy")
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.6))
-    for ax, key in zip(axes, keys):
-        seed_bars(ax, frame[frame["metric"] == key], order=result.methods)
-        ax.set_ylabel(LABELS[key])
-    return fig
+    return measure_bars(result, ("fd", "precision", "recall", "class_entropy"), LABELS)
 
 
 def curves(result: ExperimentResult) -> Figure:

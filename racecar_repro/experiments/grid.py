@@ -165,6 +165,19 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else 0.0)
 
 
+def measures_table(result: ExperimentResult, measures: Sequence[str]) -> pd.DataFrame:
+    """Per method: each measure's mean and standard deviation over seeds (``<measure>_mean``, ``<measure>_std``), the
+    number of seeds and the mean wall time per run."""
+    rows = []
+    for m in result.methods:
+        rs = result.select(m)
+        row = {"method": m}
+        for key in measures:
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_sd([r.metrics[key] for r in rs])
+        rows.append({**row, "seeds": len(rs), "wall_time_s": float(np.mean([r.wall_time for r in rs]))})
+    return pd.DataFrame(rows).set_index("method")
+
+
 @dataclass
 class LoadedData:
     """What an experiment's ``load`` hands back."""

@@ -19,7 +19,8 @@ from racecar_core.models import small_cnn
 from racecar_core.train import TensorBatches, TrainConfig, fit
 from racecar_repro import verdicts
 from racecar_repro.data import cue_conflict
-from racecar_repro.experiments.grid import Experiment, ExperimentResult, LoadedData, RunSpec, mean_sd, per_run, per_seed
+from racecar_repro.experiments.grid import (Experiment, ExperimentResult, LoadedData, RunSpec, measures_table, per_run,
+                                           per_seed)
 from racecar_repro.experiments.params import MethodParams, build_method, run_config, setting
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10")
@@ -159,14 +160,7 @@ MEASURES = ("test_acc", "shape_prob", "texture_prob", "shape_acc", "texture_rate
 
 def summary(result: ExperimentResult) -> pd.DataFrame:
     """Per method: every measure's mean and standard deviation over seeds, the seeds, the wall time."""
-    rows = []
-    for m in result.methods:
-        rs = result.select(m)
-        row = {"method": m}
-        for key in MEASURES:
-            row[f"{key}_mean"], row[f"{key}_std"] = mean_sd([r.metrics[key] for r in rs])
-        rows.append({**row, "seeds": len(rs), "wall_time_s": float(np.mean([r.wall_time for r in rs]))})
-    return pd.DataFrame(rows).set_index("method")
+    return measures_table(result, MEASURES)
 
 
 def claim(result: ExperimentResult) -> dict[str, dict]:

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from racecar_repro.data.cue_conflict import TEXTURES
 from racecar_repro.experiments.grid import ExperimentResult
-from racecar_repro.plotting import METHOD_COLORS, seed_bars, seed_lines
+from racecar_repro.plotting import METHOD_COLORS, measure_bars, seed_lines
 
 LABELS = {"test_acc": "test accuracy (texture agrees)", "shape_prob": "p(shape's class)",
           "texture_prob": "p(texture's class)", "shape_acc": "top class = shape's",
@@ -42,13 +42,7 @@ def panel(result: ExperimentResult, image: int = 0) -> Figure:
 def measures(result: ExperimentResult) -> Figure:
     """Per method, over the cue-conflict images: p(shape's class), p(texture's class), shape bias, and test accuracy
     on ordinary images; bars are means over seeds with 95 % intervals, dots the seeds."""
-    frame = result.frame()
-    keys = ("shape_prob", "texture_prob", "shape_bias", "test_acc")
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.6))
-    for ax, key in zip(axes, keys):
-        seed_bars(ax, frame[frame["metric"] == key], order=result.methods)
-        ax.set_ylabel(LABELS[key])
-    return fig
+    return measure_bars(result, ("shape_prob", "texture_prob", "shape_bias", "test_acc"), LABELS)
 
 
 def curves(result: ExperimentResult) -> Figure:
