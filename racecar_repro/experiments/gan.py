@@ -72,7 +72,8 @@ PROFILES: dict[str, GanParams] = {
 
 
 def _images(p: dict):
-    """The data as an ``ImageSet`` of 32x32 images in [-1, 1] (Fashion-MNIST comes padded to 32x32; MNIST is)."""
+    """The data as an ``ImageSet`` of 32x32 images in [-1, 1] (Fashion-MNIST comes padded to 32x32; MNIST is padded
+    here)."""
     from racecar_repro.data import ImageSet
     from racecar_repro.data.cifar import load_classification, subset
     from racecar_repro.data.mnist import mnist_imageset
