@@ -20,12 +20,12 @@ ERA5_STORE ?=
 FASHION := /usr/share/datasets/fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env lock figures report browser test test-fast test-bounds lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
+.PHONY: env lock figures report browser test test-fast test-slurm test-bounds lab bench bench-compile bench-weather data-mnist data-peak data-mnist-official data-peak-official data-cifar data-fashion-mnist data-weather clean help
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=<notebook stem or glob>] [FORCE=1] [EXECUTOR=local|torchrun WORKERS=N | EXECUTOR=slurm [RESUBMIT=1] [REPLICAS=N]]"
 	@echo "make report [PROFILE=...] (report/index.html) | make browser"
-	@echo "make test | make test-fast | make test-bounds | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
+	@echo "make test | make test-fast | make test-slurm | make test-bounds | make bench | make bench-compile | make bench-weather | make lab | make env [LOCK=0] | make lock | make clean"
 	@echo "make data-mnist | data-peak | data-cifar | data-fashion-mnist | data-weather [CHANNELS=... YEARS=... CLIMATOLOGY=<path or URL> ERA5_STORE=<path or URL>]"
 	@echo "make data-mnist-official | data-peak-official [FROM=<SVD-example folder or URL>]  (official SVD-test images)"
 
@@ -70,10 +70,20 @@ browser:
 # Every test: the unit tests, the integration tests (marked "integration": executors, distributed training, the
 # claims' runs, benchmarks, the browser) and every notebook executed in the smoke profile (nbval), in one pytest run.
 # Notebook runs and figures go to build/test-*, never to runs/ or figures/.
-TEST_ENV := RACECAR_PROFILE=smoke RACECAR_RUNS_DIR=$(CURDIR)/build/test-runs RACECAR_FIGURES_DIR=$(CURDIR)/build/test-figures
+# The tests marked "slurm" run against a real single-node Slurm that scripts/slurm-local installs (Debian packages,
+# root), starts before the tests and stops after them; where it cannot start they are skipped, with the reason.
+TEST_ENV := RACECAR_PROFILE=smoke RACECAR_RUNS_DIR=$(CURDIR)/build/test-runs RACECAR_FIGURES_DIR=$(CURDIR)/build/test-figures \
+	SLURM_CONF=$(CURDIR)/build/slurm/slurm.conf
+SLURM_UP := scripts/slurm-local start || echo "warning: no local Slurm (see above); the tests marked slurm are skipped"
 test: env data-fashion-mnist browser
 	rm -rf build/test-runs build/test-figures
-	$(TEST_ENV) $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax
+	$(SLURM_UP)
+	$(TEST_ENV) $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax; rc=$$?; scripts/slurm-local stop; exit $$rc
+
+# The cluster path alone, against the real local Slurm (started and stopped around the tests)
+test-slurm: env data-fashion-mnist
+	$(SLURM_UP)
+	$(TEST_ENV) $(PY) -m pytest -p no:cacheprovider -q -m slurm tests; rc=$$?; scripts/slurm-local stop; exit $$rc
 
 # The weather path's tests under the lowest xarray, zarr (2.x), pandas, dask and netCDF4 that pyproject.toml allows,
 # installed from PyPI into build/lower-bounds beside the locked .venv (scripts/test-lower-bounds)

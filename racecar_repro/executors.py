@@ -180,8 +180,20 @@ def slurm_settings() -> dict[str, Any]:
     for key, kind in SLURM_KEYS.items():
         value = os.environ.get(f"RACECAR_SLURM_{key.upper()}")
         if value is not None:
-            out[key] = json.loads(value) if kind is dict else kind(value)
+            try:
+                out[key] = json.loads(value) if kind is dict else kind(value)
+            except ValueError:
+                raise ValueError(f"racecar: RACECAR_SLURM_{key.upper()}={value!r} is not {_KIND_WORDS[kind]}") from None
+    for key, value in out.items():
+        kind, least = SLURM_KEYS[key], 0 if key == "gpus_per_node" else 1
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < least):
+            raise ValueError(f"racecar: Slurm setting {key}={value!r} must be {_KIND_WORDS[kind]}"
+                             + (f" of at least {least}" if kind is int else "")
+                             + (" (Slurm reads --mem=0 as the whole node)" if key == "mem_gb" else ""))
     return out
+
+
+_KIND_WORDS = {str: "a string", int: "a whole number", dict: "a JSON object of sbatch options"}
 
 
 RESOURCE_KEYS = ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min")
@@ -194,6 +206,9 @@ def job_resources(exp: Any, profile: str, settings: dict[str, Any] | None = None
     settings = slurm_settings() if settings is None else settings
     out = {**DEFAULT_RESOURCES, **getattr(exp, "resources", {}).get(profile, {}),
            **{k: settings[k] for k in RESOURCE_KEYS if k in settings}}
+    bad = {k: v for k, v in out.items() if k in RESOURCE_KEYS and (not float(v).is_integer() or v < (k != "gpus_per_node"))}
+    if bad:
+        raise ValueError(f"racecar: job resources {bad} must be whole numbers of at least 1 (gpus_per_node: 0)")
     return {k: int(v) for k, v in out.items() if k in RESOURCE_KEYS and (k != "gpus_per_node" or v)}
 
 
@@ -222,6 +237,7 @@ class _Job:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+LOST_S = 300.0    # a job the scheduler has not listed this long after its submission is taken as lost
 QUEUED = ("PENDING", "QUEUED", "READY", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED")
 ACTIVE = (*QUEUED, "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "STAGE_OUT", "SIGNALING")
 
@@ -237,6 +253,21 @@ def _job_state(job: Any) -> str:
             return "FINISHED" if job.paths.result_pickle.exists() else "LOST"
         return "RUNNING"
     return state
+
+
+def _log(job: Any) -> str:
+    """Where a job's error log is, or that it has none (a job cancelled before it started)."""
+    path = Path(job.paths.stderr)
+    return f"log {path}" if path.exists() else "no log: the job never started"
+
+
+def _sbatch_options(job: Any) -> str:
+    """The ``#SBATCH`` options of a Slurm job's submission script, as sbatch got them ("" for a local job)."""
+    path = Path(getattr(job.paths, "submission_file", ""))
+    if not path.is_file():
+        return ""
+    return " ".join(line.split(None, 1)[1] for line in path.read_text().splitlines()
+                    if line.startswith("#SBATCH") and " " in line and "--output" not in line and "--error" not in line)
 
 
 def _progress(run_folder: Path) -> tuple[int, int, float] | None:
@@ -298,6 +329,7 @@ def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
     if not keys:
         return []
     poll_s = poll_s if poll_s is not None else float(os.environ.get("RACECAR_SUBMITIT_POLL_S", 10))
+    lost_s = float(os.environ.get("RACECAR_SUBMITIT_LOST_S", LOST_S))
     table_s = float(os.environ.get("RACECAR_SUBMITIT_TABLE_S", 60))
     resubmit = resubmit if resubmit is not None else os.environ.get("RACECAR_RESUBMIT", "") not in ("", "0")
     root = paths.runs_dir()
@@ -322,9 +354,23 @@ def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
         if key not in tracked:                        # an earlier failure, not resubmitted
             return "failed"
         s = _job_state(tracked[key])
-        if s == "UNKNOWN" and time.time() - submitted.get(key, 0.0) < 600:   # not yet in the scheduler's accounting
-            return "queued"
+        if s == "UNKNOWN":     # not yet in the scheduler's accounting, or never will be (cancelled while pending)
+            return "queued" if time.time() - submitted.get(key, 0.0) < lost_s else "failed"
         return "queued" if s in QUEUED else "running" if s in ACTIVE else "failed"
+
+    def why(job: Any) -> str:
+        """The scheduler's state of a job that ended without the run's result, and what submitit says of it."""
+        state = _job_state(job)
+        if not job.done():      # result() would wait for ever on a job the scheduler does not list
+            return (f"{state}: not known to the scheduler {lost_s:.0f} s after submission (RACECAR_SUBMITIT_LOST_S), "
+                    "taken as lost; a job cancelled while pending is never listed by sacct")
+        if not job.paths.result_pickle.exists():   # killed before submitit could write what happened
+            return f"{state}: no outcome written"
+        try:
+            job.result()
+            return f"{state}: ended without a result"
+        except Exception as exc:  # submitit raises FailedJobError etc. with the job's traceback
+            return f"{state}: {type(exc).__name__}"
 
     failed: list[str] = []
     for key in keys:
@@ -336,7 +382,7 @@ def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
         if state_of(key) not in ("queued", "running"):
             job = tracked.pop(key)
             if not resubmit:
-                failed.append(f"{key} (job {entry['job_id']}: {_job_state(job)}; log {job.paths.stderr})")
+                failed.append(f"{key} (job {entry['job_id']}: {_job_state(job)}; {_log(job)})")
     to_submit = [k for k in keys if k not in tracked and not finished(k) and (resubmit or rel[k] not in manifest)]
     if report is not None and tracked:
         report(f"[{exp.name}] re-attached to {len(tracked)} job(s) still queued or running: "
@@ -354,16 +400,26 @@ def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
         executor.update_parameters(name=f"racecar-{exp.name}", **resources, **slurm)
         blob = _payload(exp, params, [s for s in specs if s.key in to_submit])
         job = _Job(resources["cpus_per_task"], replicas)
-        for key, j in zip(to_submit, executor.map_array(job, [blob] * len(to_submit), list(to_submit))):
+        try:
+            jobs = executor.map_array(job, [blob] * len(to_submit), list(to_submit))
+        except Exception as exc:   # sbatch refused: a partition, account or limit the cluster does not have
+            detail = " ".join(str(exc).split())[-600:]
+            raise RuntimeError(f"racecar: {executor.cluster} refused the jobs of {exp.name}: {detail}. Check the "
+                               f"Slurm settings {settings or '(none)'} (RACECAR_SLURM_* or "
+                               f"{os.environ.get('RACECAR_SLURM_SETTINGS', '~/.config/racecar/slurm.json')})") from None
+        for key, j in zip(to_submit, jobs):
             tracked[key], submitted[key] = j, time.time()
             manifest[rel[key]] = {"key": key, "job_id": str(j.job_id), "folder": str(j.paths.folder),
                                   "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "epoch": submitted[key]}
         write_json(manifest_path, manifest)
         if report is not None:
             report(f"[{exp.name}] submitted {len(to_submit)} run(s) to {executor.cluster}, each with "
-                   + ", ".join(f"{k}={v}" for k, v in resources.items()) + f" (jobs in {manifest_path})")
+                   + (_sbatch_options(jobs[0]) or ", ".join(f"{k}={v}" for k, v in resources.items()))
+                   + f" (jobs in {manifest_path})")
     last, shown = None, 0.0
     while True:
+        if executor.cluster == "slurm" and tracked:   # one sacct call per poll (submitit's own pace: up to 10 min)
+            next(iter(tracked.values())).watcher.update()
         states = [state_of(key) for key in keys]
         if report is not None and (states != last or time.monotonic() - shown >= table_s):
             rows = [{"key": k, "state": s, "job": tracked[k].job_id if k in tracked else None,
@@ -374,14 +430,8 @@ def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
             break
         time.sleep(poll_s)
     for key, job in tracked.items():
-        if finished(key):
-            continue
-        try:
-            job.result()
-            why = "ended without a result"
-        except Exception as exc:  # submitit raises FailedJobError etc. with the job's traceback
-            why = type(exc).__name__
-        failed.append(f"{key} (job {job.job_id}: {why}; log {job.paths.stderr})")
+        if not finished(key):
+            failed.append(f"{key} (job {job.job_id}: {why(job)}; {_log(job)})")
     if failed:
         raise RuntimeError("racecar: runs failed under submitit: " + "; ".join(failed)
                            + ". Fix the cause and call again with resubmit=True (make figures ... RESUBMIT=1) to "

@@ -1,5 +1,7 @@
 """racecar_repro.executors: the local executor trains the runs of a grid in worker processes, with the same results
 as inline training."""
+import json
+
 import pytest
 import torch
 
@@ -130,6 +132,29 @@ def test_submitit_runs_the_slurm_path_with_its_local_executor(data_dir, no_netwo
     monkeypatch.setenv("RACECAR_SLURM_SETTINGS", str(tmp_path / "bad.json"))
     with pytest.raises(ValueError, match="unknown Slurm setting.*partitoin"):
         executors.slurm_settings()
+
+
+def test_slurm_settings_are_checked_and_named_in_their_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACECAR_SLURM_SETTINGS", str(tmp_path / "none.json"))
+    monkeypatch.setenv("RACECAR_SLURM_MEM_GB", "0.2")
+    with pytest.raises(ValueError, match=r"RACECAR_SLURM_MEM_GB='0.2' is not a whole number"):
+        executors.slurm_settings()
+    monkeypatch.delenv("RACECAR_SLURM_MEM_GB")
+    for bad, match in (({"mem_gb": 0}, r"mem_gb=0 must be a whole number of at least 1 \(Slurm reads --mem=0 as the "
+                                       "whole node"), ({"cpus_per_task": 1.5}, "cpus_per_task=1.5 must be a whole"),
+                       ({"gpus_per_node": -1}, "gpus_per_node=-1 must be a whole number of at least 0"),
+                       ({"partition": 3}, "partition=3 must be a string"), ({"additional": "x"}, "a JSON object")):
+        (tmp_path / "s.json").write_text(json.dumps(bad))
+        monkeypatch.setenv("RACECAR_SLURM_SETTINGS", str(tmp_path / "s.json"))
+        with pytest.raises(ValueError, match=match):
+            executors.slurm_settings()
+    (tmp_path / "s.json").write_text(json.dumps({"gpus_per_node": 0, "mem_gb": 2, "additional": {"begin": "now"}}))
+    assert executors.slurm_settings() == {"gpus_per_node": 0, "mem_gb": 2, "additional": {"begin": "now"}}
+
+    class Exp:
+        resources = {"smoke": {"mem_gb": 0}}
+    with pytest.raises(ValueError, match="job resources {'mem_gb': 0} must be whole numbers of at least 1"):
+        executors.job_resources(Exp(), "smoke", {})
 
 
 def test_the_status_table_shows_each_runs_state_progress_and_eta():

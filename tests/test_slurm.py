@@ -1,0 +1,90 @@
+"""The cluster path against a real single-node Slurm (slurmctld, slurmd and slurmdbd on this machine, started by
+``scripts/slurm-local start``; ``make test`` and ``make test-slurm`` start it and stop it afterwards). Skipped, with
+the reason, where no such Slurm answers (not root, no Debian packages)."""
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from racecar_repro.experiments import svd
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+
+
+def _conf() -> str:
+    return os.environ.get("SLURM_CONF") or str(ROOT / "build" / "slurm" / "slurm.conf")
+
+
+@pytest.fixture
+def slurm(tmp_path, monkeypatch):
+    """A real Slurm answering (else skip), the runs in this test's folder, a fast poll, no user settings."""
+    up = subprocess.run(["scripts/slurm-local", "status"], cwd=ROOT, env={**os.environ, "SLURM_CONF": _conf()},
+                        capture_output=True)
+    if up.returncode != 0:
+        pytest.skip("no local Slurm answers (start it with scripts/slurm-local start, as root; make test does)")
+    monkeypatch.setenv("SLURM_CONF", _conf())
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("RACECAR_SUBMITIT_POLL_S", "1")
+    monkeypatch.setenv("RACECAR_SLURM_SETTINGS", str(tmp_path / "none.json"))
+    monkeypatch.delenv("RACECAR_CLUSTER", raising=False)
+    for key in [k for k in os.environ if k.startswith("RACECAR_SLURM_") and k != "RACECAR_SLURM_SETTINGS"]:
+        monkeypatch.delenv(key)
+    return tmp_path
+
+
+class _Deadline:
+    """Fails the test (instead of hanging CI) when its block runs longer than ``seconds``."""
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+
+    def __enter__(self):
+        def _expired(*_):
+            raise TimeoutError(f"still waiting after {self.seconds} s")
+        self.old = signal.signal(signal.SIGALRM, _expired)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+
+
+def test_the_smoke_grid_through_slurm_equals_the_inline_grid(slurm, monkeypatch):
+    lines: list[str] = []
+    with _Deadline(300):
+        dispatched = svd.run("peak", "smoke", report=lines.append, executor="slurm")
+    monkeypatch.setenv("RACECAR_RUNS_DIR", str(slurm / "inline"))
+    inline = svd.run("peak", "smoke", report=None, executor="inline")
+    assert [r.metrics for r in dispatched.runs] == [r.metrics for r in inline.runs]      # bit for bit
+    text = "\n".join(lines)
+    assert "submitted 4 run(s) to slurm, each with --array=0-3" in text and "--mem=" in text   # what sbatch got
+    assert " running " in text                # sacct polled at the project's pace, not submitit's (up to 10 min)
+
+
+def test_a_job_cancelled_while_pending_ends_the_command_with_what_is_known(slurm, monkeypatch):
+    """Slurm 22.05 never lists an array task cancelled while pending in sacct: the command used to wait for ever."""
+    monkeypatch.setenv("RACECAR_SLURM_ADDITIONAL", json.dumps({"begin": "now+1hour"}))   # stays pending
+    monkeypatch.setenv("RACECAR_SUBMITIT_LOST_S", "5")
+    cancelled: list[str] = []
+
+    def report(line: str) -> None:
+        if "submitted" in line and not cancelled:
+            manifest = json.loads((slurm / "runs" / "_submitit" / "svd_peak" / "jobs.json").read_text())
+            cancelled.extend(sorted({e["job_id"].split("_")[0] for e in manifest.values()}))
+            subprocess.run(["scancel", *cancelled], check=True)
+
+    with _Deadline(120), pytest.raises(RuntimeError, match="runs failed under submitit") as err:
+        svd.run("peak", "smoke", report=report, executor="slurm")
+    message = str(err.value)
+    assert cancelled and "RESUBMIT=1" in message and ("CANCELLED" in message or "taken as lost" in message), message
+    print(message)
+
+
+def test_a_partition_the_cluster_lacks_is_a_clear_error(slurm, monkeypatch):
+    monkeypatch.setenv("RACECAR_SLURM_PARTITION", "nowhere")
+    with _Deadline(60), pytest.raises(RuntimeError, match=r"slurm refused the jobs of svd_peak: .*[Pp]artition"):
+        svd.run("peak", "smoke", report=None, executor="slurm")
