@@ -23,6 +23,7 @@ import html
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -538,7 +539,7 @@ def check(out: Path, browser: str | None = None, screenshot: Path | None = None)
     with tempfile.TemporaryDirectory(prefix="racecar-chromium-") as profile:
         proc = subprocess.Popen([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
                                  f"--remote-debugging-port={port}", "--window-size=1280,1600", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             targets = None
             for _ in range(100):
@@ -577,12 +578,20 @@ def check(out: Path, browser: str | None = None, screenshot: Path | None = None)
                     shot = tools.call("Page.captureScreenshot", format="png")
                     screenshot.write_bytes(base64.b64decode(shot["data"]))
             return report
-        finally:
-            proc.terminate()
+        finally:   # the whole process group: Debian's chromium-headless-shell is a shell script around the browser
+            os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+            for _ in range(50):             # the browser itself, which the script started and did not wait on
+                try:
+                    os.killpg(proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def problems(report: dict[str, dict], n_rows: int) -> list[str]:

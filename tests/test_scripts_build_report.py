@@ -188,6 +188,7 @@ def _browser_or_skip() -> str:
 def test_the_report_renders_in_headless_chromium_with_every_image(site):
     figures, build, out = site
     made = br.build(figures, build, out, "quick")
+    before = _browsers()
     found = br.check(out, _browser_or_skip(), screenshot=out / "screenshot.png")
     assert set(found) == {"index.html", "notebooks/03_cifar_resnet110.html"}
     assert found["index.html"]["images"] == 2 and found["notebooks/03_cifar_resnet110.html"]["images"] == 1
@@ -197,6 +198,19 @@ def test_the_report_renders_in_headless_chromium_with_every_image(site):
     (out / "figures" / "04_weatherbench" / "accuracy.png").unlink()          # a figure that does not resolve
     broken = br.problems(br.check(out, br.find_browser()), len(made["rows"]))
     assert any("broken" in p and "04_weatherbench/accuracy.png" in p for p in broken), broken
+    assert _browsers() <= before, "the browser outlived the check"   # Debian's launcher is a script around it
+
+
+def _browsers() -> set[str]:
+    """The processes of a report check's browser (their profile folder is racecar-chromium-*)."""
+    out = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"racecar-chromium-" in (proc / "cmdline").read_bytes():
+                out.add(proc.name)
+        except OSError:
+            pass
+    return out
 
 
 def test_the_readme_table_of_verdicts_is_what_the_committed_results_give():
