@@ -54,14 +54,21 @@ class _Deadline:
 
 
 def test_the_smoke_grid_through_slurm_equals_the_inline_grid(slurm, monkeypatch):
+    import torch
+    monkeypatch.setenv("RACECAR_SLURM_CPUS_PER_TASK", "1")     # one thread per job, two jobs at once
     lines: list[str] = []
     with _Deadline(300):
         dispatched = svd.run("peak", "smoke", report=lines.append, executor="slurm")
     monkeypatch.setenv("RACECAR_RUNS_DIR", str(slurm / "inline"))
-    inline = svd.run("peak", "smoke", report=None, executor="inline")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                 # like with like: a job's one thread (other counts round differently)
+    try:
+        inline = svd.run("peak", "smoke", report=None, executor="inline")
+    finally:
+        torch.set_num_threads(threads)
     assert [r.metrics for r in dispatched.runs] == [r.metrics for r in inline.runs]      # bit for bit
     text = "\n".join(lines)
-    assert "submitted 4 run(s) to slurm, each with --array=0-3" in text and "--mem=" in text   # what sbatch got
+    assert "submitted 4 run(s) to slurm, each with --array=0-3" in text and "--cpus-per-task=1" in text  # as sbatch got
     assert " running " in text                # sacct polled at the project's pace, not submitit's (up to 10 min)
 
 
