@@ -95,3 +95,33 @@ def test_a_partition_the_cluster_lacks_is_a_clear_error(slurm, monkeypatch):
     monkeypatch.setenv("RACECAR_SLURM_PARTITION", "nowhere")
     with _Deadline(60), pytest.raises(RuntimeError, match=r"slurm refused the jobs of svd_peak: .*[Pp]artition"):
         svd.run("peak", "smoke", report=None, executor="slurm")
+
+
+class _Disconnect(Exception):
+    """The laptop's connection dropping right after the jobs were submitted."""
+
+
+def _disconnect(line: str) -> None:
+    if "submitted" in line:
+        raise _Disconnect
+
+
+def test_scancel_then_resubmit_and_a_disconnect_then_reattach(slurm, monkeypatch):
+    monkeypatch.setenv("RACECAR_SLURM_CPUS_PER_TASK", "1")
+    monkeypatch.setenv("RACECAR_SUBMITIT_LOST_S", "5")
+    monkeypatch.setenv("RACECAR_SLURM_ADDITIONAL", json.dumps({"begin": "now+1hour"}))   # pending until cancelled
+    manifest = slurm / "runs" / "_submitit" / "svd_peak" / "jobs.json"
+    with _Deadline(240):
+        with pytest.raises(_Disconnect):
+            svd.run("peak", "smoke", report=_disconnect, executor="slurm")
+        jobs = sorted({e["job_id"].split("_")[0] for e in json.loads(manifest.read_text()).values()})
+        subprocess.run(["scancel", *jobs], check=True)
+        monkeypatch.delenv("RACECAR_SLURM_ADDITIONAL")
+        with pytest.raises(RuntimeError, match="RESUBMIT=1"):        # a plain re-run lists them and ends
+            svd.run("peak", "smoke", report=None, executor="slurm")
+        with pytest.raises(_Disconnect):                             # resubmitted, and disconnected again
+            svd.run("peak", "smoke", report=_disconnect, executor="slurm", resubmit=True)
+        lines: list[str] = []
+        result = svd.run("peak", "smoke", report=lines.append, executor="slurm")   # re-attaches, submits nothing
+    assert any("re-attached to" in line for line in lines) and not any("submitted" in line for line in lines)
+    assert len(result.runs) == 4 and all(0 <= r.metrics["test_acc"] <= 1 for r in result.runs)
