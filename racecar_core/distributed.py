@@ -6,28 +6,27 @@ reverse signal; ``nn.SyncBatchNorm`` refuses CPU tensors); each choice and why: 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Any, Iterator, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 
 def active() -> bool:
     """Whether this process is one of several in an initialised process group."""
-    import torch.distributed as dist
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def world_size() -> int:
     """The number of replicas (1 without a process group)."""
-    import torch.distributed as dist
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def rank() -> int:
     """This replica's rank (0 without a process group)."""
-    import torch.distributed as dist
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
@@ -35,19 +34,17 @@ def init_from_env() -> str:
     """Join the process group that ``torchrun`` describes in the environment (``RANK``, ``WORLD_SIZE``,
     ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): NCCL with one GPU per process (``cuda:LOCAL_RANK``, made the
     current device, so that ``device="cuda"`` means it), gloo on a machine without GPUs. Returns the device."""
-    import torch.distributed as dist
     if "WORLD_SIZE" not in os.environ:
         raise RuntimeError("racecar: no torchrun environment (WORLD_SIZE unset); launch with "
                            "torchrun --nproc-per-node N -m racecar_repro.executors ...")
     local = int(os.environ.get("LOCAL_RANK", 0))
+    device = "cpu"
     if torch.cuda.is_available():
         if local >= torch.cuda.device_count():
             raise RuntimeError(f"racecar: local rank {local} but only {torch.cuda.device_count()} GPU(s); start at "
                                "most one process per GPU (--nproc-per-node)")
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
-    else:
-        device = "cpu"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return device
@@ -55,7 +52,6 @@ def init_from_env() -> str:
 
 def shutdown() -> None:
     """Leave the process group (if any)."""
-    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -79,7 +75,6 @@ def data_parallel(step: nn.Module) -> nn.Module:
 
 def average(values: Sequence[Tensor | float]) -> list[float]:
     """The scalars ``values`` averaged over the replicas, in one ``all_reduce``."""
-    import torch.distributed as dist
     t = torch.stack([torch.as_tensor(v).detach().float().cpu().reshape(()) for v in values])
     if dist.get_backend() == "nccl":
         t = t.cuda()
@@ -89,7 +84,6 @@ def average(values: Sequence[Tensor | float]) -> list[float]:
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` from rank ``src`` on every replica (pickled; for small things and the resume checkpoint)."""
-    import torch.distributed as dist
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
@@ -97,7 +91,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 def broadcast_buffers(model: nn.Module) -> None:
     """Rank 0's buffers (batch norms' moving averages) on every replica."""
-    import torch.distributed as dist
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
     for dtype in sorted({b.dtype for b in model.buffers()}, key=str):   # the same order in every process
         bufs = [b for b in model.buffers() if b.dtype == dtype]
@@ -134,7 +127,6 @@ def values_per_channel(x: Tensor) -> int:
     under ``synced_batch_norms``."""
     if not _SYNC["on"]:
         return x.numel() // x.shape[1]
-    import torch.distributed as dist
     return x.numel() // x.shape[1] * dist.get_world_size()
 
 
@@ -144,7 +136,6 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, t: Tensor) -> Tensor:
-        import torch.distributed as dist
         t = t.clone()
         dist.all_reduce(t)
         return t
@@ -179,13 +170,9 @@ class _Synced:
         return out
 
 
-_CLASSES: dict[type, type] = {}
-
-
+@functools.cache
 def _synced_class(cls: type) -> type:
-    if cls not in _CLASSES:
-        _CLASSES[cls] = type(f"Synced{cls.__name__}", (_Synced, cls), {"__module__": __name__})
-    return _CLASSES[cls]
+    return type(f"Synced{cls.__name__}", (_Synced, cls), {"__module__": __name__})
 
 
 @contextlib.contextmanager
@@ -196,8 +183,7 @@ def synced_batch_norms(model: nn.Module, on: bool = True) -> Iterator[None]:
     classes = [type(m) for m in norms]
     for m, cls in zip(norms, classes):
         m.__class__ = _synced_class(cls)
-    before = _SYNC["on"]
-    _SYNC["on"] = bool(on) and active()
+    before, _SYNC["on"] = _SYNC["on"], bool(on) and active()
     try:
         yield
     finally:
@@ -209,8 +195,7 @@ def synced_batch_norms(model: nn.Module, on: bool = True) -> Iterator[None]:
 @contextlib.contextmanager
 def local_statistics() -> Iterator[None]:
     """Inside, synchronised batch norms use this replica's statistics (rank 0's evaluation runs alone)."""
-    before = _SYNC["on"]
-    _SYNC["on"] = False
+    before, _SYNC["on"] = _SYNC["on"], False
     try:
         yield
     finally:

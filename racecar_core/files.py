@@ -7,8 +7,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
@@ -39,15 +37,11 @@ def _jsonable(x: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
-    if isinstance(x, (np.generic,)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
     if isinstance(x, Path):
         return str(x)
     if hasattr(x, "item") and hasattr(x, "numel") and x.numel() == 1:  # 0-d torch tensor
         return x.item()
-    if hasattr(x, "tolist"):
+    if hasattr(x, "tolist"):   # numpy arrays and scalars, torch tensors of several values
         return x.tolist()
     if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
         return str(x)
@@ -57,12 +51,7 @@ def _jsonable(x: Any) -> Any:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON (numpy/torch values converted), atomically."""
     text = json.dumps(_jsonable(obj), indent=2, sort_keys=False)
-
-    def _w(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-
-    return atomic_write(path, _w)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
 def read_json(path: str | Path) -> Any:
@@ -92,10 +81,7 @@ def sha256_file(path: str | Path) -> str:
 
 def _checksums(side: Path) -> list[tuple[str, int]]:
     """The ``(sha256, size)`` lines of a checksum file; ValueError when it is unreadable."""
-    out = []
-    for line in side.read_text().splitlines():
-        want, size = line.split()
-        out.append((want, int(size)))
+    out = [(want, int(size)) for want, size in (line.split() for line in side.read_text().splitlines())]
     if not out:
         raise ValueError("empty")
     return out

@@ -108,8 +108,6 @@ def information_plane(layers: list[Tensor], y: Tensor, estimator: str = "binning
                       **kwargs) -> list[tuple[float, float]]:
     """``(I(X; D_m), I(D_m; Y))`` for each layer's activations ``D_m`` (``estimator``: 'binning' or 'kde', with
     its keyword settings)."""
-    if estimator == "binning":
-        return [binning_mi(t, y, **kwargs) for t in layers]
-    if estimator == "kde":
-        return [kde_mi(t, y, **kwargs) for t in layers]
-    raise ValueError(f"racecar: unknown estimator {estimator!r}; use 'binning' or 'kde'")
+    if estimator not in ("binning", "kde"):
+        raise ValueError(f"racecar: unknown estimator {estimator!r}; use 'binning' or 'kde'")
+    return [(binning_mi if estimator == "binning" else kde_mi)(t, y, **kwargs) for t in layers]

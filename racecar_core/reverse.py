@@ -193,11 +193,6 @@ def _ref_list(obj: Any) -> list[int]:
     return []
 
 
-def _resolve(model: nn.Module, qualname: str) -> Any:
-    owner, _, attr = qualname.rpartition(".")
-    return (model.get_submodule(owner) if owner else model), attr
-
-
 def _no_rule_error(what: str, where: str, hint: str) -> TypeError:
     return TypeError(f"racecar: no reverse rule for {what} (at {where!r} in the traced model). {hint}")
 
@@ -213,7 +208,8 @@ def _classify(model: nn.Module, node: fx.Node, tensor: dict[int, bool], const: s
     elif node.op == "output":
         step.op, step.inputs = "output", refs
     elif node.op == "get_attr":
-        step.op, step.call, step.target = "const", "attr", _resolve(model, node.target)
+        owner, _, attr = node.target.rpartition(".")
+        step.op, step.call, step.target = "const", "attr", ((model.get_submodule(owner) if owner else model), attr)
     elif node.op == "call_module":
         m = model.get_submodule(node.target)
         step.target, step.call = m, "module"
@@ -321,22 +317,17 @@ def _is_gate(steps: list[Step], j: int) -> bool:
     """Whether step ``j``'s value is a gate: a sigmoid, hard sigmoid or softmax output, possibly reshaped, expanded,
     indexed or passed through dropout on the way (squeeze-and-excitation's scale, GLU's gate, attention weights)."""
     s = steps[j]
-    while s.op == "shape" and len(s.inputs) == 1 or s.op == "pointwise" and _is_dropout(s):
+    while s.op == "shape" and len(s.inputs) == 1 or s.op == "pointwise" and (
+            isinstance(s.target, DROPOUT) if s.call == "module" else s.target is F.dropout):
         s = steps[s.inputs[0]]
     return s.op == "pointwise" and (isinstance(s.target, GATE_MODULES) or
                                     (s.call != "module" and s.target in GATE_FUNCTIONS))
 
 
-def _is_dropout(s: Step) -> bool:
-    return isinstance(s.target, DROPOUT) if s.call == "module" else s.target is F.dropout
-
-
 def _hold(s: Step, steps: list[Step]) -> None:
-    """A product of two signals is linear in one factor when the other is held at its forward value (the rule that
-    re-applies the forward pass's norm statistics and activation masks, extended): attention holds its weights and
-    carries the values (``scaled_dot_product_attention``: the value input); a product with a gate holds the gate and
-    carries the other factor. Otherwise the product stays unresolved, an error only if a reverse signal reaches it
-    (the query-key product under a held softmax receives none)."""
+    """Which factor of a product the walk holds (rule 7 of the module docstring): attention's weights (it carries
+    ``scaled_dot_product_attention``'s value input), else a gate. Otherwise the product stays unresolved, an error
+    only if a reverse signal reaches it (the query-key product under a held softmax receives none)."""
     if s.target is F.scaled_dot_product_attention:
         value = s.args[2] if len(s.args) > 2 else s.kwargs.get("value")
         carry = [value.index] if isinstance(value, Ref) else []
@@ -413,16 +404,15 @@ def _run_step(s: Step, a: Any, kw: dict, saved: dict[int, Any]) -> Any:
         if isinstance(m, DROPOUT) and m.training and m.p > 0:
             saved[s.index] = dropout_mask(m, a[0])
             return apply_dropout(m, a[0], saved[s.index])
-        if isinstance(m, MAXPOOL):
+        if isinstance(m, MAXPOOL):           # the picks, the attention weights: what the reverse pass holds
             out, saved[s.index] = maxpool_forward(m, a[0])
-            return out
-        if isinstance(m, nn.MultiheadAttention):
+        elif isinstance(m, nn.MultiheadAttention):
             out, saved[s.index] = attention_forward(m, a, kw)
-            return out
-        if holds_softmax(m):
+        elif holds_softmax(m):
             out, saved[s.index] = held_softmax_forward(m, a, kw)
-            return out
-        return m(*a, **kw)
+        else:
+            out = m(*a, **kw)
+        return out
     if s.call == "function":
         if s.records == "maxpool" and not kw.get("return_indices", a[6] if len(a) > 6 else False):
             out, saved[s.index] = s.target(*a[:6], **{**kw, "return_indices": True})
@@ -473,9 +463,8 @@ MIN_NORM_VALUES = 4
 
 
 def _reapply(s: Step, y: Tensor, trace: Trace, norms: Norms = "batch") -> Tensor:
-    """Pointwise step ``s`` applied forwards to the reverse signal ``y`` (dropout with the forward pass's mask; a
-    training-mode batch norm with the signal's own batch statistics, or with the forward pass's: ``norms``; below
-    ``MIN_NORM_VALUES`` values per channel with its running statistics)."""
+    """Pointwise step ``s`` applied forwards to the reverse signal ``y``: dropout with the forward pass's mask, a
+    training-mode batch norm as ``reverse_pass`` says for ``norms``."""
     mask = trace.saved.get(s.index)
     if s.call == "module":
         m = s.target
@@ -509,15 +498,11 @@ def _shape_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
     if s.call == "module":
         return [transpose(s.target, y, inputs[0].shape, trace.saved.get(s.index))]
     a, kw = _fill(s.args, values), _fill(s.kwargs, values)
+    name = s.target if isinstance(s.target, str) else getattr(s.target, "__name__", "")
     if s.op == "join":           # a + b, a - b: the signal of the sum to every summand, in its shape
-        name = s.target if isinstance(s.target, str) else getattr(s.target, "__name__", "")
-        out = []
-        for k, x in enumerate(inputs):
-            c = -y if "sub" in name and k == 1 else y
-            out.append(c.sum_to_size(x.shape) if c.shape != x.shape else c)
-        return out
+        cs = [-y if "sub" in name and k == 1 else y for k in range(len(inputs))]
+        return [c.sum_to_size(x.shape) if c.shape != x.shape else c for c, x in zip(cs, inputs)]
     if s.op == "product":        # the held factors at their forward values: linear in the carried one
-        name = s.target if isinstance(s.target, str) else getattr(s.target, "__name__", "")
         if s.target is F.scaled_dot_product_attention:
             return [attention_adjoint(y, list(_fill(s.args, values)), _fill(s.kwargs, values))]
         if name in ("mul", "imul"):
@@ -525,7 +510,6 @@ def _shape_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor]:
             return [c.sum_to_size(inputs[0].shape) if c.shape != inputs[0].shape else c]
         return _generic_adjoint(s, y, trace)
     if s.op == "scale":          # one signal and a number, a parameter or a buffer
-        name = s.target if isinstance(s.target, str) else getattr(s.target, "__name__", "")
         j = s.inputs[0]
         first = bool(s.args) and isinstance(s.args[0], Ref) and s.args[0].index == j
         other = [v for r, v in zip(s.args, a) if not (isinstance(r, Ref) and r.index == j)]
@@ -579,10 +563,9 @@ def _generic_adjoint(s: Step, y: Tensor, trace: Trace) -> list[Tensor | None]:
 
 def reverse_pass(trace: Trace, mode: Mode = "full", floor: int | None = None,
                  norms: Norms = "batch") -> list[tuple[Tensor, Tensor]]:
-    """Pairs ``(d_m, d'_m)``, bottom of the network first (the module docstring says where the pairs sit).
+    """Pairs ``(d_m, d'_m)``, bottom of the network first; the module docstring says where each ``mode`` takes them
+    (``full``: the paper's walk; ``local``, ``local_padded``: each weight step on its own).
 
-    ``full``: from the network output down to its input (the paper). ``local``: ``d'_m = W_m^T (W_m d_m)`` for each
-    weight step on its own; ``local_padded``: the same with the padded input of self-padding layers.
     ``floor``: in full mode, weight steps and joins below step ``floor`` end the walk (their pair is taken, nothing
     is transposed): Pre's autoencoder of one layer or block, which reconstructs that unit's input.
     ``norms``: how a batch norm in training mode is re-applied: ``batch`` normalises the reverse signal with its own
@@ -721,11 +704,9 @@ def reconstruction_terms(pairs: list[tuple[Tensor, Tensor]], reduction: Reductio
         dtype = torch.promote_types(torch.promote_types(d.dtype, r.dtype), torch.float32)
         return d.to(dtype), r.to(dtype)
 
-    if reduction == "sum":
-        return [_SquaredDistance.apply(*cast(d, r), 0.5) for d, r in pairs]
-    if reduction == "mean":
-        return [_SquaredDistance.apply(*cast(d, r), 1.0 / d.numel()) for d, r in pairs]
-    raise ValueError(f"racecar: unknown reduction {reduction!r}; use 'sum' or 'mean'")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"racecar: unknown reduction {reduction!r}; use 'sum' or 'mean'")
+    return [_SquaredDistance.apply(*cast(d, r), 0.5 if reduction == "sum" else 1.0 / d.numel()) for d, r in pairs]
 
 
 def reconstruction_loss(pairs: list[tuple[Tensor, Tensor]], reduction: Reduction = "sum",

@@ -76,17 +76,7 @@ def register_affine(cls: type) -> None:
     register_weight(cls, vjp_transpose)
 
 
-def _linear_t(m: nn.Linear, y: Tensor, shape: torch.Size) -> Tensor:
-    return y @ m.weight
-
-
 _CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3: (F.conv3d, F.conv_transpose3d)}
-
-
-def _conv_output_padding(m: nn.Module, y: Tensor, shape: torch.Size) -> list[int]:
-    n = y.dim() - 2
-    return [shape[-n + i] - ((y.shape[-n + i] - 1) * m.stride[i] - 2 * m.padding[i]
-                             + m.dilation[i] * (m.kernel_size[i] - 1) + 1) for i in range(n)]
 
 
 def conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
@@ -98,7 +88,9 @@ def conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
     if m.groups == m.in_channels == m.out_channels and set(m.stride) == {1} and min(pad) >= 0:
         # depthwise, stride 1: the convolution with the flipped kernel, the same map (ConvNeXt's RR step 8 % faster)
         return _CONV[n][0](y, m.weight.flip(list(range(2, n + 2))), None, 1, pad, m.dilation, m.groups)
-    return _CONV[n][1](y, m.weight, None, m.stride, m.padding, _conv_output_padding(m, y, shape), m.groups, m.dilation)
+    out_pad = [shape[-n + i] - ((y.shape[-n + i] - 1) * m.stride[i] - 2 * m.padding[i]
+                                + m.dilation[i] * (m.kernel_size[i] - 1) + 1) for i in range(n)]
+    return _CONV[n][1](y, m.weight, None, m.stride, m.padding, out_pad, m.groups, m.dilation)
 
 
 def transposed_conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
@@ -168,7 +160,7 @@ def _avgpool_adj(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
     return linear_vjp(m, y, shape)
 
 
-register_weight(nn.Linear, _linear_t)
+register_weight(nn.Linear, lambda m, y, s: y @ m.weight)
 for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):   # grouped, strided, dilated; other paddings: the generic transpose
     register_weight(_cls, conv_transpose)
 for _cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
@@ -422,8 +414,7 @@ def _reshape_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> 
 
 
 def _permute_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> list[Tensor]:
-    dims = args[1:] if len(args) > 2 or isinstance(args[1], int) else args[1]
-    dims = kwargs.get("dims", dims)
+    dims = kwargs.get("dims", args[1:] if len(args) > 2 or isinstance(args[1], int) else args[1])
     inverse = [0] * len(dims)
     for i, d in enumerate(dims):
         inverse[d % len(dims)] = i
@@ -504,33 +495,26 @@ def _cast_back(y: Tensor, args: list, kwargs: dict, inputs: list[Tensor]) -> lis
     return [y.to(inputs[0].dtype)]
 
 
-for _fn in (torch.flatten, "flatten", "view", "reshape", torch.reshape, "squeeze", torch.squeeze, "unsqueeze",
-            torch.unsqueeze, "unflatten", torch.unflatten, "view_as", "reshape_as"):
-    register_function(_fn, "shape", _reshape_back)
-for _fn in ("contiguous", "clone", torch.clone, "float", "double", "half", "bfloat16", "to", "type_as"):
-    register_function(_fn, "shape", _cast_back)
-for _fn in (torch.permute, "permute"):
-    register_function(_fn, "shape", _permute_back)
-for _fn in (torch.transpose, "transpose", torch.swapaxes, "swapaxes", torch.swapdims, "swapdims"):
-    register_function(_fn, "shape", _transpose_back)
-for _fn in (torch.movedim, "movedim", torch.moveaxis, "moveaxis"):
-    register_function(_fn, "shape", _movedim_back)
-register_function(torch.cat, "shape", _cat_back)
-register_function(torch.concat, "shape", _cat_back)
-for _fn in (torch.chunk, "chunk", torch.split, torch.functional.split, "split", torch.tensor_split, "tensor_split"):
-    register_function(_fn, "shape", _pieces_back)
-for _fn in (torch.unbind, "unbind"):
-    register_function(_fn, "shape", _unbind_back)
-register_function(torch.stack, "shape", _stack_back)
-for _fn in FMAXPOOL:
-    register_function(_fn, "shape", _fmaxpool_without_indices)
-for _fn in (torch.mean, "mean"):
-    register_function(_fn, "shape", _mean_back)
-register_function(F.pad, "shape", _pad_back)
-register_function(operator.getitem, "shape", _getitem_back)
-for _fn in (F.interpolate, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-            F.adaptive_avg_pool3d, F.pixel_shuffle, F.pixel_unshuffle, torch.roll, "roll", torch.sum, "sum"):
-    register_function(_fn, "shape")
+for _adjoint, _fns in (
+        (_reshape_back, (torch.flatten, "flatten", "view", "reshape", torch.reshape, "squeeze", torch.squeeze,
+                         "unsqueeze", torch.unsqueeze, "unflatten", torch.unflatten, "view_as", "reshape_as")),
+        (_cast_back, ("contiguous", "clone", torch.clone, "float", "double", "half", "bfloat16", "to", "type_as")),
+        (_permute_back, (torch.permute, "permute")),
+        (_transpose_back, (torch.transpose, "transpose", torch.swapaxes, "swapaxes", torch.swapdims, "swapdims")),
+        (_movedim_back, (torch.movedim, "movedim", torch.moveaxis, "moveaxis")),
+        (_cat_back, (torch.cat, torch.concat)),
+        (_pieces_back, (torch.chunk, "chunk", torch.split, torch.functional.split, "split", torch.tensor_split,
+                        "tensor_split")),
+        (_unbind_back, (torch.unbind, "unbind")),
+        (_stack_back, (torch.stack,)),
+        (_fmaxpool_without_indices, FMAXPOOL),
+        (_mean_back, (torch.mean, "mean")),
+        (_pad_back, (F.pad,)),
+        (_getitem_back, (operator.getitem,)),
+        (None, (F.interpolate, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+                F.adaptive_avg_pool3d, F.pixel_shuffle, F.pixel_unshuffle, torch.roll, "roll", torch.sum, "sum"))):
+    for _fn in _fns:   # None: the exact generic adjoint
+        register_function(_fn, "shape", _adjoint)
 for _fn in (operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, operator.isub, torch.sub, "sub"):
     register_function(_fn, "join")
 for _fn in (operator.mul, operator.imul, torch.mul, "mul", operator.truediv, torch.div, "div", operator.neg,

@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import hashlib
 import math
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -144,14 +145,10 @@ def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.
         groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adam":  # the fused kernel: one call per step instead of one per parameter
         return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay,
-                                fused=_fusable(params))
+                                fused=all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params))
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"racecar: unknown optimizer {cfg.optimizer!r}; use 'adam' or 'sgd'")
-
-
-def _fusable(params: list[nn.Parameter]) -> bool:
-    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def seed_step(seed: int, device: str) -> None:
@@ -173,9 +170,7 @@ def learning_rate(cfg: TrainConfig, phase_step: int) -> float:
 
 def compiled_loss(phase: Phase, backend: bool | str):
     """``phase.loss`` itself (``backend`` False), or compiled with ``torch.compile`` (True: inductor)."""
-    if not backend:
-        return phase.loss
-    return torch.compile(phase.loss, backend="inductor" if backend is True else backend)
+    return torch.compile(phase.loss, backend="inductor" if backend is True else backend) if backend else phase.loss
 
 
 def pretraining_steps(phases: list[Phase]) -> int:
@@ -190,11 +185,6 @@ def _locate(phases: list[Phase], step: int) -> tuple[int, int]:
             return k, step
         step -= ph.steps
     return len(phases) - 1, phases[-1].steps
-
-
-def _save_logs(run_dir: Path, state: dict) -> None:
-    """The run's one log, ``metrics.json``: the loss log (``steps``) and the evaluations (``evals``) so far."""
-    write_json(run_dir / "metrics.json", {"steps": state["log"], "evals": state["evals"]})
 
 
 class StepLoss(nn.Module):
@@ -288,6 +278,9 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
     if saved is not None:
         model.load_state_dict(saved["model"])
         state = saved["state"]
+        if lead:   # said in the job's log: a requeued or restarted job goes on where it stopped
+            print(f"racecar: resumed {run_dir} from its checkpoint at step {state['step']} of {total}",
+                  file=sys.stderr, flush=True)
         if saved["optimizer"] is not None:  # the optimiser of the phase that was running when it was saved
             opt_phase = saved["opt_phase"]
             opt = make_optimizer(cfg, phases[opt_phase].params)
@@ -298,8 +291,8 @@ def fit(model: nn.Module, method: Method, data: TensorBatches, cfg: TrainConfig,
             return
         blob = {"model": model.state_dict(), "optimizer": opt.state_dict() if opt else None, "opt_phase": opt_phase,
                 "state": state}
-        save_checked(ckpt, blob)
-        _save_logs(run_dir, state)
+        save_checked(ckpt, blob)   # then metrics.json, the run's one log: the loss log and the evaluations so far
+        write_json(run_dir / "metrics.json", {"steps": state["log"], "evals": state["evals"]})
         write_json(run_dir / "progress.json", {"step": state["step"], "steps": total, "wall_time": state["wall_time"],
                                                "time": time.time()})
 
