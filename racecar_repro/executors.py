@@ -261,6 +261,14 @@ def _log(job: Any) -> str:
     return f"log {path}" if path.exists() else "no log: the job never started"
 
 
+def _killed_for_memory(job: Any) -> bool:
+    """Whether Slurm's own words in the job's error log say it killed the job for its memory (the state is
+    OUT_OF_MEMORY under cgroup enforcement, but FAILED or CANCELLED under jobacct_gather's OverMemoryKill)."""
+    path = Path(job.paths.stderr)
+    text = path.read_text(errors="replace")[-20000:].lower() if path.is_file() else ""
+    return "exceeded job memory limit" in text or "oom-kill" in text or "exceeded memory limit" in text
+
+
 def _sbatch_options(job: Any) -> str:
     """The ``#SBATCH`` options of a Slurm job's submission script, as sbatch got them ("" for a local job)."""
     path = Path(getattr(job.paths, "submission_file", ""))
@@ -364,6 +372,9 @@ def train_with_submitit(exp: Any, params: dict[str, Any], specs: Sequence[Any],
         if not job.done():      # result() would wait for ever on a job the scheduler does not list
             return (f"{state}: not known to the scheduler {lost_s:.0f} s after submission (RACECAR_SUBMITIT_LOST_S), "
                     "taken as lost; a job cancelled while pending is never listed by sacct")
+        if state == "OUT_OF_MEMORY" or _killed_for_memory(job):
+            return (f"{state}: the job used more memory than it asked for and Slurm killed it; ask for more "
+                    "(RACECAR_SLURM_MEM_GB, or mem_gb in the Slurm settings file)")
         if not job.paths.result_pickle.exists():   # killed before submitit could write what happened
             return f"{state}: no outcome written"
         try:

@@ -3,6 +3,7 @@
 the reason, where no such Slurm answers (not root, no Debian packages)."""
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -73,7 +74,9 @@ def test_the_smoke_grid_through_slurm_equals_the_inline_grid(slurm, monkeypatch)
 
 
 def test_a_job_cancelled_while_pending_ends_the_command_with_what_is_known(slurm, monkeypatch):
-    """Slurm 22.05 never lists an array task cancelled while pending in sacct: the command used to wait for ever."""
+    """Slurm 22.05 never lists an array task cancelled while pending in sacct (its state stays UNKNOWN): the
+    command used to wait for ever. Task 0 is cancelled alone (never listed: taken as lost after
+    RACECAR_SUBMITIT_LOST_S), then the rest of the array (listed as CANCELLED)."""
     monkeypatch.setenv("RACECAR_SLURM_ADDITIONAL", json.dumps({"begin": "now+1hour"}))   # stays pending
     monkeypatch.setenv("RACECAR_SUBMITIT_LOST_S", "5")
     cancelled: list[str] = []
@@ -81,14 +84,72 @@ def test_a_job_cancelled_while_pending_ends_the_command_with_what_is_known(slurm
     def report(line: str) -> None:
         if "submitted" in line and not cancelled:
             manifest = json.loads((slurm / "runs" / "_submitit" / "svd_peak" / "jobs.json").read_text())
-            cancelled.extend(sorted({e["job_id"].split("_")[0] for e in manifest.values()}))
-            subprocess.run(["scancel", *cancelled], check=True)
+            (array,) = {e["job_id"].split("_")[0] for e in manifest.values()}
+            cancelled.extend([f"{array}_0", array])
+            for job in cancelled:
+                subprocess.run(["scancel", job], check=True)
 
     with _Deadline(120), pytest.raises(RuntimeError, match="runs failed under submitit") as err:
         svd.run("peak", "smoke", report=report, executor="slurm")
     message = str(err.value)
-    assert cancelled and "RESUBMIT=1" in message and ("CANCELLED" in message or "taken as lost" in message), message
-    print(message)
+    assert cancelled and "RESUBMIT=1" in message and message.count("CANCELLED") == 3, message
+    assert message.count("taken as lost") == 1 and re.search(
+        rf"\(job {cancelled[0]}: UNKNOWN: not known to the scheduler 5 s after submission "
+        r"\(RACECAR_SUBMITIT_LOST_S\), taken as lost", message), message
+    assert message.count("no log: the job never started") == 4, message
+
+
+def test_a_job_over_its_memory_is_killed_and_named_so(slurm, monkeypatch):
+    """jobacct_gather's OverMemoryKill (state FAILED, not OUT_OF_MEMORY) on jobs that asked for 200 MB: the failure
+    line says memory, and which setting asks for more."""
+    monkeypatch.setenv("RACECAR_SLURM_CPUS_PER_TASK", "1")
+    monkeypatch.setenv("RACECAR_SLURM_ADDITIONAL", json.dumps({"mem": "200M"}))   # torch alone takes more
+    lines: list[str] = []
+    with _Deadline(180), pytest.raises(RuntimeError, match="runs failed under submitit") as err:
+        svd.run("peak", "smoke", report=lines.append, executor="slurm")
+    message = str(err.value)
+    assert "--mem=200M" in "\n".join(lines)                                   # what sbatch got
+    assert message.count("used more memory than it asked for") == 4 and "RACECAR_SLURM_MEM_GB" in message, message
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint(slurm, monkeypatch):
+    """``scontrol requeue`` of a running job after its first checkpoint: Slurm kills it (submitit ignores the
+    SIGTERM; SIGKILL follows after KillWait, 1 s here) and starts it again (after cred_expire, 5 s here); the second
+    attempt breaks the first one's lock and resumes from the checkpoint. That a resumed run ends with the numbers of
+    an uninterrupted one is checked in test_executors.py, on the same code path."""
+    import threading
+    import time
+
+    from racecar_repro.experiments import info_planes
+    monkeypatch.setenv("RACECAR_SLURM_CPUS_PER_TASK", "1")
+    runs = slurm / "runs"
+    requeued: list[str] = []
+
+    def requeue_after_the_first_checkpoint() -> None:
+        manifest = runs / "_submitit" / "info_planes" / "jobs.json"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if manifest.is_file() and list(runs.glob("info_planes_*/*/A/checkpoint.pt")):
+                (entry,) = json.loads(manifest.read_text()).values()
+                subprocess.run(["scontrol", "requeue", entry["job_id"]], check=True)
+                requeued.append(entry["job_id"])
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=requeue_after_the_first_checkpoint, daemon=True)
+    watcher.start()
+    with _Deadline(240):      # about 8 s of training: the kill (3 s after) comes long before the end
+        result = info_planes.run("smoke", report=None, executor="slurm", methods=["RR"], seeds=[0], n_train=96,
+                                 n_eval=32, steps_a=6000, steps_b=4, eval_every=40)
+    watcher.join()
+    assert requeued and len(result.runs) == 1 and not result.runs[0].cached
+    attempts = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State", "-j", requeued[0]],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert len(attempts) == 2 and attempts[0] == f"{requeued[0]}|REQUEUED", attempts   # the 2nd may still be ending
+    logs = "".join(p.read_text() for p in (runs / "_submitit" / "info_planes").glob("*_log.err"))
+    resumed = re.findall(r"resumed \S+ from its checkpoint at step (\d+) of 6000", logs)
+    assert len(resumed) == 1 and 40 <= int(resumed[0]) < 6000, logs[-3000:]
+    assert "DUE TO JOB REQUEUE" in logs and list(runs.glob("info_planes_*/*/.lock.stale-*"))   # its lock, broken
 
 
 def test_a_partition_the_cluster_lacks_is_a_clear_error(slurm, monkeypatch):
