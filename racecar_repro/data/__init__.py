@@ -20,6 +20,7 @@ class ImageSet:
     y_test: torch.Tensor
     source: str
     synthetic: bool
+    classes: list[str] | None = None     # the class names, by label, where the data set has them
 
     def fingerprint(self) -> str:
         """A digest of the images and labels, not of where they were read from: run caches key on it, so a run is

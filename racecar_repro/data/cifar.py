@@ -150,7 +150,7 @@ def load_classification(name: str, root: str | Path | None = None, download: boo
         tr, te, source = _load_cifar(key, _root(root), download)
         x = [torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous() for ds in (tr, te)]
     y = [torch.as_tensor(ds.targets, dtype=torch.int64) for ds in (tr, te)]
-    return ImageSet(x[0], y[0], x[1], y[1], source=source, synthetic=False)
+    return ImageSet(x[0], y[0], x[1], y[1], source=source, synthetic=False, classes=list(tr.classes))
 
 
 def _take(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +178,7 @@ def subset(data: ImageSet, n_train: int, n_test: int, seed: int = 0) -> ImageSet
     xtr, ytr = _take(data.x_train, data.y_train, _balanced(data.y_train, n_train, seed, 0, classes))
     xte, yte = _take(data.x_test, data.y_test, _balanced(data.y_test, n_test, seed, 1, classes))
     src = f"{data.source}; class-balanced subset {n_train} train / {n_test} test (seed {seed})"
-    return ImageSet(xtr, ytr, xte, yte, source=src, synthetic=data.synthetic)
+    return ImageSet(xtr, ytr, xte, yte, source=src, synthetic=data.synthetic, classes=data.classes)
 
 
 def split_validation(data: ImageSet, n_val: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:

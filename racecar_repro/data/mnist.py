@@ -128,7 +128,7 @@ def mnist_imageset(root: str | Path | None = None, download: bool = True,
     tr, te, source = load_mnist(root, download=download, offline_fallback=offline_fallback)
     x = [ds.data.to(torch.float32).unsqueeze(1).contiguous() for ds in (tr, te)]
     y = [torch.as_tensor(ds.targets, dtype=torch.int64) for ds in (tr, te)]
-    return ImageSet(x[0], y[0], x[1], y[1], source=source, synthetic=False)
+    return ImageSet(x[0], y[0], x[1], y[1], source=source, synthetic=False, classes=[str(d) for d in range(10)])
 
 
 def select_per_class(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int] = (0, 1),

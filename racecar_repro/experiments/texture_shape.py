@@ -90,7 +90,8 @@ def _load(p: dict) -> LoadedData:
         for t in s.values():
             digest.update(t.contiguous().numpy().tobytes())
     n = {k: len(s["y"]) for k, s in splits.items()}
-    return LoadedData({**splits, "folder": str(out), "fingerprint": digest.hexdigest()[:16]},
+    return LoadedData({**splits, "folder": str(out), "fingerprint": digest.hexdigest()[:16],
+                       "classes": data.classes or [str(c) for c in range(10)]},
                       f"{made['source']}; silhouettes filled with class textures (generator v"
                       f"{made['generator_version']}, {out}): {n['train']:,} training images (texture agrees in "
                       f"{made['splits']['train']['texture_agrees']:,}), {n['test']:,} test images (texture agrees), "

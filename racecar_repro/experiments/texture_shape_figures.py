@@ -19,12 +19,12 @@ LABELS = {"test_acc": "test accuracy (texture agrees)", "shape_prob": "p(shape's
 def panel(result: ExperimentResult, image: int = 0) -> Figure:
     """Fig. 1a's panel for cue-conflict image ``image`` (of the first ``shown``): the image, and per method the
     probability of every class (mean over seeds), the shape's class and the texture's marked."""
-    conf = result.data["conflict"]
+    conf, names = result.data["conflict"], result.data["classes"]
     shape, tex = int(conf["y"][image]), int(conf["texture"][image])
     classes = np.arange(10)
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 2.8), gridspec_kw={"width_ratios": [1, 3.6]})
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.1), gridspec_kw={"width_ratios": [1, 3.6]})
     axes[0].imshow(conf["x"][image, 0], cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title(f"shape: class {shape}\ntexture: class {tex} ({TEXTURES[tex]})", fontsize=8)
+    axes[0].set_title(f"shape: {names[shape]}\ntexture: {names[tex]}'s ({TEXTURES[tex]})", fontsize=8)
     axes[0].axis("off")
     width = 0.8 / len(result.methods)
     for i, m in enumerate(result.methods):
@@ -34,7 +34,8 @@ def panel(result: ExperimentResult, image: int = 0) -> Figure:
     for c, what in ((shape, "shape"), (tex, "texture")):
         axes[1].axvspan(c - 0.45, c + 0.45, color="0.85" if what == "shape" else "0.93", zorder=0)
         axes[1].annotate(what, (c, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=7)
-    axes[1].set(xticks=classes, xlabel="class", ylabel=f"probability (mean of {len(result.seeds)} seeds)")
+    axes[1].set(xticks=classes, ylabel=f"probability (mean of {len(result.seeds)} seeds)")
+    axes[1].set_xticklabels(names, rotation=25, ha="right", fontsize=7)
     axes[1].legend(fontsize=7, frameon=False)
     return fig
 
