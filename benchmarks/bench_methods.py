@@ -23,8 +23,8 @@ Each method's step is also counted in floating-point operations (``flops.step_fl
 convolutions, on fake tensors), which gives RR/Std in work and the rate (TFLOP/s) each step reached on this device.
 Freed memory stays in the process (``keep_freed_memory``; ``--system-malloc`` leaves glibc's default).
 
-Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--repeats N] [--threads N] [--quick] [--models ...]
-[--save DIR]``.
+Usage: ``python benchmarks/bench_methods.py [--device cpu|cuda] [--sizes cpu|cuda] [--repeats N] [--threads N]
+[--quick] [--models ...] [--save DIR]``; ``--sizes cuda`` on the CPU times the training batches (slow).
 """
 from __future__ import annotations
 
@@ -234,11 +234,12 @@ def convolution_ms(stepper: Stepper, steps: int = 2) -> float:
 
 
 def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int = DEFAULT_ROUNDS,
-              warmup: int = 5, budget_s: float | None = None) -> dict:
+              warmup: int = 5, budget_s: float | None = None, sizes: str | None = None) -> dict:
     """Time and measure one step of each method on ``model_name`` ('peak MLP' or 'small CNN').
 
     ``rounds`` interleaved rounds follow ``warmup`` untimed ones; with ``budget_s``, timing stops once the timed
     rounds have taken that long (after at least 3 rounds), and ``"rounds"`` in the result is the number run.
+    ``sizes`` ("cpu" or "cuda", default: the device's) picks the batch and model sizes (``workload``).
     Returns ``{"model", "device", "rounds", "memory_kind", "time_ms": {method: median ms},
     "memory_bytes": {method: bytes}, "time_ratio": {method: x/Std}, "memory_ratio": {method: x/Std}}``.
     """
@@ -248,16 +249,17 @@ def benchmark(model_name: str, device: str | torch.device = "cpu", rounds: int =
         raise ValueError(f"rounds must be positive, got {rounds}")
     device = torch.device(device)
     cuda = device.type == "cuda"
-    base, x, y, task = workload(model_name, device)
+    sizes = sizes or device.type
+    base, x, y, task = workload(model_name, device, sizes)
     methods = MODELS[model_name].methods
     steppers = {name: Stepper(name, copy.deepcopy(base), task, x, y) for name in methods}
     times = interleaved_times(steppers, device, rounds, warmup, budget_s)
     memory = {k: peak_step_bytes(s, device) if cuda else saved_activation_bytes(s) for k, s in steppers.items()}
     conv = {k: convolution_ms(steppers[k]) for k in ("Std", "RR")} if MODELS[model_name].convolutional else {}
     time_ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-    flops = {k: step_flops(lambda k=k: stepper(k, model_name, device.type)) for k in methods}
+    flops = {k: step_flops(lambda k=k: stepper(k, model_name, sizes)) for k in methods}
     return {
-        "model": model_name, "device": str(device), "rounds": len(times["Std"]),
+        "model": model_name, "device": str(device), "rounds": len(times["Std"]), "batch": len(x),
         "memory_kind": "peak memory" if cuda else "saved-activation memory",
         "time_ms": time_ms, "memory_bytes": memory,
         "time_ratio": {k: time_ms[k] / time_ms["Std"] for k in methods[1:]},
@@ -292,7 +294,7 @@ def report(results: list[dict]) -> str:
     for r in results:
         ms = ", ".join(f"{k} {v:.3f}" for k, v in r["time_ms"].items())
         kb = ", ".join(f"{k} {v / 1024:.0f}" for k, v in r["memory_bytes"].items())
-        lines.append(f"{r['model']}: median step ms: {ms}; {r['memory_kind']} KiB: {kb}")
+        lines.append(f"{r['model']} (batch {r['batch']}): median step ms: {ms}; {r['memory_kind']} KiB: {kb}")
         gf = ", ".join(f"{k} {r['flops'][k] / 1e9:.3g} at {r['tflops'][k]:.3g} TFLOP/s" for k in r["flops"])
         lines.append(f"{r['model']}: counted GFLOP per step (matrix products and convolutions) and the rate "
                      f"reached: {gf}")
@@ -330,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave glibc's malloc as it is (default: keep freed memory for reuse, "
                              "see keep_freed_memory)")
     parser.add_argument("--models", nargs="*", choices=list(MODELS), help=f"which workloads (default: {', '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--sizes", choices=["cpu", "cuda"], default=None,
+                        help="batch and model sizes: the CPU's (small batches) or CUDA's (the training batches, e.g. "
+                             "128 for the torchvision models); default: the device's")
     parser.add_argument("--save", metavar="DIR", help="also keep the output in DIR (make bench: benchmarks/results)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -342,11 +347,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.repeats:
         budget = None  # an explicit round count is honoured
     names = args.models or list(DEFAULT_MODELS)
-    text = report([benchmark(name, args.device, rounds, warmup, budget) for name in names]) + "\nmalloc: " + (
+    text = report([benchmark(name, args.device, rounds, warmup, budget, args.sizes) for name in names]) + "\nmalloc: " + (
         "freed memory kept for reuse (--system-malloc to leave it as it is)" if kept else "as the system has it")
     print(text)
     if args.save:
-        print("saved to", record.save(text, "bench-methods", args.device, args.save))
+        name = "bench-methods" if args.sizes in (None, args.device) else f"bench-methods-{args.sizes}-sizes"
+        print("saved to", record.save(text, name, args.device, args.save))
 
 
 if __name__ == "__main__":
