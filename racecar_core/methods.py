@@ -96,7 +96,10 @@ class PowerStepPenalty(torch.autograd.Function):
         e = alpha * (m @ mb - b) - beta * a
         p = torch.stack([b, a, e, u], 1)
         q = torch.stack([alpha * ma, alpha * mb, mu, m.T @ e], 1) * grad
-        return (p @ q.T if ctx.wide else q @ p.T).reshape(ctx.shape), None, None
+        # written into a tensor of its own (not a view), which autograd then adds the task's gradient to in place
+        g = torch.empty(ctx.shape, dtype=m.dtype, device=m.device)
+        torch.mm(*((p, q.T) if ctx.wide else (q, p.T)), out=g.view(ctx.shape[0], -1))
+        return g, None, None
 
 
 @torch._disable_dynamo   # torch.compiler.disable, made on the first call: importing torch._dynamo costs 2 s

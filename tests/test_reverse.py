@@ -147,6 +147,50 @@ def test_reconstruction_terms_and_their_gradients_are_the_squared_distance():
     torch.testing.assert_close(g, r - d.detach())
 
 
+def test_the_bias_is_taken_off_as_the_sum_with_its_negation_the_same_numbers_as_the_difference():
+    """``y + (-b)`` is ``y - b`` bit for bit, value and both gradients, in float32 (the form saves a full-size
+    negation of the signal's gradient in backward)."""
+    torch.manual_seed(0)
+    for m, y in ((nn.Linear(5, 7).float(), torch.randn(3, 4, 7, dtype=torch.float32)),
+                 (nn.Conv2d(2, 6, 3).float(), torch.randn(3, 6, 4, 4, dtype=torch.float32))):
+        y.requires_grad_(True)
+        g = torch.randn_like(y)
+        b = m.bias if isinstance(m, nn.Linear) else m.bias.view(1, -1, 1, 1)
+        got, want = rules.subtract_bias(m, y), y - b
+        assert torch.equal(got, want)
+        for a, c in zip(torch.autograd.grad(got, (y, m.bias), g), torch.autograd.grad(want, (y, m.bias), g)):
+            assert torch.equal(a, c)
+
+
+def test_a_join_keeps_the_strides_of_the_models_in_place_sum():
+    """fx traces ``y += x`` as ``y + x``; where the two layouts are the same memory (a (N, C, 1, 1) map), the trace
+    keeps ``y``'s channels-last strides as the model's in-place sum does, and so its convolutions take the kernels of
+    the model's own forward pass (oneDNN picks them by strides)."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y += x
+            return self.head(y)
+
+    net = Block().float()
+    x = torch.randn(2, 1, 1, 8, dtype=torch.float32).permute(0, 3, 1, 2)     # channels-last (N, C, 1, 1)
+    y = net.conv(x)
+    eager = y + x
+    assert y.stride() == (8, 1, 8, 8) and eager.stride() == (8, 1, 1, 1)   # what the out-of-place sum gives
+    trace = reverse.forward_trace(net, x)
+    (join,) = [s for s in trace.plan.steps if s.op == "join"]
+    assert trace.values[join.index].stride() == y.stride()
+    assert torch.equal(trace.values[join.index], eager) and torch.equal(trace.output, net(x))
+    loss = reverse.reconstruction_loss(reverse.reverse_pass(trace))
+    assert all(p.grad is None for p in net.parameters())
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
 def test_pre_needs_a_sequential():
     with pytest.raises(TypeError, match="nn.Sequential"):
         reverse.layers_of(nn.Linear(3, 3))

@@ -40,6 +40,11 @@ MODULE_CASES = [
     (nn.Conv2d(4, 4, 7, padding=3, groups=4), (2, 4, 6, 5)),            # depthwise, stride 1: a flipped conv
     (nn.Conv1d(3, 3, 3, padding=1, dilation=2, groups=3), (2, 3, 9)),   # depthwise, dilated, narrower output
     (nn.Conv3d(2, 2, 3, padding=(0, 1, 2), groups=2), (1, 2, 4, 5, 5)),
+    # kernel = stride, no padding (patchify stems, downsampling, patch embeddings): one matrix product
+    (nn.Conv2d(3, 5, 4, stride=4), (2, 3, 8, 12)),
+    (nn.Conv2d(3, 5, (2, 3), stride=(2, 3)), (2, 3, 9, 10)),          # remainders the stride leaves out
+    (nn.Conv1d(3, 4, 4, stride=4), (2, 3, 13)),
+    (nn.Conv3d(2, 3, 2, stride=2, bias=False), (1, 2, 4, 5, 6)),
     (nn.Flatten(), (2, 3, 4, 4)),
     (nn.AvgPool2d(2), (2, 3, 6, 6)),
     (nn.AvgPool2d(2), (2, 3, 7, 5)),              # drops the last row and column
@@ -91,6 +96,20 @@ MODULE_CASES = [
                          ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
 def test_module_adjoint(layer, shape):
     assert adjoint_gap(layer.double(), shape) < 1e-12
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_a_patch_convolutions_transpose_is_its_vector_jacobian_product_in_the_signals_layout(memory_format):
+    """Kernel = stride: the transpose (one matrix product) equals autograd's input gradient of the convolution,
+    and keeps the signal's memory layout (a channels-last ConvNeXt signal stays channels-last for the depthwise
+    convolutions below, whose oneDNN kernels are slow on NCHW maps of 2x2)."""
+    conv = nn.Conv2d(4, 6, 2, stride=2).double()
+    x = torch.randn(2, 4, 7, 6).contiguous(memory_format=memory_format).requires_grad_(True)
+    y = torch.randn(2, 6, 3, 3).contiguous(memory_format=memory_format)
+    got = rules.transpose(conv, y, x.shape)
+    (want,) = torch.autograd.grad(conv(x), x, y)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+    assert got.is_contiguous(memory_format=memory_format)
 
 
 @pytest.mark.parametrize("pool, shape", [(nn.MaxPool2d(2), (2, 3, 6, 7)),
