@@ -45,6 +45,14 @@ MODULE_CASES = [
     (nn.Conv2d(3, 5, (2, 3), stride=(2, 3)), (2, 3, 9, 10)),          # remainders the stride leaves out
     (nn.Conv1d(3, 4, 4, stride=4), (2, 3, 13)),
     (nn.Conv3d(2, 3, 2, stride=2, bias=False), (1, 2, 4, 5, 6)),
+    (nn.Conv2d(6, 4, 1), (2, 6, 2, 2)),                                 # 1x1 on a map of 4 positions
+    (nn.Conv1d(6, 4, 1), (2, 6, 3)),
+    # one position in and out: a product with the tap that sees it (any groups, dilation)
+    (nn.Conv2d(6, 4, 3, padding=1), (2, 6, 1, 1)),
+    (nn.Conv2d(6, 4, 3, stride=2, padding=1, groups=2), (2, 6, 1, 1)),
+    (nn.Conv2d(6, 6, 5, padding=2, groups=6), (3, 6, 1, 1)),           # depthwise
+    (nn.Conv2d(4, 4, 3, padding=2, dilation=2), (2, 4, 1, 1)),
+    (nn.Conv3d(2, 4, (1, 3, 3), padding=(0, 1, 1)), (2, 2, 1, 1, 1)),
     (nn.Flatten(), (2, 3, 4, 4)),
     (nn.AvgPool2d(2), (2, 3, 6, 6)),
     (nn.AvgPool2d(2), (2, 3, 7, 5)),              # drops the last row and column
