@@ -96,8 +96,7 @@ class PowerStepPenalty(torch.autograd.Function):
         e = alpha * (m @ mb - b) - beta * a
         p = torch.stack([b, a, e, u], 1)
         q = torch.stack([alpha * ma, alpha * mb, mu, m.T @ e], 1) * grad
-        # written into a tensor of its own (not a view), which autograd then adds the task's gradient to in place
-        g = torch.empty(ctx.shape, dtype=m.dtype, device=m.device)
+        g = torch.empty(ctx.shape, dtype=m.dtype, device=m.device)    # not a view: autograd sums into it in place
         torch.mm(*((p, q.T) if ctx.wide else (q, p.T)), out=g.view(ctx.shape[0], -1))
         return g, None, None
 
@@ -111,11 +110,9 @@ def start_vectors(sizes: list[int], start: str = "randn", generator: torch.Gener
 
 
 def srip_penalty(model: nn.Module, form: str = "official", generator: torch.Generator | None = None) -> Tensor:
-    """Sum over weight layers of ``sigma_max(W^T W - I)^2`` by one power-iteration step.
-
-    ``official``: the RR authors' TF code (randn start vector); ``srip``: the SRIP authors' code (rand start).
-    All start vectors are drawn first, in layer order, so a compiled step has a single graph break.
-    """
+    """Sum over weight layers of ``sigma_max(W^T W - I)^2`` by one power-iteration step; ``official``: the RR authors'
+    TF code (randn start vector), ``srip``: the SRIP authors' (rand). The start vectors are drawn first, in layer
+    order, so a compiled step has a single graph break."""
     if form not in ("official", "srip"):
         raise ValueError(f"racecar: unknown Ort form {form!r}; use 'official' or 'srip'")
     weights = [m.weight for m in reverse.weight_modules(model)]

@@ -433,13 +433,11 @@ def _run_step(s: Step, a: Any, kw: dict, saved: dict[int, Any]) -> Any:
 
 
 def _keep_layout(out: Any, like: Any) -> Any:
-    """A join's output with its first summand's strides where the two lay the same memory out (they differ only at
-    size-1 dimensions): fx turns the model's ``x += y`` into ``x + y``, whose strides are the contiguous ones there, and
-    oneDNN takes a (N, C, 1, 1) input with those strides to a slow depthwise kernel (ConvNeXt's last stage at 32x32:
-    44 ms against 0.07 ms at N=128, C=768)."""
-    if (isinstance(out, Tensor) and isinstance(like, Tensor) and out.shape == like.shape
-            and out.stride() != like.stride()
-            and all(a == b for n, a, b in zip(out.shape, out.stride(), like.stride()) if n > 1)):
+    """A join with its first summand's strides where they differ only at size-1 dimensions, as the model's in-place
+    ``x += y`` (traced as ``x + y``) keeps them: oneDNN picks kernels by strides (44 ms against 0.07 ms for ConvNeXt's
+    depthwise convolution on its (128, 768, 1, 1) maps)."""
+    if (isinstance(out, Tensor) and isinstance(like, Tensor) and out.shape == like.shape and out.stride() !=
+            like.stride() and all(a == b for n, a, b in zip(out.shape, out.stride(), like.stride()) if n > 1)):
         return out.as_strided(like.shape, like.stride())
     return out
 
@@ -578,15 +576,13 @@ def reverse_pass(trace: Trace, mode: Mode = "full", floor: int | None = None,
                  norms: Norms = "batch") -> list[tuple[Tensor, Tensor]]:
     """Pairs ``(d_m, d'_m)``, bottom of the network first; the module docstring says where each ``mode`` takes them
     (``full``: the paper's walk; ``local``, ``local_padded``: each weight step on its own).
-
     ``floor``: in full mode, weight steps and joins below step ``floor`` end the walk (their pair is taken, nothing
     is transposed): Pre's autoencoder of one layer or block, which reconstructs that unit's input.
     ``norms``: how a batch norm in training mode is re-applied: ``batch`` normalises the reverse signal with its own
     batch statistics (the official code); ``forward`` with the statistics the forward pass used at that layer (an
     affine map of the signal; on torchvision's ResNet-50 the official rule made the loss so steep that Adam did not
     lower the reconstruction error, the forward statistics did); below ``MIN_NORM_VALUES`` values per channel, and
-    in eval mode, the running statistics.
-    """
+    in eval mode, the running statistics."""
     if norms not in NORMS:
         raise ValueError(f"racecar: unknown norms {norms!r}; use one of {NORMS}")
     return _walk(trace, mode, floor, norms=norms)[0]

@@ -65,9 +65,8 @@ def linear_vjp(fn: Callable[[Tensor], Tensor], y: Tensor, shape: torch.Size) -> 
 
 
 def vjp_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
-    """``A^T y`` of an affine module ``m(x) = A x + b``, exact and generic (``linear_vjp``). Hand-written transposes
-    stay where they are faster or compile without graph breaks (Linear, zero-padded convolutions and transposed
-    convolutions)."""
+    """``A^T y`` of an affine module ``m(x) = A x + b``, exact and generic (``linear_vjp``); Linear and zero-padded
+    (transposed) convolutions keep hand-written ones, faster and free of graph breaks."""
     return linear_vjp(m, y, shape)
 
 
@@ -80,25 +79,22 @@ _CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3
 
 
 def conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
-    """``W^T y`` of a convolution (1-D to 3-D): the transposed convolution back to an input of ``shape`` (integer
-    zero padding), else the generic ``vjp_transpose`` (circular, reflect or replicate padding, ``padding="same"``)."""
+    """``W^T y`` of a convolution (1-D to 3-D) back to an input of ``shape``: with zero padding the transposed
+    convolution, or an equal map that is cheaper (one position in and out: a product with the tap that sees it, 27 ms
+    against 3 ms; kernel = stride: ``_patch_transpose``; depthwise, stride 1: the convolution with the flipped kernel);
+    else the generic ``vjp_transpose`` (circular, reflect or replicate padding, ``padding="same"``)."""
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
         return vjp_transpose(m, y, shape)
     n, pad = y.dim() - 2, [d * (k - 1) - p for d, k, p in zip(m.dilation, m.kernel_size, m.padding)]
     taps = [p // d for p, d in zip(m.padding, m.dilation)]
     if (math.prod(y.shape[2:]) == 1 and math.prod(shape[2:]) == 1
             and all(p % d == 0 and t < k for p, d, t, k in zip(m.padding, m.dilation, taps, m.kernel_size))):
-        # one position in, one out: a product with the one tap that sees the map (ResNet's last stage on CIFAR-sized
-        # images; oneDNN's transposed kernel computes every tap's weight gradient: 27 ms against 3 ms at batch 128)
-        w = m.weight[(slice(None), slice(None), *taps)]                          # [Co, Ci / groups]
-        g = m.groups
-        x = torch.einsum("ngo,goc->ngc", y.reshape(y.shape[0], g, -1), w.reshape(g, -1, w.shape[1]))
-        return x.reshape(shape)
+        w, g = m.weight[(slice(None), slice(None), *taps)], m.groups                       # [Co, Ci / groups]
+        return torch.einsum("ngo,goc->ngc", y.reshape(y.shape[0], g, -1), w.reshape(g, -1, w.shape[1])).reshape(shape)
     if (tuple(m.stride) == tuple(m.kernel_size) and set(m.padding) == {0} and set(m.dilation) == {1}
             and m.groups == 1 and (max(m.kernel_size) > 1 or math.prod(y.shape[2:]) <= 4)):
         return _patch_transpose(m.weight, y, shape)
     if m.groups == m.in_channels == m.out_channels and set(m.stride) == {1} and min(pad) >= 0:
-        # depthwise, stride 1: the convolution with the flipped kernel, the same map (ConvNeXt's RR step 8 % faster)
         return _CONV[n][0](y, m.weight.flip(list(range(2, n + 2))), None, 1, pad, m.dilation, m.groups)
     out_pad = [shape[-n + i] - ((y.shape[-n + i] - 1) * m.stride[i] - 2 * m.padding[i]
                                 + m.dilation[i] * (m.kernel_size[i] - 1) + 1) for i in range(n)]
@@ -106,13 +102,11 @@ def conv_transpose(m: nn.Module, y: Tensor, shape: torch.Size) -> Tensor:
 
 
 def _patch_transpose(w: Tensor, y: Tensor, shape: torch.Size) -> Tensor:
-    """``W^T y`` of a convolution whose kernel is its stride (no padding): patchify stems, ConvNeXt's and Swin's
-    downsampling, ViT's patch embedding, and 1x1 convolutions on maps of at most 4 positions. Its patches are
-    disjoint, so the transpose is one matrix product and a reshape, in ``y``'s memory layout. Forwards and backwards at
-    batch 128, oneDNN's transposed kernel took 73 ms against 7 ms for ConvNeXt-T's last downsampling, 36 ms against
-    6 ms for ResNet-50's 1x1 convolutions on 1x1 maps (on larger maps it is as fast as the product or faster)."""
-    n, (co, ci, *k) = y.dim() - 2, w.shape
-    size = y.shape[2:]
+    """``W^T y`` of a convolution whose kernel is its stride, unpadded (patchify stems, downsampling, patch embeddings;
+    1x1 on maps of at most 4 positions): its patches are disjoint, so one matrix product and a reshape, in ``y``'s
+    layout (oneDNN's kernel, forwards and backwards at batch 128: ConvNeXt-T's last downsampling 73 ms against 7 ms,
+    ResNet-50's 1x1 convolutions on 1x1 maps 36 against 6 ms; on larger maps it is as fast or faster)."""
+    n, (co, ci, *k), size = y.dim() - 2, w.shape, y.shape[2:]
     z = y.movedim(1, -1).reshape(-1, co) @ w.reshape(co, -1)                 # one row per patch: [Ci, k...]
     z = z.view(y.shape[0], *size, ci, *k)
     last = n == 2 and y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
@@ -368,15 +362,12 @@ def transpose(m: nn.Module, y: Tensor, input_shape: torch.Size, saved: Any = Non
 
 
 def subtract_bias(m: nn.Module, y: Tensor) -> Tensor:
-    """``y - b``: a Linear's bias runs along the last dimension (``[B, F]`` or ``[B, T, F]``), a convolution's (any
-    other layer's) along the channel dimension 1."""
+    """``y - b`` as ``y + (-b)``, the same numbers (backward negates the bias, not the signal's gradient): a Linear's
+    bias runs along the last dimension (``[B, F]``, ``[B, T, F]``), any other layer's along the channel dimension 1."""
     b = getattr(m, "bias", None)
-    if b is None:
-        return y
-    # y + (-b), the same numbers as y - b: the negation runs on the bias, not on the signal's gradient in backward
-    if y.dim() > 2 and not isinstance(m, nn.Linear):
-        return y + b.neg().view(1, -1, *([1] * (y.dim() - 2)))
-    return y + b.neg()
+    if b is None or y.dim() <= 2 or isinstance(m, nn.Linear):
+        return y if b is None else y + b.neg()
+    return y + b.neg().view(1, -1, *([1] * (y.dim() - 2)))
 
 
 # ---------------------------------------------------------------- functions and tensor methods in traced code
